@@ -1,0 +1,306 @@
+"""The sweep file: schema, loading and validation, and the trials a sweep expands to.
+
+A sweep file is plain YAML (``yaml.safe_load``). Every key is declared here with its
+type, range and default; anything else is rejected before Ray starts, with the key's
+path, what is allowed, and exit code 2 (see ``SpecError``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mke_ray.methods import METHODS
+from mke_ray.regularizers import REGULARIZERS
+from mke_ray.tasks import TASKS, TrainSettings
+
+
+class SpecError(Exception):
+    """A sweep file that cannot be run; the message is one line naming key and fix."""
+
+
+class _FieldError(ValueError):
+    """Raised inside validators to point below the field that failed."""
+
+    def __init__(self, path: tuple[str | int, ...], message: str):
+        super().__init__(message)
+        self.path, self.message = path, message
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class TaskSpec(_Spec):
+    name: str = Field("twomoon", description="a registered task")
+    options: dict[str, Any] = Field(default_factory=dict, description="the task's own options")
+
+    @model_validator(mode="after")
+    def _known_task(self):
+        if self.name not in TASKS:
+            raise _FieldError(("name",), f"unknown task {self.name!r}; allowed: {', '.join(TASKS.names())}")
+        try:
+            TASKS.get(self.name).Options.model_validate(self.options)
+        except ValidationError as err:
+            path, message = _describe(err.errors()[0], TASKS.get(self.name).Options)
+            raise _FieldError(("options", *path), message) from None
+        return self
+
+    def build(self):
+        cls = TASKS.get(self.name)
+        return cls(cls.Options.model_validate(self.options))
+
+
+class TrainSpec(_Spec):
+    """Overrides of the task's training defaults; unset keys keep the task's value."""
+
+    epochs: int | None = Field(None, ge=1)
+    lr: float | None = Field(None, gt=0)
+    seed: int | None = Field(None, ge=0)
+
+    def resolve(self, defaults: TrainSettings) -> TrainSettings:
+        return defaults.model_copy(update=self.model_dump(exclude_none=True))
+
+
+class SearchSpec(_Spec):
+    kind: Literal["grid"] = "grid"
+
+
+class ResourcesSpec(_Spec):
+    cpu: float = Field(1.0, gt=0, description="CPUs per trial")
+    gpu: float = Field(0.0, ge=0, description="GPUs per trial")
+
+
+class TrackingSpec(_Spec):
+    uri: str | None = Field(None, description="MLflow tracking URI; default $MLFLOW_TRACKING_URI "
+                                              "or sqlite:///mlflow.db")
+    experiment: str = Field("mke_ray", min_length=1)
+    log_every: int = Field(100, ge=0, description="epochs between logged metrics; 0 logs the last only")
+    plots: bool = Field(True, description="draw a plot for every trial")
+
+
+MAX_SEED = 2**32 - 1
+
+
+class SweepSpec(_Spec):
+    name: str = Field(min_length=1)
+    task: TaskSpec = Field(default_factory=TaskSpec)
+    teacher: TrainSpec = Field(default_factory=TrainSpec)
+    student: TrainSpec = Field(default_factory=TrainSpec)
+    methods: list[str] = Field(default_factory=lambda: ["um_student", "mm_student", "mm_sup"])
+    # name -> {column label: strength}; a scalar in the file is fixed for every trial
+    regularizers: dict[str, dict[str, float]] = Field(default_factory=dict)
+    fixed: dict[str, float] = Field(default_factory=dict)
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    search: SearchSpec = Field(default_factory=SearchSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    output: str | None = Field(None, description="output directory; default runs/<name>")
+
+    @field_validator("methods", mode="after")
+    @classmethod
+    def _known_methods(cls, methods: list[str]) -> list[str]:
+        if not methods:
+            raise _FieldError((), f"list at least one method; allowed: {', '.join(METHODS.names())}")
+        for i, name in enumerate(methods):
+            if name not in METHODS:
+                raise _FieldError((i,), f"unknown method {name!r}; allowed: {', '.join(METHODS.names())}")
+            if name in methods[:i]:
+                raise _FieldError((i,), f"method {name!r} is listed twice")
+        return methods
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seeds(cls, value: Any) -> list[int]:
+        if isinstance(value, int) and not isinstance(value, bool):
+            if not 1 <= value <= 10_000:
+                raise _FieldError((), f"a seed count must be in [1, 10000] (got {value})")
+            return list(range(value))
+        if not isinstance(value, list) or not value:
+            raise _FieldError((), f"give a non-empty list of seeds or a count (got {value!r})")
+        for i, seed in enumerate(value):
+            if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+                raise _FieldError((i,), f"a seed is an integer in [0, {MAX_SEED}] (got {seed!r})")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_regularizers(cls, data: Any) -> Any:
+        """Sort ``regularizers`` entries into swept grids and fixed strengths."""
+        if not isinstance(data, dict):
+            return data
+        if "fixed" in data:
+            raise _FieldError(("fixed",), "unknown key; a fixed strength is written as a number "
+                                          "under regularizers (e.g. regularizers: {dropout: 0.1})")
+        if "regularizers" not in data:
+            return data
+        raw = data["regularizers"]
+        if not isinstance(raw, dict):
+            raise _FieldError(("regularizers",), "map each regularizer name to a strength, a list "
+                                                 "of strengths, or {label: strength}")
+        grids, fixed = {}, {}
+        for name, value in raw.items():
+            if name not in REGULARIZERS:
+                raise _FieldError(("regularizers", name), f"unknown regularizer; allowed: "
+                                                          f"{', '.join(REGULARIZERS.names())}")
+            info = REGULARIZERS.get(name)
+            if _is_number(value):
+                fixed[name] = _strength(info, value, ("regularizers", name))
+                continue
+            if isinstance(value, list):
+                items = [(f"{v:g}" if _is_number(v) else str(v), v, i) for i, v in enumerate(value)]
+            elif isinstance(value, dict):
+                items = [(str(k), v, k) for k, v in value.items()]
+            else:
+                raise _FieldError(("regularizers", name), f"give a strength, a list of strengths or "
+                                                          f"{{label: strength}} (got {value!r})")
+            if not items:
+                raise _FieldError(("regularizers", name), "list at least one strength")
+            grid = {}
+            for label, v, where in items:
+                grid[label] = _strength(info, v, ("regularizers", name, where))
+            grids[name] = grid
+        return {**data, "regularizers": grids, "fixed": fixed}
+
+    # -- what the sweep runs ------------------------------------------------------
+    def output_dir(self) -> Path:
+        return Path(self.output or f"runs/{self.name}")
+
+    def settings(self) -> list[dict[str, float]]:
+        """Distinct regularization settings: each grid entry with the others at 0."""
+        zero = {name: 0.0 for name in REGULARIZERS.names()}
+        settings: list[dict[str, float]] = []
+        for name, grid in self.regularizers.items():
+            for strength in grid.values():
+                setting = {**zero, **self.fixed, name: strength}
+                if setting not in settings:
+                    settings.append(setting)
+        return settings or [{**zero, **self.fixed}]
+
+    def trials(self) -> list[TrialSpec]:
+        return [TrialSpec(method, setting, seed, repeat)
+                for setting in self.settings()
+                for method in self.methods
+                for repeat, seed in enumerate(self.seeds)]
+
+    def smoke(self) -> SweepSpec:
+        """A tiny version for a first look and CI: few epochs, one seed, two columns."""
+        task = self.task.build()
+        short = {"teacher": min(100, self.teacher.resolve(task.teacher_defaults).epochs),
+                 "student": min(200, self.student.resolve(task.student_defaults).epochs)}
+        return self.model_copy(update={
+            "name": f"{self.name}-smoke",
+            "teacher": self.teacher.model_copy(update={"epochs": short["teacher"]}),
+            "student": self.student.model_copy(update={"epochs": short["student"]}),
+            "seeds": self.seeds[:1],
+            "regularizers": {n: dict(list(g.items())[:2]) for n, g in self.regularizers.items()},
+            "tracking": self.tracking.model_copy(update={"log_every": 50}),
+            "output": f"{self.output}-smoke" if self.output else None,
+        })
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """One training run of a student: method, regularization, seed (and which repeat)."""
+
+    method: str
+    regularization: dict[str, float]
+    seed: int
+    repeat: int
+
+    @property
+    def key(self) -> str:
+        """Unique within a sweep; a readable name, also used as a folder name."""
+        active = [f"{n}={v:g}" for n, v in sorted(self.regularization.items()) if v]
+        return "-".join([self.method, *(active or ["noreg"]), f"seed={self.seed}", f"rep={self.repeat}"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "regularization": dict(self.regularization),
+                "seed": self.seed, "repeat": self.repeat}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrialSpec:
+        return cls(d["method"], dict(d["regularization"]), int(d["seed"]), int(d["repeat"]))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _strength(info, value: Any, path: tuple) -> float:
+    if not _is_number(value):
+        raise _FieldError(path, f"a strength is a number in {info.allowed()} (got {value!r})")
+    problem = info.check(float(value))
+    if problem:
+        raise _FieldError(path, f"{info.name} strength must be {problem} (got {value!r})")
+    return float(value)
+
+
+# -- loading and error messages ------------------------------------------------------
+def load_spec(path: str | Path) -> SweepSpec:
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"{path}: sweep file not found; pass the path of a YAML sweep file "
+                        f"(examples in sweeps/)")
+    text = path.read_text()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise SpecError(f"{path}: not valid YAML: {where}{problem}; fix the syntax") from None
+    if data is None:
+        raise SpecError(f"{path}: the file is empty; a sweep needs at least a name")
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: the top level must be a mapping of keys (got {type(data).__name__})")
+    data.setdefault("name", path.stem)
+    return parse_spec(data, source=str(path))
+
+
+def parse_spec(data: dict[str, Any], source: str = "<sweep>") -> SweepSpec:
+    try:
+        return SweepSpec.model_validate(data)
+    except ValidationError as err:
+        path, message = _describe(err.errors()[0], SweepSpec)
+        where = ".".join(str(p) for p in path) or "(top level)"
+        raise SpecError(f"{source}: {where}: {message}") from None
+    except _FieldError as err:  # raised by a "before" validator of the whole sweep
+        raise SpecError(f"{source}: {'.'.join(map(str, err.path))}: {err.message}") from None
+
+
+def _describe(error: dict, model: type[BaseModel]) -> tuple[tuple, str]:
+    """(key path, one-line message) for one pydantic error."""
+    loc = tuple(error["loc"])
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, _FieldError):
+        return loc + cause.path, cause.message
+    if error["type"] == "extra_forbidden":
+        allowed = _fields_at(model, loc[:-1])
+        return loc, f"unknown key; allowed: {', '.join(allowed)}" if allowed else "unknown key"
+    if error["type"] == "missing":
+        return loc, "required key is missing"
+    got = error.get("input")
+    return loc, f"{error['msg'][0].lower()}{error['msg'][1:]} (got {got!r})"
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return [name for name in model.model_fields if name != "fixed"]
+
+
+def spec_hash(*parts: Any) -> str:
+    """A short stable hash of JSON-able settings, used for cache folders."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]

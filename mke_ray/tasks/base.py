@@ -1,0 +1,77 @@
+"""What a task provides: data splits by modality, models, a loss and its plots."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+from mke_ray.registry import Registry
+
+
+@dataclass(frozen=True)
+class Split:
+    """Samples of one split: a tensor per modality, and the true labels."""
+
+    inputs: dict[str, torch.Tensor]
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass(frozen=True)
+class Splits:
+    labeled: Split     # teacher's training data (only the teacher modality is used)
+    unlabeled: Split   # students' training data; its labels are used by MM sup only
+    test: Split
+
+
+class TrainSettings(BaseModel):
+    """How one model is optimised; every task gives its own defaults."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    epochs: int
+    lr: float
+    seed: int = 0
+
+
+class Task(ABC):
+    """A data set with two or more modalities, one of which the teacher sees."""
+
+    Options: ClassVar[type[BaseModel]]
+    modalities: ClassVar[tuple[str, ...]]
+    teacher_modality: ClassVar[str]
+    teacher_defaults: ClassVar[TrainSettings]
+    student_defaults: ClassVar[TrainSettings]
+
+    def __init__(self, options: BaseModel):
+        self.options = options
+
+    @abstractmethod
+    def splits(self) -> Splits: ...
+
+    @abstractmethod
+    def build_model(self, modalities: tuple[str, ...],
+                    regularization: dict[str, float]) -> nn.Module: ...
+
+    @abstractmethod
+    def loss_fn(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]: ...
+
+    def features(self, split: Split, modalities: tuple[str, ...]) -> torch.Tensor:
+        """The model input for ``modalities``: their features side by side."""
+        return torch.cat([split.inputs[m] for m in modalities], dim=1)
+
+    def plot_trial(self, model: nn.Module, modalities: tuple[str, ...],
+                   pseudo_labels: torch.Tensor, title: str, path: Path) -> bool:
+        """Draw what the trained model does; return False when the task has no plot."""
+        return False
+
+
+TASKS: Registry[type[Task]] = Registry("task")

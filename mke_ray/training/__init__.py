@@ -1,0 +1,1 @@
+"""Plain-PyTorch training; nothing here imports Ray."""
