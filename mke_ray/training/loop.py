@@ -45,4 +45,4 @@ def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def accuracy(pred: torch.Tensor, y: torch.Tensor) -> float:
     """Percent of ``pred`` equal to ``y``."""
-    return 100.0 * (pred == y).float().mean().item()
+    return 100.0 * (pred == y).sum().item() / len(y)

@@ -1,0 +1,41 @@
+"""The files a training run leaves in its folder; the MLflow writer uploads them."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+HISTORY = "history.jsonl"   # one JSON record per logged epoch
+RESULT = "result.json"      # final metrics and settings, written last
+
+
+def write_run(folder: Path, *, history: list[dict[str, float]], result: dict[str, Any],
+              model: nn.Module, model_name: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), folder / model_name)
+    (folder / HISTORY).write_text("".join(json.dumps(r) + "\n" for r in history))
+    _write_json_atomically(folder / RESULT, result)
+
+
+def read_result(folder: Path) -> dict[str, Any] | None:
+    """The finished run's result, or None when the run did not finish."""
+    try:
+        return json.loads((folder / RESULT).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def read_history(folder: Path) -> list[dict[str, float]]:
+    path = folder / HISTORY
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _write_json_atomically(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    os.replace(tmp, path)

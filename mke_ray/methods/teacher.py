@@ -1,0 +1,70 @@
+"""The unimodal teacher: trained once per (task, teacher settings), then cached."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mke_ray.methods import TEACHER_LABEL
+from mke_ray.methods.artifacts import read_history, read_result, write_run
+from mke_ray.spec import spec_hash
+from mke_ray.tasks import Task, TrainSettings
+from mke_ray.training.loop import accuracy, fit, predict
+
+PSEUDO_LABELS = "pseudo_labels.pt"
+
+
+@dataclass(frozen=True)
+class TeacherRun:
+    folder: Path
+    result: dict[str, Any]
+    history: list[dict[str, float]]
+    cached: bool
+
+    @property
+    def pseudo_labels_path(self) -> Path:
+        return self.folder / PSEUDO_LABELS
+
+
+def teacher_folder(root: Path, task_name: str, task_options: dict, settings: TrainSettings) -> Path:
+    """Where the teacher for these settings lives: keyed by a hash of everything it depends on."""
+    return root / "teacher" / spec_hash(task_name, task_options, settings.model_dump())
+
+
+def train_teacher(task: Task, settings: TrainSettings, folder: Path, *,
+                  log_every: int = 100, plot: bool = True) -> TeacherRun:
+    """Train the teacher and pseudo-label the unlabeled split, or load both from ``folder``."""
+    cached = read_result(folder)
+    if cached is not None and (folder / PSEUDO_LABELS).exists():
+        return TeacherRun(folder, cached, read_history(folder), cached=True)
+
+    splits = task.splits()
+    mods = (task.teacher_modality,)
+    x_train = task.features(splits.labeled, mods)
+    x_test, x_unl = task.features(splits.test, mods), task.features(splits.unlabeled, mods)
+
+    torch.manual_seed(settings.seed)
+    model = task.build_model(mods, {})
+    started = time.perf_counter()
+    history = fit(model, x_train, splits.labeled.y, epochs=settings.epochs, lr=settings.lr,
+                  loss_fn=task.loss_fn(), log_every=log_every,
+                  probe=lambda m: {"test_acc": accuracy(predict(m, x_test), splits.test.y)})
+    pseudo = predict(model, x_unl)
+    result = {
+        "method": "um_teacher",
+        "test_acc": accuracy(predict(model, x_test), splits.test.y),
+        "pseudo_label_acc": accuracy(pseudo, splits.unlabeled.y),
+        "train_seconds": time.perf_counter() - started,
+        "settings": settings.model_dump(),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(pseudo, folder / PSEUDO_LABELS)
+    if plot:
+        task.plot_trial(model, mods, pseudo, f"{TEACHER_LABEL}: test {result['test_acc']:.1f}%",
+                        folder / "boundary.png")
+    write_run(folder, history=history, result=result, model=model, model_name="teacher.pt")
+    return TeacherRun(folder, result, history, cached=False)

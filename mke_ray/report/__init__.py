@@ -1,0 +1,1 @@
+"""Results of a sweep: the per-trial table, the paper-layout table, and figures."""

@@ -1,0 +1,95 @@
+"""Results as a table: one row per trial, and the paper's Table 2 layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from mke_ray.methods import METHODS, TEACHER_LABEL
+from mke_ray.methods.artifacts import read_result
+from mke_ray.spec import SweepSpec, TrialSpec
+
+METRICS = ["test_acc", "unlabeled_acc", "pseudo_label_acc", "corrected_share", "broken_share", "train_seconds"]
+
+
+def results_frame(trials: list[TrialSpec], trials_dir: Path) -> pd.DataFrame:
+    """One row per trial with a result on disk; unfinished trials are left out."""
+    rows = []
+    for trial in trials:
+        result = read_result(trials_dir / trial.key)
+        if result is None:
+            continue
+        rows.append({"trial": trial.key, "method": trial.method, "seed": trial.seed, "repeat": trial.repeat,
+                     **{f"reg.{n}": v for n, v in trial.regularization.items()},
+                     **{m: result.get(m) for m in METRICS}})
+    return pd.DataFrame(rows)
+
+
+def paper_table(spec: SweepSpec, results: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std of test accuracy: rows (regularizer, method), columns the grid labels.
+
+    The cell for regularizer r and label c averages the trials whose regularization
+    is the sweep's fixed strengths with r at that label's strength and the other
+    swept regularizers at 0 (so "no" columns share their trials across rows).
+    """
+    grids = spec.regularizers or {"fixed": {"fixed": None}}
+    labels = list(dict.fromkeys(label for grid in grids.values() for label in grid))
+    rows = []
+    for reg, grid in grids.items():
+        for method in spec.methods:
+            row = {"regularizer": reg, "method": METHODS.get(method).label}
+            for label in labels:
+                if label not in grid:
+                    continue
+                cell = _select(spec, results, method, reg, grid[label])
+                row[(label, "mean")] = cell.mean() if len(cell) else float("nan")
+                row[(label, "std")] = cell.std(ddof=0) if len(cell) else float("nan")
+                row[(label, "n")] = len(cell)
+                row[(label, "strength")] = grid[label]
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _select(spec: SweepSpec, results: pd.DataFrame, method: str, reg: str, strength: float | None) -> pd.Series:
+    if results.empty:
+        return pd.Series(dtype=float)
+    mask = results["method"] == method
+    if strength is not None:
+        wanted = {name: 0.0 for name in spec.regularizers} | spec.fixed | {reg: strength}
+        for name, value in wanted.items():
+            mask &= results[f"reg.{name}"] == value
+    return results.loc[mask, "test_acc"]
+
+
+def format_table(spec: SweepSpec, table: pd.DataFrame, teacher_acc: float, markdown: bool = False) -> str:
+    """The table as text (terminal) or Markdown, in the paper's layout."""
+    labels = _labels(table)
+    header = ["regularizer", "method", *labels]
+    lines = [["-", TEACHER_LABEL, f"{teacher_acc:.2f}", *[""] * (len(labels) - 1)]]
+    for _, row in table.iterrows():
+        cells = []
+        for label in labels:
+            mean = row.get((label, "mean"))
+            if mean is None or pd.isna(mean):
+                cells.append("")
+            else:
+                cells.append(f"{mean:.2f} ± {row[(label, 'std')]:.2f}")
+        reg = row["regularizer"]
+        strengths = [f"{row[(lab, 'strength')]:g}" for lab in labels
+                     if (lab, "strength") in row and not pd.isna(row[(lab, "strength")])]
+        lines.append([f"{reg} ({' / '.join(strengths)})" if strengths else reg, row["method"], *cells])
+    seeds = len(spec.seeds)
+    title = f"Test accuracy (%), mean ± std over {seeds} seed{'s' * (seeds > 1)}"
+    if markdown:
+        out = [f"**{title}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        out += ["| " + " | ".join(line) + " |" for line in lines]
+        return "\n".join(out) + "\n"
+    widths = [max(len(str(r[i])) for r in [header, *lines]) for i in range(len(header))]
+    fmt = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    rule = "-" * len(fmt(header))
+    return "\n".join([title, rule, fmt(header), rule, *map(fmt, lines), rule]) + "\n"
+
+
+def _labels(table: pd.DataFrame) -> list[str]:
+    return list(dict.fromkeys(c[0] for c in table.columns if isinstance(c, tuple)))

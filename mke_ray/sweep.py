@@ -1,0 +1,191 @@
+"""Command line: ``python -m mke_ray.sweep SWEEP.yaml [--smoke-test] ...``.
+
+Validates the sweep file, trains (or reuses) the teacher, runs every student trial
+with Ray Tune, records everything in MLflow and prints the results table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from mke_ray.methods import METHODS
+from mke_ray.methods.teacher import teacher_folder, train_teacher
+from mke_ray.report.plots import summary_figure
+from mke_ray.report.table import format_table, paper_table, results_frame
+from mke_ray.spec import SpecError, SweepSpec, load_spec
+from mke_ray.tracking import Recorder, TrackingError, resolve_tracking_uri
+from mke_ray.tracking.sweep_log import SweepLog
+
+EXIT_BAD_INPUT = 2
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m mke_ray.sweep", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sweep", help="sweep file (YAML), e.g. sweeps/twomoon_grid.yaml")
+    parser.add_argument("--smoke-test", action="store_true",
+                        help="a tiny version: few epochs, one seed, two columns per regularizer")
+    parser.add_argument("--output", help="output directory (default: the file's 'output', else runs/<name>)")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: the file's tracking.uri, "
+                                               "else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    parser.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    _quiet_logs()
+    try:
+        spec = load_spec(args.sweep)
+        if args.smoke_test:
+            spec = spec.smoke()
+        output = _prepare_output(Path(args.output) if args.output else spec.output_dir())
+        recorder = Recorder(resolve_tracking_uri(args.tracking_uri, spec.tracking.uri), spec.tracking.experiment)
+    except (SpecError, TrackingError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return run_sweep(spec, output, recorder, sweep_file=Path(args.sweep), address=args.address)
+
+
+def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: Path | None = None,
+              address: str | None = None, out=sys.stdout) -> int:
+    started = time.monotonic()
+    say = lambda text: print(text, file=out, flush=True)  # noqa: E731
+    trials = spec.trials()
+    say(f"sweep {spec.name}: {len(trials)} trials ({len(spec.settings())} regularization settings x "
+        f"{len(spec.methods)} methods x {len(spec.seeds)} seeds) -> {output}")
+    say(f"MLflow: {recorder.uri}, experiment {recorder.experiment_name!r}")
+
+    task = spec.task.build()
+    teacher_settings = spec.teacher.resolve(task.teacher_defaults)
+    student_settings = spec.student.resolve(task.student_defaults)
+    teacher = train_teacher(task, teacher_settings,
+                            teacher_folder(output, spec.task.name, spec.task.options, teacher_settings),
+                            log_every=spec.tracking.log_every, plot=spec.tracking.plots)
+    say(f"teacher: test accuracy {teacher.result['test_acc']:.2f}%, pseudo labels "
+        f"{teacher.result['pseudo_label_acc']:.2f}% right"
+        + (f" (reused from {teacher.folder})" if teacher.cached else ""))
+
+    common = {"sweep": spec.name, "task": spec.task.model_dump(), "student": student_settings.model_dump(),
+              "teacher": teacher_settings.model_dump()}
+    parent = recorder.start_parent(spec.name, params={**common, "methods": ",".join(spec.methods),
+                                                      "seeds": ",".join(map(str, spec.seeds)),
+                                                      "trials": len(trials)},
+                                   tags={"mke.kind": "sweep"})
+    (output / "sweep.resolved.yaml").write_text(_dump_spec(spec))
+    recorder.log_artifact(parent, output / "sweep.resolved.yaml")
+    if sweep_file is not None and sweep_file.is_file():
+        recorder.log_artifact(parent, sweep_file)
+    log = SweepLog(recorder, spec, parent, common)
+    log.record_teacher(f"um_teacher-{teacher.folder.name}", f"um_teacher seed={teacher_settings.seed}",
+                       {"method": "um_teacher", "seed": teacher_settings.seed},
+                       teacher.result, teacher.history, teacher.folder)
+
+    status, code, failures = "FINISHED", 0, []
+    try:
+        failures = _run_with_ray(spec, trials, teacher.pseudo_labels_path, output, student_settings, log, address)
+    except KeyboardInterrupt:
+        status, code = "KILLED", 130
+        say("\ninterrupted: writing the results of the trials that finished")
+    except Exception:
+        status, code = "FAILED", 1
+        raise
+    finally:
+        results = results_frame(trials, output / "trials")
+        table = paper_table(spec, results)
+        _write_results(spec, output, results, table, teacher.result["test_acc"])
+        for name in ("results.csv", "table.md", "summary.png"):
+            if (output / name).exists():
+                recorder.log_artifact(parent, output / name)
+        if not results.empty:
+            recorder.log_metrics(parent, {"teacher_test_acc": teacher.result["test_acc"],
+                                          "trials_finished": len(results)})
+        recorder.end(parent, status if not failures else "FAILED")
+
+    say("")
+    say(format_table(spec, table, teacher.result["test_acc"]))
+    say(f"{len(results)}/{len(trials)} trials finished in {time.monotonic() - started:.0f}s; "
+        f"results in {output}/results.csv and table.md")
+    for trial, message, where in failures:
+        say(f"FAILED {trial.key}: {message}" + (f" (traceback: {where})" if where else ""))
+    say(f"compare runs: mlflow ui --backend-store-uri {_ui_uri(recorder.uri)}  (parent run {parent})")
+    return code or (1 if failures else 0)
+
+
+def _run_with_ray(spec, trials, pseudo_labels, output, student_settings, log, address):
+    from mke_ray.tuning.callbacks import MlflowTrials
+    from mke_ray.tuning.progress import ProgressLine
+    from mke_ray.tuning.runner import run_trials, start_ray
+    from mke_ray.tuning.trainable import TrialContext, run_trial
+
+    start_ray(address)
+    context = TrialContext(task=spec.task, student=student_settings, pseudo_labels=pseudo_labels,
+                           trials_dir=output / "trials", log_every=spec.tracking.log_every,
+                           plots=spec.tracking.plots, threads=max(1, int(spec.resources.cpu)))
+    mlflow_trials = MlflowTrials(log, output / "trials")
+    progress = ProgressLine(len(trials), describe_best=_describe_best)
+    run_trials(trials, run_trial, context, spec.resources, output / "ray_results", [mlflow_trials, progress])
+    return mlflow_trials.failures
+
+
+def _describe_best(result: dict | None) -> str | None:
+    """The progress line's "best so far": students trained on pseudo labels only."""
+    if not result or "trial_key" not in result:
+        return None
+    method = result["trial_key"].split("-")[0]
+    if METHODS.get(method).targets != "pseudo":
+        return None
+    return f"{METHODS.get(method).label} {result['test_acc']:.2f}% ({result['trial_key']})"
+
+
+def _prepare_output(output: Path) -> Path:
+    output = output.resolve()
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        probe = output / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise SpecError(f"output directory {output} is not writable ({err.strerror}); "
+                        f"pass --output DIR") from None
+    # a new run replaces the trial folders of the last one (their records stay in MLflow)
+    for stale in ("trials", "ray_results"):
+        shutil.rmtree(output / stale, ignore_errors=True)
+    return output
+
+
+def _write_results(spec, output: Path, results, table, teacher_acc: float) -> None:
+    results.to_csv(output / "results.csv", index=False)
+    (output / "table.md").write_text(format_table(spec, table, teacher_acc, markdown=True))
+    if not results.empty:
+        summary_figure(table, teacher_acc, output / "summary.png")
+
+
+def _dump_spec(spec: SweepSpec) -> str:
+    import yaml
+
+    data = spec.model_dump()
+    data["regularizers"] = {**data["regularizers"], **data.pop("fixed")}
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def _ui_uri(uri: str) -> str:
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
+    return uri
+
+
+def _quiet_logs() -> None:
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    for name in ("mlflow", "alembic", "ray", "ray.tune", "ray.train"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+"""MLflow records of sweeps: one parent run per sweep, one child run per trial."""
+
+from mke_ray.tracking.recorder import Recorder, TrackingError, resolve_tracking_uri
+
+__all__ = ["Recorder", "TrackingError", "resolve_tracking_uri"]

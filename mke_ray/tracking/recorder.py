@@ -1,0 +1,182 @@
+"""The one MLflow writer of a sweep.
+
+Trials never talk to MLflow: they leave their metrics and files in their own folder,
+and the sweep's driver turns each finished folder into a child run. One writer means
+no SQLite lock contention between trials, nothing lost when a trial dies, and the
+same behaviour on a cluster whose trial folders live on shared storage. Writes are
+still retried when the store is busy (another process, e.g. ``mlflow ui``, holding
+the SQLite lock), and a child run is never created twice for the same trial key.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, TypeVar
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+TRIAL_KEY_TAG = "mke.trial_key"
+SWEEP_TAG = "mke.sweep"
+PARENT_TAG = "mlflow.parentRunId"
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+class TrackingError(Exception):
+    """The tracking store cannot be used; the message names the store and the fix."""
+
+
+def resolve_tracking_uri(cli: str | None, spec: str | None) -> str:
+    """Command line, then the sweep file, then $MLFLOW_TRACKING_URI, then local SQLite."""
+    return cli or spec or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def _retry(call: Callable[[], T], what: str, attempts: int = 12) -> T:
+    """Run ``call``, retrying while the store reports a lock or a dropped connection."""
+    delay = 0.05
+    for attempt in range(attempts):
+        try:
+            return call()
+        except Exception as err:  # MLflow wraps store errors in MlflowException
+            text = str(err).lower()
+            transient = any(s in text for s in ("database is locked", "database is busy",
+                                                "connection", "timed out", "503", "502"))
+            if not transient or attempt == attempts - 1:
+                raise
+            log.warning("MLflow %s failed (%s); retrying in %.2fs", what, str(err).splitlines()[0], delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+    raise AssertionError("unreachable")
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+class Recorder:
+    """Creates the runs of one sweep in one MLflow experiment."""
+
+    def __init__(self, uri: str, experiment: str):
+        self.uri = uri
+        self.experiment_name = experiment
+        _check_reachable(uri)
+        from mlflow.tracking import MlflowClient
+
+        self.client = MlflowClient(tracking_uri=uri)
+        try:
+            self.experiment_id = _retry(self._experiment_id, "experiment lookup")
+        except Exception as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise TrackingError(
+                f"MLflow tracking store {uri!r} cannot be used ({first}); pass --tracking-uri "
+                f"{DEFAULT_TRACKING_URI} or the URI of a running 'mlflow server'") from None
+
+    def _experiment_id(self) -> str:
+        found = self.client.get_experiment_by_name(self.experiment_name)
+        if found is not None:
+            return found.experiment_id
+        try:
+            return self.client.create_experiment(self.experiment_name)
+        except Exception:  # created meanwhile by another process
+            found = self.client.get_experiment_by_name(self.experiment_name)
+            if found is None:
+                raise
+            return found.experiment_id
+
+    def __getstate__(self) -> dict[str, str]:
+        # Tune pickles its callbacks with the experiment state; a client does not pickle
+        return {"uri": self.uri, "experiment_name": self.experiment_name, "experiment_id": self.experiment_id}
+
+    def __setstate__(self, state: dict[str, str]) -> None:
+        from mlflow.tracking import MlflowClient
+
+        self.__dict__.update(state)
+        self.client = MlflowClient(tracking_uri=self.uri)
+
+    # -- runs ----------------------------------------------------------------------
+    def start_parent(self, name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
+        run = _retry(lambda: self.client.create_run(self.experiment_id, run_name=name,
+                                                    tags={SWEEP_TAG: name, **tags}), "create run")
+        self._log(run.info.run_id, params=params)
+        return run.info.run_id
+
+    def children(self, parent_id: str) -> dict[str, str]:
+        """Trial key -> run id of the child runs a parent already has."""
+        runs = _retry(lambda: self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}'",
+            max_results=50_000), "search runs")
+        return {r.data.tags[TRIAL_KEY_TAG]: r.info.run_id for r in runs if TRIAL_KEY_TAG in r.data.tags}
+
+    def log_child(self, parent_id: str, key: str, name: str, *, params: Mapping[str, Any],
+                  history: Iterable[Mapping[str, float]] = (), metrics: Mapping[str, float] | None = None,
+                  artifacts: Path | None = None, tags: Mapping[str, str] | None = None,
+                  status: str = "FINISHED") -> str:
+        """One finished (or failed) trial as a child run, with its whole metric history."""
+        run = _retry(lambda: self.client.create_run(
+            self.experiment_id, run_name=name,
+            tags={PARENT_TAG: parent_id, TRIAL_KEY_TAG: key, **(tags or {})}), "create run")
+        run_id = run.info.run_id
+        self._log(run_id, params=params, history=history, metrics=metrics or {})
+        if artifacts is not None and artifacts.is_dir():
+            _retry(lambda: self.client.log_artifacts(run_id, str(artifacts)), "log artifacts")
+        _retry(lambda: self.client.set_terminated(run_id, status), "end run")
+        return run_id
+
+    def log_artifact(self, run_id: str, path: Path, folder: str | None = None) -> None:
+        _retry(lambda: self.client.log_artifact(run_id, str(path), folder), "log artifact")
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float]) -> None:
+        self._log(run_id, metrics=metrics)
+
+    def end(self, run_id: str, status: str = "FINISHED") -> None:
+        _retry(lambda: self.client.set_terminated(run_id, status), "end run")
+
+    def _log(self, run_id: str, *, params: Mapping[str, Any] = {}, history: Iterable[Mapping[str, float]] = (),
+             metrics: Mapping[str, float] = {}) -> None:
+        from mlflow.entities import Metric, Param
+
+        now = int(time.time() * 1000)
+        batch = [Param(k, str(v)[:6000]) for k, v in flatten(params).items()]
+        batch_metrics = [Metric(k, float(v), now, int(record.get("epoch", 0)))
+                         for record in history for k, v in record.items() if k != "epoch"]
+        last_step = int(max((r.get("epoch", 0) for r in history), default=0))
+        batch_metrics += [Metric(k, float(v), now, last_step) for k, v in metrics.items()
+                          if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        # MLflow takes at most 100 params and 1000 metrics per batch
+        for i in range(0, len(batch), 100):
+            _retry(lambda c=batch[i:i + 100]: self.client.log_batch(run_id, params=c), "log params")
+        for i in range(0, len(batch_metrics), 1000):
+            _retry(lambda c=batch_metrics[i:i + 1000]: self.client.log_batch(run_id, metrics=c), "log metrics")
+
+
+def _check_reachable(uri: str) -> None:
+    """Fail fast, before any trial runs, when a tracking server does not answer."""
+    if uri.startswith(("http://", "https://")):
+        try:
+            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).close()
+        except (urllib.error.URLError, OSError) as err:
+            reason = getattr(err, "reason", err)
+            raise TrackingError(f"MLflow tracking server {uri} is unreachable ({reason}); start it "
+                                f"('mlflow server --host 127.0.0.1 --port 5000') or pass another "
+                                f"--tracking-uri") from None
+    elif uri.startswith("sqlite:///"):
+        path = Path(uri[len("sqlite:///"):])
+        if not path.parent.exists() and str(path) != ":memory:":
+            raise TrackingError(f"MLflow tracking store {uri}: folder {path.parent} does not exist; "
+                                f"create it or pass another --tracking-uri") from None
+    elif uri.startswith("file:") or "://" not in uri:
+        raise TrackingError(f"MLflow tracking URI {uri!r} is a file store, which this MLflow refuses; "
+                            f"use {DEFAULT_TRACKING_URI} or http://HOST:PORT of an 'mlflow server'")

@@ -1,0 +1,66 @@
+"""What a sweep records in MLflow, and how its runs are named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mke_ray.methods.artifacts import read_history, read_result
+from mke_ray.spec import SweepSpec, TrialSpec
+from mke_ray.tracking.recorder import Recorder
+
+
+def run_name(trial: TrialSpec, seeds: list[int]) -> str:
+    """Method, active regularizers with their strengths, seed: what the run is, at a glance."""
+    active = [f"{n}={v:g}" for n, v in trial.regularization.items() if v]
+    name = " ".join([trial.method, *(active or ["noreg"]), f"seed={trial.seed}"])
+    return name + (f" rep={trial.repeat}" if trial.seed in seeds[:trial.repeat] else "")
+
+
+class SweepLog:
+    """The parent run of one sweep and a child run per trial, written from one process.
+
+    Tune calls its callbacks from the driver's one event loop, so no locking is needed.
+    """
+
+    def __init__(self, recorder: Recorder, spec: SweepSpec, parent_id: str, common_params: dict[str, Any]):
+        self.recorder = recorder
+        self.spec = spec
+        self.parent_id = parent_id
+        self.common = common_params
+        self.logged = recorder.children(parent_id)
+
+    def trial_params(self, trial: TrialSpec) -> dict[str, Any]:
+        return {**self.common, "method": trial.method, "seed": trial.seed, "repeat": trial.repeat,
+                "regularization": trial.regularization}
+
+    def record_trial(self, trial: TrialSpec, folder: Path) -> str | None:
+        """Log a finished trial from its folder; None if it was logged before."""
+        result = read_result(folder)
+        if result is None:
+            return self.record_failure(trial, f"trial finished without writing {folder}/result.json", None)
+        metrics = {k: v for k, v in result.items() if isinstance(v, (int, float))}
+        return self._child(trial, params=self.trial_params(trial), history=read_history(folder),
+                           metrics=metrics, artifacts=folder, status="FINISHED")
+
+    def record_failure(self, trial: TrialSpec, error: str, log_folder: Path | None) -> str | None:
+        return self._child(trial, params=self.trial_params(trial), history=(), metrics={},
+                           artifacts=log_folder, status="FAILED", tags={"mke.error": error[:5000]})
+
+    def record_teacher(self, key: str, name: str, params: dict[str, Any], result: dict[str, Any],
+                       history: list[dict[str, float]], folder: Path) -> str | None:
+        if key in self.logged:
+            return None
+        metrics = {k: v for k, v in result.items() if isinstance(v, (int, float))}
+        run_id = self.recorder.log_child(self.parent_id, key, name, params={**self.common, **params},
+                                         history=history, metrics=metrics, artifacts=folder)
+        self.logged[key] = run_id
+        return run_id
+
+    def _child(self, trial: TrialSpec, *, tags: dict[str, str] | None = None, **kwargs) -> str | None:
+        if trial.key in self.logged:
+            return None
+        run_id = self.recorder.log_child(self.parent_id, trial.key, run_name(trial, self.spec.seeds),
+                                         tags=tags, **kwargs)
+        self.logged[trial.key] = run_id
+        return run_id

@@ -1,0 +1,1 @@
+"""Everything that talks to Ray Tune lives in this package."""

@@ -1,0 +1,77 @@
+"""A compact progress line instead of Tune's trial tables."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Callable, TextIO
+
+from ray.tune import Callback
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 \
+        else f"{seconds // 60}:{seconds % 60:02d}"
+
+
+class ProgressLine(Callback):
+    """``[ 42/210] 2 running, 0 failed | best MM student 85.0% (...) | 0:45 elapsed, ~1:30 left``.
+
+    On a terminal the line is redrawn in place; elsewhere (CI, logs) a line is
+    printed every ``log_interval`` seconds and when a trial fails.
+    """
+
+    def __init__(self, total: int, describe_best: Callable[[dict], str | None],
+                 stream: TextIO = sys.stdout, tty_interval: float = 0.5, log_interval: float = 10.0):
+        self.total = total
+        self.describe_best = describe_best
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.interval = tty_interval if self.tty else log_interval
+        self.started = time.monotonic()
+        self.last_print = 0.0
+        self.done = self.failed = self.running = 0
+        self.best: dict | None = None
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.running += 1
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.running -= 1
+        self.done += 1
+        result = trial.last_result or {}
+        score = self.describe_best(result)
+        if score is not None and (self.best is None or result["test_acc"] > self.best["test_acc"]):
+            self.best = result
+        self._print(force=self.done == self.total)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.running -= 1
+        self.failed += 1
+        self._print(force=True)
+
+    def on_step_end(self, iteration, trials, **info):
+        self._print()
+
+    def line(self) -> str:
+        elapsed = time.monotonic() - self.started
+        finished = self.done + self.failed
+        eta = f", ~{_clock(elapsed / finished * (self.total - finished))} left" if finished else ""
+        best = f" | best {self.describe_best(self.best)}" if self.best else ""
+        width = len(str(self.total))
+        return (f"[{finished:>{width}}/{self.total}] {self.running} running, {self.failed} failed"
+                f"{best} | {_clock(elapsed)} elapsed{eta}")
+
+    def _print(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last_print < self.interval:
+            return
+        self.last_print = now
+        if self.tty:
+            self.stream.write("\r\033[K" + self.line())
+            if self.done + self.failed == self.total:
+                self.stream.write("\n")
+        else:
+            self.stream.write(self.line() + "\n")
+        self.stream.flush()
