@@ -23,16 +23,23 @@ class ProgressLine(Callback):
     """
 
     def __init__(self, total: int, describe_best: Callable[[dict], str | None],
-                 stream: TextIO = sys.stdout, tty_interval: float = 0.5, log_interval: float = 10.0):
+                 stream: TextIO | None = None, tty_interval: float = 0.5, log_interval: float = 10.0):
         self.total = total
         self.describe_best = describe_best
-        self.stream = stream
-        self.tty = stream.isatty()
+        self._stream = stream
+        self.tty = self.stream.isatty()
         self.interval = tty_interval if self.tty else log_interval
         self.started = time.monotonic()
         self.last_print = 0.0
         self.done = self.failed = self.running = 0
         self.best: dict | None = None
+
+    @property
+    def stream(self) -> TextIO:
+        return self._stream or sys.stdout  # looked up late: Tune pickles its callbacks
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_stream": None}
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.running += 1

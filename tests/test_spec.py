@@ -1,0 +1,131 @@
+"""Bad sweep files: one line on stderr naming the key and the fix, exit code 2."""
+
+import textwrap
+
+import pytest
+
+from mke_ray.spec import SpecError, load_spec, parse_spec
+from mke_ray.sweep import main
+
+GOOD = """\
+name: ok
+task: {name: twomoon, options: {loss: published}}
+methods: [um_student, mm_student]
+regularizers:
+  input_noise: {no: 0, weak: 1.0}
+seeds: 2
+"""
+
+BAD = [
+    # (what, file text, words the message must contain)
+    ("malformed YAML", "name: x\nregularizers: {input_noise: [0, 1\n", ["not valid YAML", "line"]),
+    ("not a mapping", "- a\n- b\n", ["top level must be a mapping"]),
+    ("unknown top-level key", GOOD + "epochz: 3\n", ["epochz", "unknown key", "allowed:"]),
+    ("misspelled nested key", GOOD + "tracking: {experimnt: x}\n", ["tracking.experimnt", "allowed:", "experiment"]),
+    ("unknown task", GOOD.replace("name: twomoon", "name: threemoon"), ["task.name", "threemoon", "allowed: twomoon"]),
+    ("unknown task option", GOOD.replace("loss: published", "los: published"), ["task.options.los", "unknown key"]),
+    ("bad task option value", GOOD.replace("loss: published", "loss: softmax"), ["task.options.loss", "'published'"]),
+    ("unknown method", GOOD.replace("mm_student]", "mm_studnet]"), ["methods.1", "mm_studnet", "allowed:"]),
+    ("duplicate method", GOOD.replace("mm_student]", "um_student]"), ["methods.1", "twice"]),
+    ("empty methods", GOOD.replace("[um_student, mm_student]", "[]"), ["methods", "at least one"]),
+    ("unknown regularizer", GOOD.replace("input_noise:", "input_nois:"), ["regularizers.input_nois", "allowed:"]),
+    ("strength out of range", GOOD.replace("input_noise: {no: 0, weak: 1.0}", "dropout: {weak: 1.5}"),
+     ["regularizers.dropout.weak", "[0, 1)", "1.5"]),
+    ("negative strength", GOOD.replace("weak: 1.0", "weak: -1"), ["regularizers.input_noise.weak", "[0, inf)"]),
+    ("strength of wrong type", GOOD.replace("weak: 1.0", "weak: strong"), ["regularizers.input_noise.weak", "number"]),
+    ("seed of wrong type", GOOD.replace("seeds: 2", "seeds: [1, two]"), ["seeds.1", "integer"]),
+    ("negative seed count", GOOD.replace("seeds: 2", "seeds: -3"), ["seeds", "count"]),
+    ("epochs as a string", GOOD + "student: {epochs: '100'}\n", ["student.epochs", "integer"]),
+    ("zero epochs", GOOD + "teacher: {epochs: 0}\n", ["teacher.epochs", "greater than or equal to 1"]),
+    ("boolean where a number goes", GOOD + "resources: {cpu: true}\n", ["resources.cpu"]),
+    ("zero cpus", GOOD + "resources: {cpu: 0}\n", ["resources.cpu", "greater than 0"]),
+    ("unsupported search", GOOD + "search: {kind: random}\n", ["search.kind", "'grid'"]),
+    ("negative log interval", GOOD + "tracking: {log_every: -5}\n", ["tracking.log_every"]),
+    ("fixed written at the top", GOOD + "fixed: {dropout: 0.1}\n", ["fixed", "under regularizers"]),
+    ("empty file", "", ["empty"]),
+]
+
+
+@pytest.mark.parametrize("what,text,words", BAD, ids=[b[0] for b in BAD])
+def test_bad_sweep_file_gives_one_line_and_exit_2(tmp_path, capsys, what, text, words):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    code = main([str(path), "--output", str(tmp_path / "out"), "--tracking-uri", f"sqlite:///{tmp_path}/m.db"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.count("\n") == 0, err
+    assert err.startswith("error: ") and "Traceback" not in err
+    for word in words:
+        assert word in err, f"{word!r} not in {err!r}"
+    assert not (tmp_path / "m.db").exists()  # rejected before anything ran
+
+
+def test_missing_sweep_file(tmp_path, capsys):
+    assert main([str(tmp_path / "nope.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "sweep file not found" in err and "nope.yaml" in err
+
+
+def test_unreachable_tracking_server_is_refused_before_trials(tmp_path, capsys):
+    path = tmp_path / "ok.yaml"
+    path.write_text(GOOD)
+    code = main([str(path), "--output", str(tmp_path / "out"), "--tracking-uri", "http://127.0.0.1:9"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "unreachable" in err and "127.0.0.1:9" in err and "\n" not in err
+    assert not (tmp_path / "out" / "trials").exists()
+
+
+def test_file_store_uri_is_refused(tmp_path, capsys):
+    path = tmp_path / "ok.yaml"
+    path.write_text(GOOD)
+    assert main([str(path), "--output", str(tmp_path / "out"), "--tracking-uri", "./mlruns"]) == 2
+    assert "file store" in capsys.readouterr().err
+
+
+def test_unwritable_output_is_refused(tmp_path, capsys):
+    path = tmp_path / "ok.yaml"
+    path.write_text(GOOD)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main([str(path), "--output", str(blocker / "sub")]) == 2
+    assert "not writable" in capsys.readouterr().err
+
+
+def test_good_file_parses_with_defaults(tmp_path):
+    path = tmp_path / "ok.yaml"
+    path.write_text(GOOD)
+    spec = load_spec(path)
+    assert spec.seeds == [0, 1]
+    assert spec.regularizers == {"input_noise": {"no": 0.0, "weak": 1.0}}  # "no" stays a label
+    assert spec.output_dir().as_posix() == "runs/ok"
+    assert len(spec.trials()) == 2 * 2 * 2
+
+
+def test_list_of_strengths_and_fixed_strengths():
+    spec = parse_spec({"name": "x", "methods": ["mm_student"], "seeds": [1],
+                       "regularizers": {"hidden_noise": [0, 5], "dropout": 0.2}})
+    assert spec.regularizers == {"hidden_noise": {"0": 0.0, "5": 5.0}}
+    assert spec.fixed == {"dropout": 0.2}
+    assert [t.regularization for t in spec.trials()] == [
+        {"input_noise": 0.0, "hidden_noise": 0.0, "dropout": 0.2},
+        {"input_noise": 0.0, "hidden_noise": 5.0, "dropout": 0.2},
+    ]
+
+
+def test_smoke_version_is_small():
+    spec = parse_spec({"name": "x", "seeds": 10, "regularizers": {"input_noise": [0, 1, 2]}})
+    smoke = spec.smoke()
+    assert smoke.seeds == [0] and list(smoke.regularizers["input_noise"]) == ["0", "1"]
+    assert smoke.student.epochs <= 200 and smoke.name == "x-smoke"
+
+
+def test_spec_error_is_an_exception_with_the_path():
+    with pytest.raises(SpecError, match=r"^<sweep>: task\.options\.hidden_mm: "):
+        parse_spec({"name": "x", "task": {"options": {"hidden_mm": 0}}})
+
+
+def test_shipped_sweep_files_are_valid():
+    from tests.conftest import ROOT
+
+    for path in sorted((ROOT / "sweeps").glob("*.yaml")):
+        load_spec(path)

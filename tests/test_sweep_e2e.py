@@ -1,0 +1,69 @@
+"""A smoke sweep through Ray Tune, checked in the MLflow store it leaves."""
+
+import pandas as pd
+import pytest
+
+from mke_ray.sweep import main
+from mke_ray.tracking import Recorder
+from mke_ray.tracking.recorder import TRIAL_KEY_TAG
+from tests.conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def smoke_sweep(tmp_path_factory, ray_local):
+    out = tmp_path_factory.mktemp("smoke")
+    uri = f"sqlite:///{out / 'mlflow.db'}"
+    code = main([str(ROOT / "sweeps" / "twomoon_grid.yaml"), "--smoke-test",
+                 "--output", str(out / "run"), "--tracking-uri", uri])
+    return code, out / "run", Recorder(uri, "mke-twomoon")
+
+
+def test_smoke_sweep_finishes_and_writes_results(smoke_sweep):
+    code, out, _ = smoke_sweep
+    assert code == 0
+    results = pd.read_csv(out / "results.csv")
+    assert len(results) == 12  # 4 settings x 3 methods x 1 seed
+    assert results["test_acc"].between(0, 100).all()
+    table = (out / "table.md").read_text()
+    assert "UM teacher" in table and "MM student (sup)" in table and "| no | weak |" in table
+    assert (out / "summary.png").stat().st_size > 1000
+
+
+def test_mlflow_holds_the_parent_and_every_child(smoke_sweep):
+    _, out, recorder = smoke_sweep
+    client = recorder.client
+    (parent,) = client.search_runs([recorder.experiment_id], "tags.`mke.kind` = 'sweep'")
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["sweep"] == "twomoon_grid-smoke"
+    parent_files = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"results.csv", "table.md", "summary.png", "twomoon_grid.yaml", "sweep.resolved.yaml"} <= parent_files
+
+    children = recorder.children(parent.info.run_id)
+    assert len(children) == 13  # 12 students + the teacher
+    teacher = [k for k in children if k.startswith("um_teacher")]
+    assert len(teacher) == 1
+    for key, run_id in children.items():
+        run = client.get_run(run_id)
+        assert run.info.status == "FINISHED" and run.data.tags[TRIAL_KEY_TAG] == key
+        assert {"test_acc", "train_loss"} <= set(run.data.metrics)
+        files = {a.path for a in client.list_artifacts(run_id)}
+        assert "boundary.png" in files and "history.jsonl" in files
+        if key in teacher:
+            continue
+        assert "student.pt" in files
+        assert {"pseudo_label_acc", "corrected_share", "broken_share"} <= set(run.data.metrics)
+        assert run.data.params["method"] in {"um_student", "mm_student", "mm_sup"}
+        assert run.info.run_name.startswith(run.data.params["method"])
+        assert "seed=81" in run.info.run_name
+        steps = [m.step for m in client.get_metric_history(run_id, "test_acc")]
+        assert steps[:4] == [50, 100, 150, 200]
+
+
+def test_mlflow_metrics_match_results_csv(smoke_sweep):
+    _, out, recorder = smoke_sweep
+    results = pd.read_csv(out / "results.csv").set_index("trial")
+    client = recorder.client
+    (parent,) = client.search_runs([recorder.experiment_id], "tags.`mke.kind` = 'sweep'")
+    for key, run_id in recorder.children(parent.info.run_id).items():
+        if key in results.index:
+            assert client.get_run(run_id).data.metrics["test_acc"] == pytest.approx(results.loc[key, "test_acc"])

@@ -1,0 +1,110 @@
+import multiprocessing as mp
+import sqlite3
+import threading
+import time
+
+import pytest
+
+from mke_ray.tracking import Recorder, TrackingError, resolve_tracking_uri
+from mke_ray.tracking.recorder import flatten
+from mke_ray.tracking.sweep_log import run_name
+from mke_ray.spec import TrialSpec
+
+
+def _log_trials(uri: str, parent: str, worker: int, n: int, barrier) -> None:
+    recorder = Recorder(uri, "concurrency")
+    barrier.wait()  # everyone writes at the same moment
+    for i in range(n):
+        recorder.log_child(parent, f"w{worker}-t{i}", f"trial {worker}/{i}", params={"worker": worker, "i": i},
+                           history=[{"epoch": e, "loss": 1.0 / e} for e in range(1, 21)],
+                           metrics={"test_acc": float(worker * 10 + i)})
+
+
+def test_eight_writers_at_once_lose_no_record(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    parent = Recorder(uri, "concurrency").start_parent("sweep", {}, {})
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(8)
+    workers = [ctx.Process(target=_log_trials, args=(uri, parent, w, 3, barrier)) for w in range(8)]
+    for p in workers:
+        p.start()
+    for p in workers:
+        p.join(timeout=180)
+    assert [p.exitcode for p in workers] == [0] * 8
+    recorder = Recorder(uri, "concurrency")
+    children = recorder.children(parent)
+    assert len(children) == 24
+    for key, run_id in children.items():
+        run = recorder.client.get_run(run_id)
+        assert run.info.status == "FINISHED"
+        assert len(recorder.client.get_metric_history(run_id, "loss")) == 20
+        worker, i = (int(part[1:]) for part in key.split("-"))
+        assert run.data.metrics["test_acc"] == worker * 10 + i
+
+
+def test_a_locked_database_is_waited_for(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    recorder = Recorder(uri, "locked")
+    parent = recorder.start_parent("sweep", {}, {})
+    holder = sqlite3.connect(tmp_path / "mlflow.db", isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")
+    release = threading.Timer(1.0, lambda: holder.execute("COMMIT"))
+    release.start()
+    started = time.monotonic()
+    recorder.log_child(parent, "k", "name", params={"a": 1}, metrics={"m": 1.0})
+    release.join()
+    holder.close()
+    assert time.monotonic() - started >= 0.9
+    assert list(recorder.children(parent)) == ["k"]
+
+
+def test_unreachable_server_fails_fast():
+    started = time.monotonic()
+    with pytest.raises(TrackingError, match="unreachable"):
+        Recorder("http://127.0.0.1:9", "x")
+    assert time.monotonic() - started < 10
+
+
+def test_missing_sqlite_folder_is_named(tmp_path):
+    with pytest.raises(TrackingError, match="does not exist"):
+        Recorder(f"sqlite:///{tmp_path}/no/such/dir/mlflow.db", "x")
+
+
+def test_uri_precedence(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert resolve_tracking_uri(None, None) == "sqlite:///mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://env:5000")
+    assert resolve_tracking_uri(None, None) == "http://env:5000"
+    assert resolve_tracking_uri(None, "sqlite:///spec.db") == "sqlite:///spec.db"
+    assert resolve_tracking_uri("sqlite:///cli.db", "sqlite:///spec.db") == "sqlite:///cli.db"
+
+
+def test_run_names_say_what_ran():
+    seeds = [81, 14, 3, 94, 35, 31, 28, 17, 94, 13]
+    first = TrialSpec("mm_student", {"input_noise": 1.0, "hidden_noise": 0.0, "dropout": 0.0}, 94, 3)
+    second = TrialSpec("mm_student", {"input_noise": 1.0, "hidden_noise": 0.0, "dropout": 0.0}, 94, 8)
+    assert run_name(first, seeds) == "mm_student input_noise=1 seed=94"
+    assert run_name(second, seeds) == "mm_student input_noise=1 seed=94 rep=8"
+    assert run_name(TrialSpec("um_student", {"dropout": 0.0}, 1, 0), [1]) == "um_student noreg seed=1"
+
+
+def test_a_child_is_logged_once(tmp_path):
+    recorder = Recorder(f"sqlite:///{tmp_path / 'mlflow.db'}", "once")
+    parent = recorder.start_parent("sweep", {"a": {"b": 1}}, {})
+    assert recorder.client.get_run(parent).data.params == {"a.b": "1"}
+    from mke_ray.spec import parse_spec
+    from mke_ray.tracking.sweep_log import SweepLog
+
+    log = SweepLog(recorder, parse_spec({"name": "x"}), parent, {})
+    trial = TrialSpec("mm_student", {"dropout": 0.0}, 1, 0)
+    assert log.record_failure(trial, "boom", None) is not None
+    assert log.record_failure(trial, "boom", None) is None
+    again = SweepLog(recorder, parse_spec({"name": "x"}), parent, {})  # e.g. after a restart
+    assert again.record_failure(trial, "boom", None) is None
+    (run_id,) = recorder.children(parent).values()
+    run = recorder.client.get_run(run_id)
+    assert run.info.status == "FAILED" and run.data.tags["mke.error"] == "boom"
+
+
+def test_flatten():
+    assert flatten({"a": {"b": {"c": 1}}, "d": 2}) == {"a.b.c": 1, "d": 2}
