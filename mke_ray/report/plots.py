@@ -16,7 +16,7 @@ def summary_figure(table: pd.DataFrame, teacher_acc: float, path: Path) -> None:
 
     regs = list(dict.fromkeys(table["regularizer"]))
     labels = list(dict.fromkeys(c[0] for c in table.columns if isinstance(c, tuple)))
-    fig, axes = plt.subplots(1, len(regs), figsize=(4.2 * len(regs), 3.6), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(regs), figsize=(4.2 * len(regs), 3.9), squeeze=False, sharey=True)
     for ax, reg in zip(axes[0], regs):
         for _, row in table[table["regularizer"] == reg].iterrows():
             points = [(row[(lab, "strength")], row[(lab, "mean")], row[(lab, "std")])
@@ -30,7 +30,8 @@ def summary_figure(table: pd.DataFrame, teacher_acc: float, path: Path) -> None:
         ax.axhline(teacher_acc, color="grey", linestyle="--", linewidth=1, label=TEACHER_LABEL)
         ax.set(title=reg, xlabel="strength", ylabel="test accuracy (%)")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
+    handles, names = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=len(names), fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
