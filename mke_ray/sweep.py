@@ -87,26 +87,26 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
                        {"method": "um_teacher", "seed": teacher_settings.seed},
                        teacher.result, teacher.history, teacher.folder)
 
-    status, code, failures = "FINISHED", 0, []
+    failures, interrupted = [], False
     try:
         failures = _run_with_ray(spec, trials, teacher.pseudo_labels_path, output, student_settings, log, address)
     except KeyboardInterrupt:
-        status, code = "KILLED", 130
-        say("\ninterrupted: writing the results of the trials that finished")
-    except Exception:
-        status, code = "FAILED", 1
+        interrupted = True
+    except BaseException:
+        recorder.end(parent, "FAILED")
         raise
     finally:
         results = results_frame(trials, output / "trials")
         table = paper_table(spec, results)
         _write_results(spec, output, results, table, teacher.result["test_acc"])
-        for name in ("results.csv", "table.md", "summary.png"):
-            if (output / name).exists():
-                recorder.log_artifact(parent, output / name)
-        if not results.empty:
-            recorder.log_metrics(parent, {"teacher_test_acc": teacher.result["test_acc"],
-                                          "trials_finished": len(results)})
-        recorder.end(parent, status if not failures else "FAILED")
+    # Tune stops on Ctrl-C by itself and returns: trials that never ran mean an interruption
+    interrupted |= len(results) + len(failures) < len(trials)
+    for name in ("results.csv", "table.csv", "table.md", "summary.png"):
+        if (output / name).exists():
+            recorder.log_artifact(parent, output / name)
+    recorder.log_metrics(parent, {"teacher_test_acc": teacher.result["test_acc"],
+                                  "trials_finished": len(results), "trials_failed": len(failures)})
+    recorder.end(parent, "KILLED" if interrupted else "FAILED" if failures else "FINISHED")
 
     say("")
     say(format_table(spec, table, teacher.result["test_acc"]))
@@ -114,8 +114,10 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
         f"results in {output}/results.csv and table.md")
     for trial, message, where in failures:
         say(f"FAILED {trial.key}: {message}" + (f" (traceback: {where})" if where else ""))
+    if interrupted:
+        say(f"interrupted: {len(trials) - len(results) - len(failures)} trials did not run")
     say(f"compare runs: mlflow ui --backend-store-uri {_ui_uri(recorder.uri)}  (parent run {parent})")
-    return code or (1 if failures else 0)
+    return 130 if interrupted else 1 if failures else 0
 
 
 def _run_with_ray(spec, trials, pseudo_labels, output, student_settings, log, address):
@@ -136,12 +138,12 @@ def _run_with_ray(spec, trials, pseudo_labels, output, student_settings, log, ad
 
 def _describe_best(result: dict | None) -> str | None:
     """The progress line's "best so far": students trained on pseudo labels only."""
-    if not result or "trial_key" not in result:
+    if not result or result.get("method") not in METHODS:
         return None
-    method = result["trial_key"].split("-")[0]
-    if METHODS.get(method).targets != "pseudo":
+    method = METHODS.get(result["method"])
+    if method.targets != "pseudo":
         return None
-    return f"{METHODS.get(method).label} {result['test_acc']:.2f}% ({result['trial_key']})"
+    return f"{method.label} {result['test_acc']:.2f}% ({result['trial_key']})"
 
 
 def _prepare_output(output: Path) -> Path:
@@ -162,6 +164,7 @@ def _prepare_output(output: Path) -> Path:
 
 def _write_results(spec, output: Path, results, table, teacher_acc: float) -> None:
     results.to_csv(output / "results.csv", index=False)
+    table.to_csv(output / "table.csv", index=False)
     (output / "table.md").write_text(format_table(spec, table, teacher_acc, markdown=True))
     if not results.empty:
         summary_figure(table, teacher_acc, output / "summary.png")
@@ -183,6 +186,7 @@ def _ui_uri(uri: str) -> str:
 
 def _quiet_logs() -> None:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     for name in ("mlflow", "alembic", "ray", "ray.tune", "ray.train"):
         logging.getLogger(name).setLevel(logging.WARNING)
 

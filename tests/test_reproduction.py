@@ -40,7 +40,7 @@ def run_sweep(name, tmp_path):
     spec = load_spec(ROOT / "sweeps" / f"{name}.yaml")
     results = pd.read_csv(out / "results.csv")
     assert len(results) == 210
-    table = paper_table(spec, results).set_index(["regularizer", "method"])
+    table = paper_table(spec, results).set_index(["regularizer", "method", "column"])["mean"]
     (teacher,) = [json.loads(p.read_text()) for p in out.glob("teacher/*/result.json")]
     return table, teacher["test_acc"]
 
@@ -51,7 +51,7 @@ def test_published_table_2(tmp_path, ray_local):
     assert teacher == pytest.approx(68.0, abs=0.5)
     for (reg, column), figures in PUBLISHED.items():
         for method, published in zip(METHODS, figures):
-            got = table.loc[(reg, method), (column, "mean")]
+            got = table.loc[(reg, method, column)]
             assert got == pytest.approx(published, abs=0.5), f"{reg} {column} {method}: {got:.2f} vs {published}"
 
 
@@ -61,5 +61,5 @@ def test_corrected_loss_table(tmp_path, ray_local):
     assert teacher == pytest.approx(69.5, abs=0.5)
     for (reg, column), figures in CORRECTED.items():
         for method, expected in zip(METHODS, figures):
-            got = table.loc[(reg, method), (column, "mean")]
+            got = table.loc[(reg, method, column)]
             assert got == pytest.approx(expected, abs=0.5), f"{reg} {column} {method}: {got:.2f} vs {expected}"

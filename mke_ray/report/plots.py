@@ -15,18 +15,14 @@ def summary_figure(table: pd.DataFrame, teacher_acc: float, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     regs = list(dict.fromkeys(table["regularizer"]))
-    labels = list(dict.fromkeys(c[0] for c in table.columns if isinstance(c, tuple)))
     fig, axes = plt.subplots(1, len(regs), figsize=(4.2 * len(regs), 3.9), squeeze=False, sharey=True)
     for ax, reg in zip(axes[0], regs):
-        for _, row in table[table["regularizer"] == reg].iterrows():
-            points = [(row[(lab, "strength")], row[(lab, "mean")], row[(lab, "std")])
-                      for lab in labels if (lab, "mean") in row and not pd.isna(row[(lab, "mean")])]
-            if not points:
+        for method, cells in table[table["regularizer"] == reg].groupby("method", sort=False):
+            cells = cells.dropna(subset=["mean"]).sort_values("strength", na_position="first")
+            if cells.empty:
                 continue
-            points.sort(key=lambda p: p[0] if p[0] is not None else 0.0)
-            x = [p[0] if p[0] is not None else 0.0 for p in points]
-            ax.errorbar(x, [p[1] for p in points], yerr=[p[2] for p in points], marker="o", capsize=3,
-                        label=row["method"])
+            ax.errorbar(cells["strength"].fillna(0.0), cells["mean"], yerr=cells["std"], marker="o",
+                        capsize=3, label=method)
         ax.axhline(teacher_acc, color="grey", linestyle="--", linewidth=1, label=TEACHER_LABEL)
         ax.set(title=reg, xlabel="strength", ylabel="test accuracy (%)")
         ax.grid(alpha=0.3)

@@ -27,27 +27,22 @@ def results_frame(trials: list[TrialSpec], trials_dir: Path) -> pd.DataFrame:
 
 
 def paper_table(spec: SweepSpec, results: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std of test accuracy: rows (regularizer, method), columns the grid labels.
+    """Mean and std of test accuracy per (regularizer, method, column), in the sweep's order.
 
-    The cell for regularizer r and label c averages the trials whose regularization
-    is the sweep's fixed strengths with r at that label's strength and the other
-    swept regularizers at 0 (so "no" columns share their trials across rows).
+    The cell for regularizer r and column c averages the trials whose regularization
+    is the sweep's fixed strengths with r at c's strength and the other swept
+    regularizers at 0, so the "no" columns of all rows share their trials. Without
+    swept regularizers there is one column, "fixed".
     """
     grids = spec.regularizers or {"fixed": {"fixed": None}}
-    labels = list(dict.fromkeys(label for grid in grids.values() for label in grid))
     rows = []
     for reg, grid in grids.items():
         for method in spec.methods:
-            row = {"regularizer": reg, "method": METHODS.get(method).label}
-            for label in labels:
-                if label not in grid:
-                    continue
-                cell = _select(spec, results, method, reg, grid[label])
-                row[(label, "mean")] = cell.mean() if len(cell) else float("nan")
-                row[(label, "std")] = cell.std(ddof=0) if len(cell) else float("nan")
-                row[(label, "n")] = len(cell)
-                row[(label, "strength")] = grid[label]
-            rows.append(row)
+            for label, strength in grid.items():
+                cell = _select(spec, results, method, reg, strength)
+                rows.append({"regularizer": reg, "method": METHODS.get(method).label, "column": label,
+                             "strength": strength, "mean": cell.mean() if len(cell) else float("nan"),
+                             "std": cell.std(ddof=0) if len(cell) else float("nan"), "n": len(cell)})
     return pd.DataFrame(rows)
 
 
@@ -64,21 +59,14 @@ def _select(spec: SweepSpec, results: pd.DataFrame, method: str, reg: str, stren
 
 def format_table(spec: SweepSpec, table: pd.DataFrame, teacher_acc: float, markdown: bool = False) -> str:
     """The table as text (terminal) or Markdown, in the paper's layout."""
-    labels = _labels(table)
+    labels = list(dict.fromkeys(table["column"]))
     header = ["regularizer", "method", *labels]
     lines = [["-", TEACHER_LABEL, f"{teacher_acc:.2f}", *[""] * (len(labels) - 1)]]
-    for _, row in table.iterrows():
-        cells = []
-        for label in labels:
-            mean = row.get((label, "mean"))
-            if mean is None or pd.isna(mean):
-                cells.append("")
-            else:
-                cells.append(f"{mean:.2f} ± {row[(label, 'std')]:.2f}")
-        reg = row["regularizer"]
-        strengths = [f"{row[(lab, 'strength')]:g}" for lab in labels
-                     if (lab, "strength") in row and not pd.isna(row[(lab, "strength")])]
-        lines.append([f"{reg} ({' / '.join(strengths)})" if strengths else reg, row["method"], *cells])
+    for (reg, method), group in table.groupby(["regularizer", "method"], sort=False):
+        cells = {row.column: "" if pd.isna(row.mean) else f"{row.mean:.2f} ± {row.std:.2f}"
+                 + (f" (n={row.n})" if row.n < len(spec.seeds) else "") for row in group.itertuples()}
+        strengths = " / ".join(f"{v:g}" for v in group["strength"] if not pd.isna(v))
+        lines.append([f"{reg} ({strengths})" if strengths else reg, method, *(cells.get(c, "") for c in labels)])
     seeds = len(spec.seeds)
     title = f"Test accuracy (%), mean ± std over {seeds} seed{'s' * (seeds > 1)}"
     if markdown:
@@ -89,7 +77,3 @@ def format_table(spec: SweepSpec, table: pd.DataFrame, teacher_acc: float, markd
     fmt = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
     rule = "-" * len(fmt(header))
     return "\n".join([title, rule, fmt(header), rule, *map(fmt, lines), rule]) + "\n"
-
-
-def _labels(table: pd.DataFrame) -> list[str]:
-    return list(dict.fromkeys(c[0] for c in table.columns if isinstance(c, tuple)))

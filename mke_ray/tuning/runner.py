@@ -13,8 +13,12 @@ def start_ray(address: str | None) -> dict[str, float]:
     """Join ``address`` (or $RAY_ADDRESS), else start a private local Ray; return its resources."""
     import ray
 
+    address = address or os.environ.get("RAY_ADDRESS") or "local"
+    if address == "local":
+        # a private local Ray turns token authentication on and says so on every start
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     if not ray.is_initialized():
-        ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local",
+        ray.init(address=address,
                  include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
                  configure_logging=True)
     return ray.cluster_resources()

@@ -43,4 +43,4 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
     torch.set_num_threads(context.threads)
     result = train_student(_task(context.task.model_dump_json()), trial, context.student, _pseudo_labels(context.pseudo_labels),
                            context.trials_dir / trial.key, log_every=context.log_every, plot=context.plots)
-    tune.report({**result, "trial_key": trial.key})
+    tune.report({**result, "trial_key": trial.key, "method": trial.method})
