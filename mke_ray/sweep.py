@@ -54,9 +54,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: Path | None = None,
-              address: str | None = None, out=sys.stdout) -> int:
+              address: str | None = None) -> int:
     started = time.monotonic()
-    say = lambda text: print(text, file=out, flush=True)  # noqa: E731
+    say = lambda text: print(text, flush=True)  # noqa: E731
     trials = spec.trials()
     say(f"sweep {spec.name}: {len(trials)} trials ({len(spec.settings())} regularization settings x "
         f"{len(spec.methods)} methods x {len(spec.seeds)} seeds) -> {output}")

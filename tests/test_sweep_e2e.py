@@ -67,3 +67,40 @@ def test_mlflow_metrics_match_results_csv(smoke_sweep):
     for key, run_id in recorder.children(parent.info.run_id).items():
         if key in results.index:
             assert client.get_run(run_id).data.metrics["test_acc"] == pytest.approx(results.loc[key, "test_acc"])
+
+
+def test_crashing_trials_are_reported_and_recorded(tmp_path, ray_local, capsys, monkeypatch):
+    """Trials that raise are listed with their error; the others finish; nothing is lost."""
+    from mke_ray.tuning import trainable
+
+    real = trainable.run_trial
+
+    def crashing_for_mm_sup(config, context):  # a local function: Ray ships it by value
+        if config["trial"]["method"] == "mm_sup":
+            raise RuntimeError("injected failure")
+        return real(config, context)
+
+    monkeypatch.setattr(trainable, "run_trial", crashing_for_mm_sup)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code = main([str(ROOT / "sweeps" / "twomoon_grid.yaml"), "--smoke-test",
+                 "--output", str(tmp_path / "run"), "--tracking-uri", uri])
+
+    out = capsys.readouterr().out
+    assert code == 1
+    failed = [line for line in out.splitlines() if line.startswith("FAILED ")]
+    assert len(failed) == 4 and all(line.startswith("FAILED mm_sup-") for line in failed)
+    assert all("RuntimeError: injected failure" in line for line in failed)
+    for line in failed:  # the traceback is kept where the line says
+        path = line.split("(traceback: ")[1].rstrip(")")
+        assert "injected failure" in open(path).read()
+    assert "8/12 trials finished" in out
+    assert len(pd.read_csv(tmp_path / "run" / "results.csv")) == 8
+
+    recorder = Recorder(uri, "mke-twomoon")
+    (parent,) = recorder.client.search_runs([recorder.experiment_id], "tags.`mke.kind` = 'sweep'")
+    assert parent.info.status == "FAILED"
+    children = [recorder.client.get_run(r) for r in recorder.children(parent.info.run_id).values()]
+    assert len(children) == 13
+    crashed = [c for c in children if c.info.status == "FAILED"]
+    assert len(crashed) == 4
+    assert all(c.data.tags["mke.error"] == "RuntimeError: injected failure" for c in crashed)

@@ -65,3 +65,12 @@ def test_student_writes_its_artifacts_and_diagnostics(tmp_path):
     wrong = 270 - right
     recovered = right * (1 - result["broken_share"] / 100) + wrong * result["corrected_share"] / 100
     assert abs(recovered / 270 * 100 - result["unlabeled_acc"]) < 1e-6
+
+
+def test_a_corrupt_teacher_cache_is_retrained(tmp_path):
+    task = twomoon(loss="published")
+    settings = TrainSettings(epochs=50, lr=0.01, seed=39)
+    first = train_teacher(task, settings, tmp_path / "t", plot=False)
+    first.pseudo_labels_path.write_bytes(b"garbage")
+    again = train_teacher(task, settings, tmp_path / "t", plot=False)
+    assert not again.cached and torch.load(again.pseudo_labels_path).shape == (270,)

@@ -38,11 +38,11 @@ def teacher_folder(root: Path, task_name: str, task_options: dict, settings: Tra
 def train_teacher(task: Task, settings: TrainSettings, folder: Path, *,
                   log_every: int = 100, plot: bool = True) -> TeacherRun:
     """Train the teacher and pseudo-label the unlabeled split, or load both from ``folder``."""
+    splits = task.splits()
     cached = read_result(folder)
-    if cached is not None and (folder / PSEUDO_LABELS).exists():
+    if cached is not None and _readable_labels(folder / PSEUDO_LABELS, len(splits.unlabeled)):
         return TeacherRun(folder, cached, read_history(folder), cached=True)
 
-    splits = task.splits()
     mods = (task.teacher_modality,)
     x_train = task.features(splits.labeled, mods)
     x_test, x_unl = task.features(splits.test, mods), task.features(splits.unlabeled, mods)
@@ -62,9 +62,19 @@ def train_teacher(task: Task, settings: TrainSettings, folder: Path, *,
         "settings": settings.model_dump(),
     }
     folder.mkdir(parents=True, exist_ok=True)
+    (folder / "result.json").unlink(missing_ok=True)  # written last: marks the cache complete
     torch.save(pseudo, folder / PSEUDO_LABELS)
     if plot:
         task.plot_trial(model, mods, pseudo, f"{TEACHER_LABEL}: test {result['test_acc']:.1f}%",
                         folder / "boundary.png")
     write_run(folder, history=history, result=result, model=model, model_name="teacher.pt")
     return TeacherRun(folder, result, history, cached=False)
+
+
+def _readable_labels(path: Path, expected: int) -> bool:
+    """Whether a cached pseudo-label file loads and has one label per unlabeled sample."""
+    try:
+        labels = torch.load(path)
+    except Exception:
+        return False
+    return isinstance(labels, torch.Tensor) and labels.shape == (expected,)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from ray.tune import Callback
@@ -24,16 +25,23 @@ class MlflowTrials(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         spec = TrialSpec.from_dict(trial.config["trial"])
-        error_file = Path(trial.error_file) if trial.error_file else None  # the full traceback
-        message = _last_line(error_file) or "the trial failed without an error message"
-        self.failures.append((spec, message, error_file))
-        self.log.record_failure(spec, message, error_file.parent if error_file else None)
+        local = Path(trial.error_file) if trial.error_file else None
+        message = error_summary(local) or "the trial failed without an error message"
+        # where the traceback stays: the trial's folder in the sweep's storage
+        stored = Path(trial.path) / "error.txt" if trial.path else local
+        self.failures.append((spec, message, stored))
+        self.log.record_failure(spec, message, local.parent if local else None)
 
 
-def _last_line(path: Path | None) -> str | None:
-    """The exception line at the end of a traceback file."""
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Failure)\w*(:|$)")
+
+
+def error_summary(path: Path | None, limit: int = 300) -> str | None:
+    """The last ``SomeError: message`` line of a traceback file, shortened to ``limit``."""
     try:
         lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     except (AttributeError, OSError):
         return None
-    return lines[-1] if lines else None
+    found = [line for line in lines if _EXCEPTION_LINE.match(line)]
+    line = found[-1] if found else (lines[-1] if lines else None)
+    return line if line is None or len(line) <= limit else line[:limit - 3] + "..."

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import Callable, TextIO
 
 from ray.tune import Callback
@@ -54,8 +55,14 @@ class ProgressLine(Callback):
         self._print(force=self.done == self.total)
 
     def on_trial_error(self, iteration, trials, trial, **info):
+        from mke_ray.spec import TrialSpec
+        from mke_ray.tuning.callbacks import error_summary
+
         self.running -= 1
         self.failed += 1
+        key = TrialSpec.from_dict(trial.config["trial"]).key
+        message = error_summary(Path(trial.error_file) if trial.error_file else None) or "no error message"
+        self.stream.write(("\r\033[K" if self.tty else "") + f"trial {key} failed: {message}\n")
         self._print(force=True)
 
     def on_step_end(self, iteration, trials, **info):

@@ -17,6 +17,9 @@ def start_ray(address: str | None) -> dict[str, float]:
     if address == "local":
         # a private local Ray turns token authentication on and says so on every start
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    # failed trials are reported one line each by our callbacks, tracebacks kept in error.txt
+    for name in ("ray.tune.execution.tune_controller", "ray.tune.tune"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     if not ray.is_initialized():
         ray.init(address=address,
                  include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
