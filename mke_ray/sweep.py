@@ -101,6 +101,7 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
         _write_results(spec, output, results, table, teacher.result["test_acc"])
     # Tune stops on Ctrl-C by itself and returns: trials that never ran mean an interruption
     interrupted |= len(results) + len(failures) < len(trials)
+    unrecorded = log.retry_pending()
     for name in ("results.csv", "table.csv", "table.md", "summary.png"):
         if (output / name).exists():
             recorder.log_artifact(parent, output / name)
@@ -116,8 +117,10 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
         say(f"FAILED {trial.key}: {message}" + (f" (traceback: {where})" if where else ""))
     if interrupted:
         say(f"interrupted: {len(trials) - len(results) - len(failures)} trials did not run")
+    for key, error in unrecorded:
+        say(f"NOT IN MLFLOW {key}: {error} (its files and result are in {output / 'trials' / key})")
     say(f"compare runs: mlflow ui --backend-store-uri {_ui_uri(recorder.uri)}  (parent run {parent})")
-    return 130 if interrupted else 1 if failures else 0
+    return 130 if interrupted else 1 if failures or unrecorded else 0
 
 
 def _run_with_ray(spec, trials, pseudo_labels, output, student_settings, log, address):

@@ -108,3 +108,49 @@ def test_a_child_is_logged_once(tmp_path):
 
 def test_flatten():
     assert flatten({"a": {"b": {"c": 1}}, "d": 2}) == {"a.b.c": 1, "d": 2}
+
+
+def test_records_refused_during_a_sweep_are_written_at_the_end(tmp_path, capsys):
+    from mke_ray.spec import parse_spec
+    from mke_ray.tracking.sweep_log import SweepLog
+
+    recorder = Recorder(f"sqlite:///{tmp_path / 'mlflow.db'}", "flaky")
+    parent = recorder.start_parent("sweep", {}, {})
+    log = SweepLog(recorder, parse_spec({"name": "x"}), parent, {})
+    real = recorder.log_child
+    calls = {"n": 0}
+
+    def down_once(*args, **kwargs):  # the store fails after creating the run, once
+        calls["n"] += 1
+        run_id = real(*args, **kwargs)
+        if calls["n"] == 1:
+            raise ConnectionError("tracking server went away")
+        return run_id
+
+    recorder.log_child = down_once
+    trials = [TrialSpec("mm_student", {"dropout": 0.0}, seed, 0) for seed in (1, 2)]
+    assert log.record_failure(trials[0], "boom", None) is None
+    assert "retrying at the end" in capsys.readouterr().err
+    assert log.record_failure(trials[1], "boom", None) is not None
+    assert log.retry_pending() == []
+    children = recorder.children(parent)
+    assert sorted(children) == sorted(t.key for t in trials)
+    runs = recorder.client.search_runs([recorder.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'")
+    assert len(runs) == 2  # the half-written first try was replaced, not duplicated
+
+
+def test_records_that_keep_failing_are_reported(tmp_path):
+    from mke_ray.spec import parse_spec
+    from mke_ray.tracking.sweep_log import SweepLog
+
+    recorder = Recorder(f"sqlite:///{tmp_path / 'mlflow.db'}", "down")
+    parent = recorder.start_parent("sweep", {}, {})
+    log = SweepLog(recorder, parse_spec({"name": "x"}), parent, {})
+
+    def down(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    recorder.log_child = down
+    trial = TrialSpec("mm_student", {"dropout": 0.0}, 1, 0)
+    log.record_failure(trial, "boom", None)
+    assert log.retry_pending() == [(trial.key, "No space left on device")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,8 @@ class SweepLog:
         self.parent_id = parent_id
         self.common = common_params
         self.logged = recorder.children(parent_id)
+        # records the store refused during the sweep: key -> (trial, what to log, error)
+        self.pending: dict[str, tuple[TrialSpec, dict[str, Any], str]] = {}
 
     def trial_params(self, trial: TrialSpec) -> dict[str, Any]:
         return {**self.common, "method": trial.method, "seed": trial.seed, "repeat": trial.repeat,
@@ -57,10 +60,30 @@ class SweepLog:
         self.logged[key] = run_id
         return run_id
 
-    def _child(self, trial: TrialSpec, *, tags: dict[str, str] | None = None, **kwargs) -> str | None:
+    def retry_pending(self) -> list[tuple[str, str]]:
+        """Write the records that failed during the sweep; return (key, error) of those that still fail."""
+        pending, self.pending = self.pending, {}
+        for key, (trial, kwargs, _) in pending.items():
+            try:
+                stale = self.recorder.children(self.parent_id).get(key)  # half-written by the failed try
+                if stale is not None:
+                    self.recorder.client.delete_run(stale)
+            except Exception:
+                pass  # _child below records the store's error
+            self._child(trial, quiet=True, **kwargs)
+        return [(key, error) for key, (_, _, error) in self.pending.items()]
+
+    def _child(self, trial: TrialSpec, *, quiet: bool = False, **kwargs) -> str | None:
         if trial.key in self.logged:
             return None
-        run_id = self.recorder.log_child(self.parent_id, trial.key, run_name(trial, self.spec.seeds),
-                                         tags=tags, **kwargs)
+        try:
+            run_id = self.recorder.log_child(self.parent_id, trial.key, run_name(trial, self.spec.seeds), **kwargs)
+        except Exception as err:  # the store is down or full: keep the record, retry at the end
+            error = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            self.pending[trial.key] = (trial, kwargs, error)
+            if not quiet:
+                print(f"MLflow could not record {trial.key} ({error}); retrying at the end of the sweep",
+                      file=sys.stderr, flush=True)
+            return None
         self.logged[trial.key] = run_id
         return run_id
