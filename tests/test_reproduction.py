@@ -45,21 +45,22 @@ def run_sweep(name, tmp_path):
     return table, teacher["test_acc"]
 
 
+def assert_close(table, expected):
+    for (reg, column), figures in expected.items():
+        for method, figure in zip(METHODS, figures):
+            got = table.loc[(reg, method, column)]
+            assert got == pytest.approx(figure, abs=0.5), f"{reg} {column} {method}: {got:.2f} vs {figure}"
+
+
 @pytest.mark.slow
 def test_published_table_2(tmp_path, ray_local):
     table, teacher = run_sweep("twomoon_grid", tmp_path)
     assert teacher == pytest.approx(68.0, abs=0.5)
-    for (reg, column), figures in PUBLISHED.items():
-        for method, published in zip(METHODS, figures):
-            got = table.loc[(reg, method, column)]
-            assert got == pytest.approx(published, abs=0.5), f"{reg} {column} {method}: {got:.2f} vs {published}"
+    assert_close(table, PUBLISHED)
 
 
 @pytest.mark.slow
 def test_corrected_loss_table(tmp_path, ray_local):
     table, teacher = run_sweep("twomoon_grid_fixed", tmp_path)
     assert teacher == pytest.approx(69.5, abs=0.5)
-    for (reg, column), figures in CORRECTED.items():
-        for method, expected in zip(METHODS, figures):
-            got = table.loc[(reg, method, column)]
-            assert got == pytest.approx(expected, abs=0.5), f"{reg} {column} {method}: {got:.2f} vs {expected}"
+    assert_close(table, CORRECTED)
