@@ -101,6 +101,7 @@ class SweepSpec(_Spec):
     seeds: list[int] = Field(default_factory=lambda: [0])
     search: SearchSpec = Field(default_factory=SearchSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    retries: int = Field(1, ge=0, le=100, description="times a crashed trial is run again before it counts as failed")
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     output: str | None = Field(None, description="output directory; default runs/<name>")
 

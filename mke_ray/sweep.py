@@ -7,6 +7,7 @@ with Ray Tune, records everything in MLflow and prints the results table.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shutil
@@ -18,11 +19,14 @@ from mke_ray.methods import METHODS
 from mke_ray.methods.teacher import teacher_folder, train_teacher
 from mke_ray.report.plots import summary_figure
 from mke_ray.report.table import format_table, paper_table, results_frame
-from mke_ray.spec import SpecError, SweepSpec, load_spec
+from mke_ray.methods.artifacts import read_result
+from mke_ray.spec import SpecError, SweepSpec, load_spec, spec_hash
 from mke_ray.tracking import Recorder, TrackingError, resolve_tracking_uri
 from mke_ray.tracking.sweep_log import SweepLog
 
 EXIT_BAD_INPUT = 2
+STATE_FILE = "sweep.state.json"   # parent run and status, for --resume
+MIN_FREE_BYTES = 256 * 2**20
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -35,6 +39,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: the file's tracking.uri, "
                                                "else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     parser.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)")
+    parser.add_argument("--resume", action="store_true",
+                        help="finish an interrupted sweep in the same output folder: trials that finished are "
+                             "not run again and keep their MLflow runs")
     return parser.parse_args(argv)
 
 
@@ -45,16 +52,19 @@ def main(argv: list[str] | None = None) -> int:
         spec = load_spec(args.sweep)
         if args.smoke_test:
             spec = spec.smoke()
-        output = _prepare_output(Path(args.output) if args.output else spec.output_dir())
-        recorder = Recorder(resolve_tracking_uri(args.tracking_uri, spec.tracking.uri), spec.tracking.experiment)
+        uri = resolve_tracking_uri(args.tracking_uri, spec.tracking.uri)
+        output, state = _prepare_output(Path(args.output) if args.output else spec.output_dir(), spec, uri,
+                                        resume=args.resume)
+        recorder = Recorder(uri, spec.tracking.experiment)
     except (SpecError, TrackingError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    return run_sweep(spec, output, recorder, sweep_file=Path(args.sweep), address=args.address)
+    return run_sweep(spec, output, recorder, sweep_file=Path(args.sweep), address=args.address, state=state)
 
 
 def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: Path | None = None,
-              address: str | None = None) -> int:
+              address: str | None = None, state: dict | None = None) -> int:
+    """Run (or, given the ``state`` of an interrupted run, finish) a sweep; return the exit code."""
     started = time.monotonic()
     say = lambda text: print(text, flush=True)  # noqa: E731
     trials = spec.trials()
@@ -74,22 +84,36 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
 
     common = {"sweep": spec.name, "task": spec.task.model_dump(), "student": student_settings.model_dump(),
               "teacher": teacher_settings.model_dump()}
-    parent = recorder.start_parent(spec.name, params={**common, "methods": ",".join(spec.methods),
-                                                      "seeds": ",".join(map(str, spec.seeds)),
-                                                      "trials": len(trials)},
-                                   tags={"mke.kind": "sweep"})
-    (output / "sweep.resolved.yaml").write_text(_dump_spec(spec))
-    recorder.log_artifact(parent, output / "sweep.resolved.yaml")
-    if sweep_file is not None and sweep_file.is_file():
-        recorder.log_artifact(parent, sweep_file)
+    if state is None:
+        parent = recorder.start_parent(spec.name, params={**common, "methods": ",".join(spec.methods),
+                                                          "seeds": ",".join(map(str, spec.seeds)),
+                                                          "trials": len(trials)},
+                                       tags={"mke.kind": "sweep"})
+        state = {"parent_run": parent, "fingerprint": _fingerprint(spec), "tracking_uri": recorder.uri}
+        (output / "sweep.resolved.yaml").write_text(_dump_spec(spec))
+        recorder.log_artifact(parent, output / "sweep.resolved.yaml")
+        if sweep_file is not None and sweep_file.is_file():
+            recorder.log_artifact(parent, sweep_file)
+    else:
+        parent = state["parent_run"]
+        recorder.reopen(parent)
+    _write_state(output, {**state, "status": "running"})
     log = SweepLog(recorder, spec, parent, common)
     log.record_teacher(f"um_teacher-{teacher.folder.name}", f"um_teacher seed={teacher_settings.seed}",
                        {"method": "um_teacher", "seed": teacher_settings.seed},
                        teacher.result, teacher.history, teacher.folder)
+    done = [t for t in trials if read_result(output / "trials" / t.key) is not None]
+    for trial in done:  # finished before an interruption: recorded now if the driver died first
+        log.record_trial(trial, output / "trials" / trial.key)
+    todo = [t for t in trials if t not in done]
+    if done:
+        say(f"resuming: {len(done)} trials already finished, {len(todo)} to run")
 
     failures, interrupted = [], False
     try:
-        failures = _run_with_ray(spec, trials, teacher.pseudo_labels_path, output, student_settings, log, address)
+        if todo:
+            failures = _run_with_ray(spec, todo, teacher.pseudo_labels_path, output, student_settings, log,
+                                     address)
     except KeyboardInterrupt:
         interrupted = True
     except BaseException:
@@ -108,6 +132,7 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
     recorder.log_metrics(parent, {"teacher_test_acc": teacher.result["test_acc"],
                                   "trials_finished": len(results), "trials_failed": len(failures)})
     recorder.end(parent, "KILLED" if interrupted else "FAILED" if failures else "FINISHED")
+    _write_state(output, {**state, "status": "interrupted" if interrupted else "finished"})
 
     say("")
     say(format_table(spec, table, teacher.result["test_acc"]))
@@ -135,7 +160,8 @@ def _run_with_ray(spec, trials, pseudo_labels, output, student_settings, log, ad
                            plots=spec.tracking.plots, threads=max(1, int(spec.resources.cpu)))
     mlflow_trials = MlflowTrials(log, output / "trials")
     progress = ProgressLine(len(trials), describe_best=_describe_best)
-    run_trials(trials, run_trial, context, spec.resources, output / "ray_results", [mlflow_trials, progress])
+    run_trials(trials, run_trial, context, spec.resources, output / "ray_results", [mlflow_trials, progress],
+               retries=spec.retries)
     return mlflow_trials.failures
 
 
@@ -149,7 +175,8 @@ def _describe_best(result: dict | None) -> str | None:
     return f"{method.label} {result['test_acc']:.2f}% ({result['trial_key']})"
 
 
-def _prepare_output(output: Path) -> Path:
+def _prepare_output(output: Path, spec: SweepSpec, tracking_uri: str, resume: bool) -> tuple[Path, dict | None]:
+    """Check the output folder; return it and, for --resume, the interrupted run's state."""
     output = output.resolve()
     try:
         output.mkdir(parents=True, exist_ok=True)
@@ -159,10 +186,47 @@ def _prepare_output(output: Path) -> Path:
     except OSError as err:
         raise SpecError(f"output directory {output} is not writable ({err.strerror}); "
                         f"pass --output DIR") from None
+    free = shutil.disk_usage(output).free
+    if free < MIN_FREE_BYTES:
+        raise SpecError(f"output directory {output} has only {free // 2**20} MiB free (a sweep needs "
+                        f"{MIN_FREE_BYTES // 2**20} MiB); free space or pass --output DIR on another disk")
+    state = _read_state(output)
+    if resume:
+        if state is None:
+            raise SpecError(f"--resume: {output} holds no sweep to resume; run without --resume")
+        if state["fingerprint"] != _fingerprint(spec):
+            raise SpecError(f"--resume: the sweep's settings differ from those of the run in {output}; "
+                            f"restore them, or run without --resume (or with --output DIR) to start over")
+        if state["tracking_uri"] != tracking_uri:
+            raise SpecError(f"--resume: the sweep in {output} records to {state['tracking_uri']}, not "
+                            f"{tracking_uri}; pass --tracking-uri {state['tracking_uri']}")
+        shutil.rmtree(output / "ray_results", ignore_errors=True)
+        return output, state
+    if state is not None and state.get("status") != "finished":
+        raise SpecError(f"{output} holds an unfinished sweep; pass --resume to finish it, or --output DIR "
+                        f"(or delete the folder) to start over")
     # a new run replaces the trial folders of the last one (their records stay in MLflow)
     for stale in ("trials", "ray_results"):
         shutil.rmtree(output / stale, ignore_errors=True)
-    return output
+    return output, None
+
+
+def _fingerprint(spec: SweepSpec) -> str:
+    """What decides a sweep's results; a resumed sweep must not change it."""
+    return spec_hash(spec.model_dump(exclude={"tracking", "resources", "retries", "output"}))
+
+
+def _read_state(output: Path) -> dict | None:
+    try:
+        return json.loads((output / STATE_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _write_state(output: Path, state: dict) -> None:
+    tmp = output / (STATE_FILE + ".tmp")
+    tmp.write_text(json.dumps(state, indent=1))
+    os.replace(tmp, output / STATE_FILE)
 
 
 def _write_results(spec, output: Path, results, table, teacher_acc: float) -> None:

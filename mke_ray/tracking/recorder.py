@@ -113,12 +113,16 @@ class Recorder:
         self._log(run.info.run_id, params=params)
         return run.info.run_id
 
-    def children(self, parent_id: str) -> dict[str, str]:
-        """Trial key -> run id of the child runs a parent already has."""
-        runs = _retry(lambda: self.client.search_runs(
-            [self.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}'",
-            max_results=50_000), "search runs")
+    def children(self, parent_id: str, status: str | None = None) -> dict[str, str]:
+        """Trial key -> run id of the child runs a parent already has (with ``status`` only)."""
+        query = f"tags.`{PARENT_TAG}` = '{parent_id}'" + (f" and attributes.status = '{status}'" if status else "")
+        runs = _retry(lambda: self.client.search_runs([self.experiment_id], filter_string=query,
+                                                      max_results=50_000), "search runs")
         return {r.data.tags[TRIAL_KEY_TAG]: r.info.run_id for r in runs if TRIAL_KEY_TAG in r.data.tags}
+
+    def reopen(self, run_id: str) -> None:
+        """Mark a parent run as running again (a resumed sweep)."""
+        _retry(lambda: self.client.update_run(run_id, status="RUNNING"), "reopen run")
 
     def log_child(self, parent_id: str, key: str, name: str, *, params: Mapping[str, Any],
                   history: Iterable[Mapping[str, float]] = (), metrics: Mapping[str, float] | None = None,

@@ -29,7 +29,9 @@ class SweepLog:
         self.spec = spec
         self.parent_id = parent_id
         self.common = common_params
-        self.logged = recorder.children(parent_id)
+        self.logged = recorder.children(parent_id, status="FINISHED")
+        # a failed trial that succeeds on a resumed run replaces its FAILED record
+        self.failed = recorder.children(parent_id, status="FAILED")
         # records the store refused during the sweep: key -> (trial, what to log, error)
         self.pending: dict[str, tuple[TrialSpec, dict[str, Any], str]] = {}
 
@@ -77,6 +79,8 @@ class SweepLog:
         if trial.key in self.logged:
             return None
         try:
+            if trial.key in self.failed:
+                self.recorder.client.delete_run(self.failed.pop(trial.key))
             run_id = self.recorder.log_child(self.parent_id, trial.key, run_name(trial, self.spec.seeds), **kwargs)
         except Exception as err:  # the store is down or full: keep the record, retry at the end
             error = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

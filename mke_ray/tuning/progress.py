@@ -65,6 +65,15 @@ class ProgressLine(Callback):
         self.stream.write(("\r\033[K" if self.tty else "") + f"trial {key} failed: {message}\n")
         self._print(force=True)
 
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        from mke_ray.spec import TrialSpec
+        from mke_ray.tuning.callbacks import error_summary
+
+        self.running -= 1
+        key = TrialSpec.from_dict(trial.config["trial"]).key
+        message = error_summary(Path(trial.error_file) if trial.error_file else None) or "no error message"
+        self.stream.write(("\r\033[K" if self.tty else "") + f"trial {key} crashed, retrying: {message}\n")
+
     def on_step_end(self, iteration, trials, **info):
         self._print()
 

@@ -28,7 +28,7 @@ def start_ray(address: str | None) -> dict[str, float]:
 
 
 def run_trials(trials: list[TrialSpec], trainable, context, resources: ResourcesSpec,
-               storage: Path, callbacks: list) -> None:
+               storage: Path, callbacks: list, retries: int = 0) -> None:
     """Run every trial once as a grid (Tune's default generator), on a started Ray."""
     import ray
     from ray import tune
@@ -42,7 +42,7 @@ def run_trials(trials: list[TrialSpec], trainable, context, resources: Resources
         tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=concurrent),
         run_config=tune.RunConfig(
             name="tune", storage_path=str(storage), callbacks=callbacks, verbose=0,
-            failure_config=tune.FailureConfig(max_failures=0),
+            failure_config=tune.FailureConfig(max_failures=retries),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),
     )
