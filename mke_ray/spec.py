@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -69,8 +69,64 @@ class TrainSpec(_Spec):
         return defaults.model_copy(update=self.model_dump(exclude_none=True))
 
 
+class RangeSpec(_Spec):
+    low: float
+    high: float
+    log: bool = Field(False, description="sample on a log scale")
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if not self.low < self.high:
+            raise _FieldError(("high",), f"high must be above low (got low={self.low:g}, high={self.high:g})")
+        if self.log and self.low <= 0:
+            raise _FieldError(("low",), f"a log-scale range needs low > 0 (got {self.low:g})")
+        return self
+
+
+REGULARIZER_TYPES = ("input_noise", "hidden_noise", "dropout", "combination")
+
+
+class SearchSpaceSpec(_Spec):
+    """Optuna's space: a regularizer type, then the strengths that type uses."""
+
+    regularizer: list[Literal["input_noise", "hidden_noise", "dropout", "combination"]] = Field(
+        default_factory=lambda: list(REGULARIZER_TYPES), min_length=1)
+    input_noise: RangeSpec = Field(default_factory=lambda: RangeSpec(low=0.1, high=5.0, log=True))
+    hidden_noise: RangeSpec = Field(default_factory=lambda: RangeSpec(low=0.5, high=20.0, log=True))
+    dropout: RangeSpec = Field(default_factory=lambda: RangeSpec(low=0.05, high=0.9))
+    student: dict[Literal["lr", "epochs"], RangeSpec] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _within_bounds(self):
+        for name in ("input_noise", "hidden_noise", "dropout"):
+            info, rng = REGULARIZERS.get(name), getattr(self, name)
+            for end in ("low", "high"):
+                problem = info.check(getattr(rng, end))
+                if problem:
+                    raise _FieldError((name, end), f"{name} strength must be {problem} (got {getattr(rng, end):g})")
+        for name, rng in self.student.items():
+            if rng.low <= 0:
+                raise _FieldError(("student", name, "low"), f"student {name} must be > 0 (got {rng.low:g})")
+        return self
+
+
 class SearchSpec(_Spec):
-    kind: Literal["grid"] = "grid"
+    kind: Literal["grid", "optuna"] = "grid"
+    # the keys below are Optuna's
+    n_trials: int = Field(40, ge=1, le=100_000)
+    max_concurrent: int | None = Field(None, ge=1, description="default: as many as the CPUs allow")
+    seed: int = Field(0, ge=0, description="the TPE sampler's seed")
+    metric: Literal["val_acc"] = Field("val_acc", description="the objective, on the validation split; "
+                                                              "never the test set")
+    method: str = Field("mm_student", description="the student whose regularization is searched")
+    space: SearchSpaceSpec = Field(default_factory=SearchSpaceSpec)
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, name: str) -> str:
+        if name not in METHODS:
+            raise _FieldError((), f"unknown method {name!r}; allowed: {', '.join(METHODS.names())}")
+        return name
 
 
 class ResourcesSpec(_Spec):
@@ -170,6 +226,18 @@ class SweepSpec(_Spec):
             grids[name] = grid
         return {**data, "regularizers": grids, "fixed": fixed}
 
+    @model_validator(mode="after")
+    def _search_fits(self):
+        if self.search.kind == "optuna":
+            if self.regularizers:
+                name = next(iter(self.regularizers))
+                raise _FieldError(("regularizers", name), "an Optuna sweep searches strengths itself: give fixed "
+                                                          "strengths here and ranges under search.space")
+            if self.task.build().splits().val is None:
+                raise _FieldError(("task", "options"), "an Optuna sweep needs a validation split; this task's "
+                                                       "options leave it empty")
+        return self
+
     # -- what the sweep runs ------------------------------------------------------
     def output_dir(self) -> Path:
         return Path(self.output or f"runs/{self.name}")
@@ -204,32 +272,42 @@ class SweepSpec(_Spec):
             "seeds": self.seeds[:1],
             "regularizers": {n: dict(list(g.items())[:2]) for n, g in self.regularizers.items()},
             "tracking": self.tracking.model_copy(update={"log_every": 50}),
+            "search": self.search.model_copy(update={"n_trials": min(4, self.search.n_trials)}),
             "output": f"{self.output}-smoke" if self.output else None,
         })
 
 
 @dataclass(frozen=True)
 class TrialSpec:
-    """One training run of a student: method, regularization, seed (and which repeat)."""
+    """One training run of a student: method, regularization, seed (and which repeat).
+
+    ``overrides`` change the student's training settings (``lr``, ``epochs``) for
+    this run; ``label`` names the search trial the run belongs to.
+    """
 
     method: str
     regularization: dict[str, float]
     seed: int
     repeat: int
+    overrides: dict[str, float] = field(default_factory=dict)
+    label: str = ""
 
     @property
     def key(self) -> str:
         """Unique within a sweep; a readable name, also used as a folder name."""
         active = [f"{n}={v:g}" for n, v in sorted(self.regularization.items()) if v]
-        return "-".join([self.method, *(active or ["noreg"]), f"seed={self.seed}", f"rep={self.repeat}"])
+        changed = [f"{n}={v:g}" for n, v in sorted(self.overrides.items())]
+        return "-".join([*([self.label] if self.label else []), self.method, *(active or ["noreg"]),
+                         *changed, f"seed={self.seed}", f"rep={self.repeat}"])
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "regularization": dict(self.regularization),
-                "seed": self.seed, "repeat": self.repeat}
+        return {"method": self.method, "regularization": dict(self.regularization), "seed": self.seed,
+                "repeat": self.repeat, "overrides": dict(self.overrides), "label": self.label}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrialSpec:
-        return cls(d["method"], dict(d["regularization"]), int(d["seed"]), int(d["repeat"]))
+        return cls(d["method"], dict(d["regularization"]), int(d["seed"]), int(d["repeat"]),
+                   dict(d.get("overrides", {})), d.get("label", ""))
 
 
 def _is_number(value: Any) -> bool:

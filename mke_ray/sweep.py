@@ -20,9 +20,9 @@ from mke_ray.methods.teacher import teacher_folder, train_teacher
 from mke_ray.report.plots import summary_figure
 from mke_ray.report.table import format_table, paper_table, results_frame
 from mke_ray.methods.artifacts import read_result
-from mke_ray.spec import SpecError, SweepSpec, load_spec, spec_hash
+from mke_ray.spec import SpecError, SweepSpec, TrialSpec, load_spec, spec_hash
 from mke_ray.tracking import Recorder, TrackingError, resolve_tracking_uri
-from mke_ray.tracking.sweep_log import SweepLog
+from mke_ray.tracking.sweep_log import SweepLog, record_key
 
 EXIT_BAD_INPUT = 2
 STATE_FILE = "sweep.state.json"   # parent run and status, for --resume
@@ -67,9 +67,15 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
     """Run (or, given the ``state`` of an interrupted run, finish) a sweep; return the exit code."""
     started = time.monotonic()
     say = lambda text: print(text, flush=True)  # noqa: E731
-    trials = spec.trials()
-    say(f"sweep {spec.name}: {len(trials)} trials ({len(spec.settings())} regularization settings x "
-        f"{len(spec.methods)} methods x {len(spec.seeds)} seeds) -> {output}")
+    optuna = spec.search.kind == "optuna"
+    trials = [] if optuna else spec.trials()
+    planned = spec.search.n_trials if optuna else len(trials)
+    if optuna:
+        say(f"sweep {spec.name}: Optuna search, {planned} trials of {spec.search.method} x "
+            f"{len(spec.seeds)} seeds, objective {spec.search.metric} -> {output}")
+    else:
+        say(f"sweep {spec.name}: {planned} trials ({len(spec.settings())} regularization settings x "
+            f"{len(spec.methods)} methods x {len(spec.seeds)} seeds) -> {output}")
     say(f"MLflow: {recorder.uri}, experiment {recorder.experiment_name!r}")
 
     task = spec.task.build()
@@ -87,7 +93,7 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
     if state is None:
         parent = recorder.start_parent(spec.name, params={**common, "methods": ",".join(spec.methods),
                                                           "seeds": ",".join(map(str, spec.seeds)),
-                                                          "trials": len(trials)},
+                                                          "search": spec.search.kind, "trials": planned},
                                        tags={"mke.kind": "sweep"})
         state = {"parent_run": parent, "fingerprint": _fingerprint(spec), "tracking_uri": recorder.uri}
         (output / "sweep.resolved.yaml").write_text(_dump_spec(spec))
@@ -102,67 +108,89 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
     log.record_teacher(f"um_teacher-{teacher.folder.name}", f"um_teacher seed={teacher_settings.seed}",
                        {"method": "um_teacher", "seed": teacher_settings.seed},
                        teacher.result, teacher.history, teacher.folder)
-    done = [t for t in trials if read_result(output / "trials" / t.key) is not None]
-    for trial in done:  # finished before an interruption: recorded now if the driver died first
-        log.record_trial(trial, output / "trials" / trial.key)
-    todo = [t for t in trials if t not in done]
+    done = _finished(output / "trials", trials, optuna)
+    for trial, folder in done:  # finished before an interruption: recorded now if the driver died first
+        log.record_trial(trial, folder)
+    todo = [t for t in trials if t not in {d for d, _ in done}]
+    remaining = planned - len(done)
     if done:
-        say(f"resuming: {len(done)} trials already finished, {len(todo)} to run")
+        say(f"resuming: {len(done)} trials already finished, {remaining} to run")
 
     failures, interrupted = [], False
     try:
-        if todo:
-            failures = _run_with_ray(spec, todo, teacher.pseudo_labels_path, output, student_settings, log,
-                                     address)
+        if remaining > 0:
+            failures = _run_with_ray(spec, todo, remaining, teacher.pseudo_labels_path, output,
+                                     student_settings, log, address)
     except KeyboardInterrupt:
         interrupted = True
     except BaseException:
         recorder.end(parent, "FAILED")
         raise
     finally:
-        results = results_frame(trials, output / "trials")
-        table = paper_table(spec, results)
-        _write_results(spec, output, results, table, teacher.result["test_acc"])
+        report = _write_results(spec, output, trials, teacher.result["test_acc"])
     # Tune stops on Ctrl-C by itself and returns: trials that never ran mean an interruption
-    interrupted |= len(results) + len(failures) < len(trials)
+    finished = len(_finished(output / "trials", trials, optuna))
+    interrupted |= finished + len(failures) < planned
     unrecorded = log.retry_pending()
-    for name in ("results.csv", "table.csv", "table.md", "summary.png"):
-        if (output / name).exists():
-            recorder.log_artifact(parent, output / name)
+    for path in sorted(output.glob("*.csv")) + sorted(output.glob("*.md")) + sorted(output.glob("*.png")) \
+            + sorted(output.glob("best_sweep.yaml")):
+        recorder.log_artifact(parent, path)
     recorder.log_metrics(parent, {"teacher_test_acc": teacher.result["test_acc"],
-                                  "trials_finished": len(results), "trials_failed": len(failures)})
+                                  "trials_finished": finished, "trials_failed": len(failures)})
     recorder.end(parent, "KILLED" if interrupted else "FAILED" if failures else "FINISHED")
     _write_state(output, {**state, "status": "interrupted" if interrupted else "finished"})
 
     say("")
-    say(format_table(spec, table, teacher.result["test_acc"]))
-    say(f"{len(results)}/{len(trials)} trials finished in {time.monotonic() - started:.0f}s; "
+    say(report)
+    say(f"{finished}/{planned} trials finished in {time.monotonic() - started:.0f}s; "
         f"results in {output}/results.csv and table.md")
     for trial, message, where in failures:
-        say(f"FAILED {trial.key}: {message}" + (f" (traceback: {where})" if where else ""))
+        say(f"FAILED {record_key(trial)}: {message}" + (f" (traceback: {where})" if where else ""))
     if interrupted:
-        say(f"interrupted: {len(trials) - len(results) - len(failures)} trials did not run")
+        say(f"interrupted: {planned - finished - len(failures)} trials did not run; "
+            f"--resume finishes the sweep")
     for key, error in unrecorded:
         say(f"NOT IN MLFLOW {key}: {error} (its files and result are in {output / 'trials' / key})")
     say(f"compare runs: mlflow ui --backend-store-uri {_ui_uri(recorder.uri)}  (parent run {parent})")
     return 130 if interrupted else 1 if failures or unrecorded else 0
 
 
-def _run_with_ray(spec, trials, pseudo_labels, output, student_settings, log, address):
+def _finished(trials_dir: Path, trials: list[TrialSpec], optuna: bool) -> list[tuple[TrialSpec, Path]]:
+    """Trials whose result is on disk, with their folders."""
+    if optuna:
+        found = [(read_result(p.parent), p.parent) for p in sorted(trials_dir.glob("optuna-*/result.json"))]
+        return [(TrialSpec.from_dict(r["trial"]), folder) for r, folder in found if r is not None]
+    return [(t, trials_dir / t.key) for t in trials if read_result(trials_dir / t.key) is not None]
+
+
+def _run_with_ray(spec, trials, remaining, pseudo_labels, output, student_settings, log, address):
     from mke_ray.tuning.callbacks import MlflowTrials
     from mke_ray.tuning.progress import ProgressLine
     from mke_ray.tuning.runner import run_trials, start_ray
-    from mke_ray.tuning.trainable import TrialContext, run_trial
+    from mke_ray.tuning.trainable import TrialContext, run_search_trial, run_trial
 
     start_ray(address)
     context = TrialContext(task=spec.task, student=student_settings, pseudo_labels=pseudo_labels,
                            trials_dir=output / "trials", log_every=spec.tracking.log_every,
-                           plots=spec.tracking.plots, threads=max(1, int(spec.resources.cpu)))
+                           plots=spec.tracking.plots, threads=max(1, int(spec.resources.cpu)),
+                           seeds=tuple(spec.seeds))
     mlflow_trials = MlflowTrials(log, output / "trials")
-    progress = ProgressLine(len(trials), describe_best=_describe_best)
-    run_trials(trials, run_trial, context, spec.resources, output / "ray_results", [mlflow_trials, progress],
-               retries=spec.retries)
+    if spec.search.kind == "optuna":
+        from mke_ray.tuning.search import run_search
+
+        progress = ProgressLine(remaining, describe_best=_describe_best_search, best_by_val=True)
+        run_search(spec, remaining, run_search_trial, context, output, [mlflow_trials, progress])
+    else:
+        progress = ProgressLine(len(trials), describe_best=_describe_best)
+        run_trials(trials, run_trial, context, spec.resources, output / "ray_results", [mlflow_trials, progress],
+                   retries=spec.retries)
     return mlflow_trials.failures
+
+
+def _describe_best_search(result: dict | None) -> str | None:
+    if not result or "val_acc" not in result:
+        return None
+    return f"validation {result['val_acc']:.2f}% ({result['trial_key']}, test {result['test_acc']:.2f}%)"
 
 
 def _describe_best(result: dict | None) -> str | None:
@@ -208,6 +236,7 @@ def _prepare_output(output: Path, spec: SweepSpec, tracking_uri: str, resume: bo
     # a new run replaces the trial folders of the last one (their records stay in MLflow)
     for stale in ("trials", "ray_results"):
         shutil.rmtree(output / stale, ignore_errors=True)
+    (output / "optuna.db").unlink(missing_ok=True)
     return output, None
 
 
@@ -229,12 +258,27 @@ def _write_state(output: Path, state: dict) -> None:
     os.replace(tmp, output / STATE_FILE)
 
 
-def _write_results(spec, output: Path, results, table, teacher_acc: float) -> None:
+def _write_results(spec: SweepSpec, output: Path, trials: list[TrialSpec], teacher_acc: float) -> str:
+    """Write results.csv, table.csv, table.md and the figures; return the table as text."""
+    if spec.search.kind == "optuna":
+        from mke_ray.report.search import best_sweep, format_search, optuna_plots, search_frame
+        from mke_ray.tuning.search import study_storage
+
+        frame = search_frame(output / "trials")
+        frame.to_csv(output / "results.csv", index=False)
+        (output / "table.md").write_text(format_search(frame, teacher_acc, top=10, markdown=True))
+        if not frame.empty:
+            (output / "best_sweep.yaml").write_text(best_sweep(spec, frame))
+            optuna_plots(study_storage(output), spec.name, output)
+        return format_search(frame, teacher_acc)
+    results = results_frame(trials, output / "trials")
+    table = paper_table(spec, results)
     results.to_csv(output / "results.csv", index=False)
     table.to_csv(output / "table.csv", index=False)
     (output / "table.md").write_text(format_table(spec, table, teacher_acc, markdown=True))
     if not results.empty:
         summary_figure(table, teacher_acc, output / "summary.png")
+    return format_table(spec, table, teacher_acc)
 
 
 def _dump_spec(spec: SweepSpec) -> str:

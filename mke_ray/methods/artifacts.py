@@ -19,7 +19,7 @@ def write_run(folder: Path, *, history: list[dict[str, float]], result: dict[str
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), folder / model_name)
     (folder / HISTORY).write_text("".join(json.dumps(r) + "\n" for r in history))
-    _write_json_atomically(folder / RESULT, result)
+    write_json(folder / RESULT, result)
 
 
 def read_result(folder: Path) -> dict[str, Any] | None:
@@ -35,7 +35,7 @@ def read_history(folder: Path) -> list[dict[str, float]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def _write_json_atomically(path: Path, data: dict[str, Any]) -> None:
+def write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
     os.replace(tmp, path)

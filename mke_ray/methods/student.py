@@ -31,18 +31,25 @@ def train_student(task: Task, trial: TrialSpec, settings: TrainSettings, pseudo_
 
     torch.manual_seed(trial.seed)
     model = task.build_model(mods, trial.regularization)
+    x_val = task.features(splits.val, mods) if splits.val is not None else None
+
+    def probe(m) -> dict[str, float]:  # eval mode, no random draws
+        scores = {"test_acc": accuracy(predict(m, x_test), splits.test.y),
+                  "unlabeled_acc": accuracy(predict(m, x_unl), truth)}
+        if x_val is not None:
+            scores["val_acc"] = accuracy(predict(m, x_val), splits.val.y)
+        return scores
+
+    settings = settings.model_copy(update=trial.overrides)
     started = time.perf_counter()
     history = fit(model, x_unl, targets, epochs=settings.epochs, lr=settings.lr,
-                  loss_fn=task.loss_fn(), log_every=log_every,
-                  probe=lambda m: {"test_acc": accuracy(predict(m, x_test), splits.test.y),
-                                   "unlabeled_acc": accuracy(predict(m, x_unl), truth)})
+                  loss_fn=task.loss_fn(), log_every=log_every, probe=probe)
     seconds = time.perf_counter() - started
 
     on_unlabeled = predict(model, x_unl)
     pseudo_right = pseudo_labels == truth
     result = {
-        "test_acc": accuracy(predict(model, x_test), splits.test.y),
-        "unlabeled_acc": accuracy(on_unlabeled, truth),
+        **probe(model),
         "pseudo_label_acc": accuracy(pseudo_labels, truth),
         # expansion diagnostics on the unlabeled set
         "corrected_share": _share(on_unlabeled[~pseudo_right] == truth[~pseudo_right]),

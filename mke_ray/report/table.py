@@ -10,7 +10,7 @@ from mke_ray.methods import METHODS, TEACHER_LABEL
 from mke_ray.methods.artifacts import read_result
 from mke_ray.spec import SweepSpec, TrialSpec
 
-METRICS = ["test_acc", "unlabeled_acc", "pseudo_label_acc", "corrected_share", "broken_share", "train_seconds"]
+METRICS = ["test_acc", "val_acc", "unlabeled_acc", "pseudo_label_acc", "corrected_share", "broken_share", "train_seconds"]
 
 
 def results_frame(trials: list[TrialSpec], trials_dir: Path) -> pd.DataFrame:

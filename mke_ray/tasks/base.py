@@ -29,7 +29,8 @@ class Split:
 class Splits:
     labeled: Split     # teacher's training data (only the teacher modality is used)
     unlabeled: Split   # students' training data; its labels are used by MM sup only
-    test: Split
+    test: Split        # reported, never used to choose anything
+    val: Split | None = None  # labeled data for choosing settings (Optuna's objective)
 
 
 class TrainSettings(BaseModel):

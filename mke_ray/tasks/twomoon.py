@@ -35,6 +35,8 @@ class TwoMoonOptions(BaseModel):
     unlabeled_size: float = Field(0.9, gt=0.0, lt=1.0, description="share of the training points left unlabeled")
     hidden_um: int = Field(32, ge=1, description="hidden width of unimodal networks (teacher, UM students)")
     hidden_mm: int = Field(16, ge=1, description="hidden width of multimodal networks")
+    val_size: int = Field(200, ge=0, description="validation points: a fresh draw (random_state = data_seed + 1) "
+                                                 "scaled like the rest, so the published splits stay untouched")
 
 
 @lru_cache(maxsize=8)
@@ -44,7 +46,8 @@ def _make_splits(options: TwoMoonOptions) -> Splits:
     from sklearn.preprocessing import StandardScaler
 
     x, y = make_moons(n_samples=options.n_samples, noise=options.noise, random_state=options.data_seed)
-    x = StandardScaler().fit_transform(x)
+    scaler = StandardScaler().fit(x)
+    x = scaler.transform(x)
     x_train, x_test, y_train, y_test = train_test_split(
         x, y, test_size=options.test_size, random_state=options.data_seed)
     x_lab, x_unl, y_lab, y_unl = train_test_split(
@@ -55,7 +58,11 @@ def _make_splits(options: TwoMoonOptions) -> Splits:
         return Split(inputs={"a": t[:, :1].contiguous(), "b": t[:, 1:].contiguous()},
                      y=torch.tensor(labels, dtype=torch.long))
 
-    return Splits(labeled=split(x_lab, y_lab), unlabeled=split(x_unl, y_unl), test=split(x_test, y_test))
+    val = None
+    if options.val_size:
+        x_val, y_val = make_moons(n_samples=options.val_size, noise=options.noise, random_state=options.data_seed + 1)
+        val = split(scaler.transform(x_val), y_val)
+    return Splits(labeled=split(x_lab, y_lab), unlabeled=split(x_unl, y_unl), test=split(x_test, y_test), val=val)
 
 
 def softmax_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -12,10 +12,21 @@ from mke_ray.tracking.recorder import Recorder
 
 
 def run_name(trial: TrialSpec, seeds: list[int]) -> str:
-    """Method, active regularizers with their strengths, seed: what the run is, at a glance."""
-    active = [f"{n}={v:g}" for n, v in trial.regularization.items() if v]
-    name = " ".join([trial.method, *(active or ["noreg"]), f"seed={trial.seed}"])
+    """Method, active regularizers with their strengths, seed: what the run is, at a glance.
+
+    A search trial (one with a label) covers every seed: its name has no seed.
+    """
+    active = [f"{n}={v:.3g}" for n, v in trial.regularization.items() if v]
+    changed = [f"{n}={v:.3g}" for n, v in trial.overrides.items()]
+    if trial.label:
+        return " ".join([trial.label, trial.method, *(active or ["noreg"]), *changed])
+    name = " ".join([trial.method, *(active or ["noreg"]), *changed, f"seed={trial.seed}"])
     return name + (f" rep={trial.repeat}" if trial.seed in seeds[:trial.repeat] else "")
+
+
+def record_key(trial: TrialSpec) -> str:
+    """The MLflow record and folder of a trial: a search trial's label, else its key."""
+    return trial.label or trial.key
 
 
 class SweepLog:
@@ -36,8 +47,10 @@ class SweepLog:
         self.pending: dict[str, tuple[TrialSpec, dict[str, Any], str]] = {}
 
     def trial_params(self, trial: TrialSpec) -> dict[str, Any]:
-        return {**self.common, "method": trial.method, "seed": trial.seed, "repeat": trial.repeat,
-                "regularization": trial.regularization}
+        seeds = {"seeds": ",".join(map(str, self.spec.seeds))} if trial.label else \
+            {"seed": trial.seed, "repeat": trial.repeat}
+        return {**self.common, "method": trial.method, **seeds, "regularization": trial.regularization,
+                **({"overrides": trial.overrides} if trial.overrides else {})}
 
     def record_trial(self, trial: TrialSpec, folder: Path) -> str | None:
         """Log a finished trial from its folder; None if it was logged before."""
@@ -76,18 +89,19 @@ class SweepLog:
         return [(key, error) for key, (_, _, error) in self.pending.items()]
 
     def _child(self, trial: TrialSpec, *, quiet: bool = False, **kwargs) -> str | None:
-        if trial.key in self.logged:
+        key = record_key(trial)
+        if key in self.logged:
             return None
         try:
-            if trial.key in self.failed:
-                self.recorder.client.delete_run(self.failed.pop(trial.key))
-            run_id = self.recorder.log_child(self.parent_id, trial.key, run_name(trial, self.spec.seeds), **kwargs)
+            if key in self.failed:
+                self.recorder.client.delete_run(self.failed.pop(key))
+            run_id = self.recorder.log_child(self.parent_id, key, run_name(trial, self.spec.seeds), **kwargs)
         except Exception as err:  # the store is down or full: keep the record, retry at the end
             error = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            self.pending[trial.key] = (trial, kwargs, error)
+            self.pending[key] = (trial, kwargs, error)
             if not quiet:
-                print(f"MLflow could not record {trial.key} ({error}); retrying at the end of the sweep",
+                print(f"MLflow could not record {key} ({error}); retrying at the end of the sweep",
                       file=sys.stderr, flush=True)
             return None
-        self.logged[trial.key] = run_id
+        self.logged[key] = run_id
         return run_id

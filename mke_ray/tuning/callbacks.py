@@ -8,7 +8,7 @@ from pathlib import Path
 from ray.tune import Callback
 
 from mke_ray.spec import TrialSpec
-from mke_ray.tracking.sweep_log import SweepLog
+from mke_ray.tracking.sweep_log import SweepLog, record_key
 
 
 class MlflowTrials(Callback):
@@ -21,7 +21,7 @@ class MlflowTrials(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         spec = TrialSpec.from_dict(trial.config["trial"])
-        self.log.record_trial(spec, self.trials_dir / spec.key)
+        self.log.record_trial(spec, self.trials_dir / record_key(spec))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         spec = TrialSpec.from_dict(trial.config["trial"])

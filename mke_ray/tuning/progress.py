@@ -24,8 +24,10 @@ class ProgressLine(Callback):
     """
 
     def __init__(self, total: int, describe_best: Callable[[dict], str | None],
-                 stream: TextIO | None = None, tty_interval: float = 0.5, log_interval: float = 10.0):
+                 stream: TextIO | None = None, tty_interval: float = 0.5, log_interval: float = 10.0,
+                 best_by_val: bool = False):
         self.total = total
+        self.best_by_val = best_by_val
         self.describe_best = describe_best
         self._stream = stream
         self.tty = self.stream.isatty()
@@ -50,27 +52,30 @@ class ProgressLine(Callback):
         self.done += 1
         result = trial.last_result or {}
         score = self.describe_best(result)
-        if score is not None and (self.best is None or result["test_acc"] > self.best["test_acc"]):
+        metric = "val_acc" if "val_acc" in result and self.best_by_val else "test_acc"
+        if score is not None and (self.best is None or result[metric] > self.best[metric]):
             self.best = result
         self._print(force=self.done == self.total)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         from mke_ray.spec import TrialSpec
+        from mke_ray.tracking.sweep_log import record_key
         from mke_ray.tuning.callbacks import error_summary
 
         self.running -= 1
         self.failed += 1
-        key = TrialSpec.from_dict(trial.config["trial"]).key
+        key = record_key(TrialSpec.from_dict(trial.config["trial"]))
         message = error_summary(Path(trial.error_file) if trial.error_file else None) or "no error message"
         self.stream.write(("\r\033[K" if self.tty else "") + f"trial {key} failed: {message}\n")
         self._print(force=True)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         from mke_ray.spec import TrialSpec
+        from mke_ray.tracking.sweep_log import record_key
         from mke_ray.tuning.callbacks import error_summary
 
         self.running -= 1
-        key = TrialSpec.from_dict(trial.config["trial"]).key
+        key = record_key(TrialSpec.from_dict(trial.config["trial"]))
         message = error_summary(Path(trial.error_file) if trial.error_file else None) or "no error message"
         self.stream.write(("\r\033[K" if self.tty else "") + f"trial {key} crashed, retrying: {message}\n")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from ray import tune
 
+from mke_ray.methods.artifacts import RESULT, write_json
 from mke_ray.methods.student import train_student
 from mke_ray.spec import TaskSpec, TrialSpec
 from mke_ray.tasks import TrainSettings
@@ -26,6 +27,7 @@ class TrialContext:
     log_every: int
     plots: bool
     threads: int
+    seeds: tuple[int, ...] = ()
 
 
 @lru_cache(maxsize=4)
@@ -44,3 +46,21 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
     result = train_student(_task(context.task.model_dump_json()), trial, context.student, _pseudo_labels(context.pseudo_labels),
                            context.trials_dir / trial.key, log_every=context.log_every, plot=context.plots)
     tune.report({**result, "trial_key": trial.key, "method": trial.method})
+
+
+def run_search_trial(config: dict[str, Any], context: TrialContext) -> None:
+    """One Optuna trial: the suggested settings trained once per seed, scored by the mean."""
+    base = TrialSpec.from_dict(config["trial"])
+    torch.set_num_threads(context.threads)
+    task, pseudo = _task(context.task.model_dump_json()), _pseudo_labels(context.pseudo_labels)
+    folder = context.trials_dir / base.label
+    runs = []
+    for repeat, seed in enumerate(context.seeds):
+        trial = replace(base, seed=seed, repeat=repeat)
+        runs.append(train_student(task, trial, context.student, pseudo, folder / trial.key,
+                                  log_every=context.log_every, plot=context.plots))
+    summary = {name: sum(r[name] for r in runs) / len(runs) for name in runs[0]}
+    summary["test_acc_std"] = float(torch.tensor([r["test_acc"] for r in runs]).std(unbiased=False))
+    write_json(folder / RESULT, {**summary, "trial": base.to_dict(), "seeds": list(context.seeds),
+                                 "per_seed_test_acc": [r["test_acc"] for r in runs]})
+    tune.report({**summary, "trial_key": base.label, "method": base.method})
