@@ -129,3 +129,25 @@ def test_shipped_sweep_files_are_valid():
 
     for path in sorted((ROOT / "sweeps").glob("*.yaml")):
         load_spec(path)
+
+
+OPTUNA_BAD = [
+    ({"search": {"kind": "optuna", "space": {"dropout": {"low": 0.1, "high": 1.2}}}},
+     "search.space.dropout.high", "[0, 1)"),
+    ({"search": {"kind": "optuna", "space": {"input_noise": {"low": 0, "high": 2, "log": True}}}},
+     "search.space.input_noise.low", "log-scale"),
+    ({"search": {"kind": "optuna"}, "regularizers": {"dropout": [0, 0.5]}}, "regularizers.dropout", "search.space"),
+    ({"search": {"kind": "optuna", "space": {"regularizer": ["noise"]}}}, "search.space.regularizer.0", "combination"),
+    ({"search": {"kind": "optuna", "space": {"dropout": {"low": 0.5, "high": 0.1}}}}, "search.space.dropout.high",
+     "above low"),
+    ({"search": {"kind": "optuna", "n_trials": 0}}, "search.n_trials", "greater than or equal to 1"),
+    ({"search": {"kind": "optuna", "method": "mm_teacher"}}, "search.method", "allowed:"),
+    ({"search": {"kind": "optuna"}, "task": {"options": {"val_size": 0}}}, "task.options", "validation split"),
+]
+
+
+@pytest.mark.parametrize("data,where,words", OPTUNA_BAD, ids=[b[1] + "-" + b[2] for b in OPTUNA_BAD])
+def test_bad_optuna_search(data, where, words):
+    with pytest.raises(SpecError) as err:
+        parse_spec({"name": "x", **data})
+    assert f": {where}: " in str(err.value) and words in str(err.value)
