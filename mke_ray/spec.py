@@ -134,6 +134,15 @@ class ResourcesSpec(_Spec):
     gpu: float = Field(0.0, ge=0, description="GPUs per trial")
 
 
+class TrainerSpec(_Spec):
+    """Where a student is trained: in the trial's process, or by Ray Train over workers."""
+
+    kind: Literal["local", "ray_train"] = Field("local", description="local: in process (right for TwoMoon-sized "
+                                                                     "work); ray_train: a TorchTrainer with DDP")
+    workers: int = Field(2, ge=1, le=1024, description="Ray Train workers per trial")
+    gpu: bool = Field(False, description="one GPU per worker (NCCL); else CPU (gloo)")
+
+
 class TrackingSpec(_Spec):
     uri: str | None = Field(None, description="MLflow tracking URI; default $MLFLOW_TRACKING_URI "
                                               "or sqlite:///mlflow.db")
@@ -157,6 +166,7 @@ class SweepSpec(_Spec):
     seeds: list[int] = Field(default_factory=lambda: [0])
     search: SearchSpec = Field(default_factory=SearchSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    trainer: TrainerSpec = Field(default_factory=TrainerSpec)
     retries: int = Field(1, ge=0, le=100, description="times a crashed trial is run again before it counts as failed")
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     output: str | None = Field(None, description="output directory; default runs/<name>")

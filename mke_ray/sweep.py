@@ -111,7 +111,8 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
     done = _finished(output / "trials", trials, optuna)
     for trial, folder in done:  # finished before an interruption: recorded now if the driver died first
         log.record_trial(trial, folder)
-    todo = [t for t in trials if t not in {d for d, _ in done}]
+    finished_keys = {record_key(trial) for trial, _ in done}
+    todo = [t for t in trials if record_key(t) not in finished_keys]
     remaining = planned - len(done)
     if done:
         say(f"resuming: {len(done)} trials already finished, {remaining} to run")
@@ -173,7 +174,7 @@ def _run_with_ray(spec, trials, remaining, pseudo_labels, output, student_settin
     context = TrialContext(task=spec.task, student=student_settings, pseudo_labels=pseudo_labels,
                            trials_dir=output / "trials", log_every=spec.tracking.log_every,
                            plots=spec.tracking.plots, threads=max(1, int(spec.resources.cpu)),
-                           seeds=tuple(spec.seeds))
+                           seeds=tuple(spec.seeds), trainer=spec.trainer, storage=output / "ray_train")
     mlflow_trials = MlflowTrials(log, output / "trials")
     if spec.search.kind == "optuna":
         from mke_ray.tuning.search import run_search
@@ -182,8 +183,8 @@ def _run_with_ray(spec, trials, remaining, pseudo_labels, output, student_settin
         run_search(spec, remaining, run_search_trial, context, output, [mlflow_trials, progress])
     else:
         progress = ProgressLine(len(trials), describe_best=_describe_best)
-        run_trials(trials, run_trial, context, spec.resources, output / "ray_results", [mlflow_trials, progress],
-                   retries=spec.retries)
+        run_trials(trials, run_trial, context, spec.resources, spec.trainer, output / "ray_results",
+                   [mlflow_trials, progress], retries=spec.retries)
     return mlflow_trials.failures
 
 
@@ -234,7 +235,7 @@ def _prepare_output(output: Path, spec: SweepSpec, tracking_uri: str, resume: bo
         raise SpecError(f"{output} holds an unfinished sweep; pass --resume to finish it, or --output DIR "
                         f"(or delete the folder) to start over")
     # a new run replaces the trial folders of the last one (their records stay in MLflow)
-    for stale in ("trials", "ray_results"):
+    for stale in ("trials", "ray_results", "ray_train"):
         shutil.rmtree(output / stale, ignore_errors=True)
     (output / "optuna.db").unlink(missing_ok=True)
     return output, None

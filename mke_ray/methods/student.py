@@ -17,39 +17,50 @@ from mke_ray.training.loop import accuracy, fit, predict
 
 def train_student(task: Task, trial: TrialSpec, settings: TrainSettings, pseudo_labels: torch.Tensor,
                   folder: Path, *, log_every: int = 100, plot: bool = True) -> dict[str, Any]:
-    """Train one student and write its artifacts into ``folder``; return its final metrics.
+    """Train one student in this process and write its artifacts into ``folder``; return its metrics.
 
     ``torch.manual_seed(trial.seed)`` is set right before the model is built, so one
     seed drives initialisation and every noise and dropout draw, as in the paper.
     """
     method = METHODS.get(trial.method)
-    splits = task.splits()
     mods = method.modalities(task)
-    x_unl, x_test = task.features(splits.unlabeled, mods), task.features(splits.test, mods)
-    truth = splits.unlabeled.y
-    targets = pseudo_labels if method.targets == "pseudo" else truth
-
+    splits = task.splits()
     torch.manual_seed(trial.seed)
     model = task.build_model(mods, trial.regularization)
-    x_val = task.features(splits.val, mods) if splits.val is not None else None
-
-    def probe(m) -> dict[str, float]:  # eval mode, no random draws
-        scores = {"test_acc": accuracy(predict(m, x_test), splits.test.y),
-                  "unlabeled_acc": accuracy(predict(m, x_unl), truth)}
-        if x_val is not None:
-            scores["val_acc"] = accuracy(predict(m, x_val), splits.val.y)
-        return scores
-
     settings = settings.model_copy(update=trial.overrides)
     started = time.perf_counter()
-    history = fit(model, x_unl, targets, epochs=settings.epochs, lr=settings.lr,
-                  loss_fn=task.loss_fn(), log_every=log_every, probe=probe)
-    seconds = time.perf_counter() - started
+    history = fit(model, task.features(splits.unlabeled, mods), student_targets(task, method, pseudo_labels),
+                  epochs=settings.epochs, lr=settings.lr, loss_fn=task.loss_fn(), log_every=log_every,
+                  probe=lambda m: evaluate(task, m, mods))
+    return finish_student(task, trial, model, history, time.perf_counter() - started, pseudo_labels, folder,
+                          plot=plot)
 
-    on_unlabeled = predict(model, x_unl)
+
+def student_targets(task: Task, method, pseudo_labels: torch.Tensor) -> torch.Tensor:
+    """What a student learns from: the teacher's pseudo labels, or the truth (MM sup)."""
+    return pseudo_labels if method.targets == "pseudo" else task.splits().unlabeled.y
+
+
+def evaluate(task: Task, model, mods: tuple[str, ...]) -> dict[str, float]:
+    """Accuracies on test, unlabeled and (if any) validation data; eval mode, no random draws."""
+    splits = task.splits()
+    scores = {"test_acc": accuracy(predict(model, task.features(splits.test, mods)), splits.test.y),
+              "unlabeled_acc": accuracy(predict(model, task.features(splits.unlabeled, mods)), splits.unlabeled.y)}
+    if splits.val is not None:
+        scores["val_acc"] = accuracy(predict(model, task.features(splits.val, mods)), splits.val.y)
+    return scores
+
+
+def finish_student(task: Task, trial: TrialSpec, model, history: list[dict[str, float]], seconds: float,
+                   pseudo_labels: torch.Tensor, folder: Path, *, plot: bool = True) -> dict[str, Any]:
+    """Measure a trained student, write its artifacts into ``folder``, return its metrics."""
+    method = METHODS.get(trial.method)
+    mods = method.modalities(task)
+    truth = task.splits().unlabeled.y
+    on_unlabeled = predict(model, task.features(task.splits().unlabeled, mods))
     pseudo_right = pseudo_labels == truth
     result = {
-        **probe(model),
+        **evaluate(task, model, mods),
         "pseudo_label_acc": accuracy(pseudo_labels, truth),
         # expansion diagnostics on the unlabeled set
         "corrected_share": _share(on_unlabeled[~pseudo_right] == truth[~pseudo_right]),

@@ -6,7 +6,7 @@ import logging
 import os
 from pathlib import Path
 
-from mke_ray.spec import ResourcesSpec, TrialSpec
+from mke_ray.spec import ResourcesSpec, TrainerSpec, TrialSpec
 
 
 def start_ray(address: str | None) -> dict[str, float]:
@@ -27,15 +27,29 @@ def start_ray(address: str | None) -> dict[str, float]:
     return ray.cluster_resources()
 
 
-def run_trials(trials: list[TrialSpec], trainable, context, resources: ResourcesSpec,
+def trial_resources(resources: ResourcesSpec, trainer: TrainerSpec) -> tuple[dict[str, float], int]:
+    """What one Tune trial reserves, and how many trials run at once on this cluster.
+
+    A trial that fits a TorchTrainer reserves nothing itself: its Ray Train workers
+    (one CPU, or one GPU, each) are what it occupies.
+    """
+    import ray
+
+    cluster = ray.cluster_resources()
+    if trainer.kind == "ray_train":
+        have = cluster.get("GPU", 0.0) if trainer.gpu else cluster.get("CPU", 1.0)
+        # Ray refuses an empty request: one byte of memory stands for "nothing"
+        return {"cpu": 0, "memory": 1}, max(1, int(have // trainer.workers))
+    per_trial = {"cpu": resources.cpu, **({"gpu": resources.gpu} if resources.gpu else {})}
+    return per_trial, max(1, int(cluster.get("CPU", 1.0) // resources.cpu))
+
+
+def run_trials(trials: list[TrialSpec], trainable, context, resources: ResourcesSpec, trainer: TrainerSpec,
                storage: Path, callbacks: list, retries: int = 0) -> None:
     """Run every trial once as a grid (Tune's default generator), on a started Ray."""
-    import ray
     from ray import tune
 
-    cluster_cpus = ray.cluster_resources().get("CPU", 1.0)
-    concurrent = max(1, int(cluster_cpus // resources.cpu))
-    per_trial = {"cpu": resources.cpu, **({"gpu": resources.gpu} if resources.gpu else {})}
+    per_trial, concurrent = trial_resources(resources, trainer)
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(trainable, context=context), per_trial),
         param_space={"trial": tune.grid_search([t.to_dict() for t in trials])},

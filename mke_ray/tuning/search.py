@@ -6,6 +6,7 @@ from pathlib import Path
 
 from mke_ray.regularizers import REGULARIZERS
 from mke_ray.spec import SweepSpec, TrialSpec
+from mke_ray.tuning.runner import trial_resources
 
 STUDY_FILE = "optuna.db"
 
@@ -47,20 +48,18 @@ def study_storage(output: Path) -> str:
 def run_search(spec: SweepSpec, n_trials: int, trainable, context, output: Path, callbacks: list) -> None:
     """Ask Optuna for ``n_trials`` more configurations; the study lives in ``output``/optuna.db."""
     import optuna
-    import ray
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     search = spec.search
-    cpus = ray.cluster_resources().get("CPU", 1.0)
-    concurrent = search.max_concurrent or max(1, int(cpus // spec.resources.cpu))
+    per_trial, fits = trial_resources(spec.resources, spec.trainer)
+    concurrent = search.max_concurrent or fits
     searcher = OptunaSearch(
         space=SearchSpace(spec), metric=search.metric, mode="max",
         sampler=optuna.samplers.TPESampler(seed=search.seed),
         study_name=spec.name, storage=optuna.storages.RDBStorage(study_storage(output)),
     )
-    per_trial = {"cpu": spec.resources.cpu, **({"gpu": spec.resources.gpu} if spec.resources.gpu else {})}
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(trainable, context=context), per_trial),
         tune_config=tune.TuneConfig(search_alg=searcher, num_samples=n_trials, reuse_actors=True,

@@ -12,7 +12,7 @@ from ray import tune
 
 from mke_ray.methods.artifacts import RESULT, write_json
 from mke_ray.methods.student import train_student
-from mke_ray.spec import TaskSpec, TrialSpec
+from mke_ray.spec import TaskSpec, TrainerSpec, TrialSpec
 from mke_ray.tasks import TrainSettings
 
 
@@ -28,6 +28,21 @@ class TrialContext:
     plots: bool
     threads: int
     seeds: tuple[int, ...] = ()
+    trainer: TrainerSpec = TrainerSpec()
+    storage: Path | None = None  # Ray Train checkpoints
+
+
+def _train(context: TrialContext, trial: TrialSpec, folder: Path) -> dict[str, Any]:
+    if context.trainer.kind == "ray_train":
+        from mke_ray.tuning.ray_train import train_student_distributed
+
+        return train_student_distributed(context.task, trial, context.student, context.pseudo_labels, folder,
+                                         context.storage, workers=context.trainer.workers,
+                                         gpu=context.trainer.gpu, log_every=context.log_every,
+                                         plot=context.plots)
+    return train_student(_task(context.task.model_dump_json()), trial, context.student,
+                         _pseudo_labels(context.pseudo_labels), folder, log_every=context.log_every,
+                         plot=context.plots)
 
 
 @lru_cache(maxsize=4)
@@ -43,8 +58,7 @@ def _pseudo_labels(path: Path) -> torch.Tensor:
 def run_trial(config: dict[str, Any], context: TrialContext) -> None:
     trial = TrialSpec.from_dict(config["trial"])
     torch.set_num_threads(context.threads)
-    result = train_student(_task(context.task.model_dump_json()), trial, context.student, _pseudo_labels(context.pseudo_labels),
-                           context.trials_dir / trial.key, log_every=context.log_every, plot=context.plots)
+    result = _train(context, trial, context.trials_dir / trial.key)
     tune.report({**result, "trial_key": trial.key, "method": trial.method})
 
 
@@ -52,13 +66,9 @@ def run_search_trial(config: dict[str, Any], context: TrialContext) -> None:
     """One Optuna trial: the suggested settings trained once per seed, scored by the mean."""
     base = TrialSpec.from_dict(config["trial"])
     torch.set_num_threads(context.threads)
-    task, pseudo = _task(context.task.model_dump_json()), _pseudo_labels(context.pseudo_labels)
     folder = context.trials_dir / base.label
-    runs = []
-    for repeat, seed in enumerate(context.seeds):
-        trial = replace(base, seed=seed, repeat=repeat)
-        runs.append(train_student(task, trial, context.student, pseudo, folder / trial.key,
-                                  log_every=context.log_every, plot=context.plots))
+    runs = [_train(context, trial, folder / trial.key)
+            for trial in (replace(base, seed=seed, repeat=repeat) for repeat, seed in enumerate(context.seeds))]
     summary = {name: sum(r[name] for r in runs) / len(runs) for name in runs[0]}
     summary["test_acc_std"] = float(torch.tensor([r["test_acc"] for r in runs]).std(unbiased=False))
     write_json(folder / RESULT, {**summary, "trial": base.to_dict(), "seeds": list(context.seeds),

@@ -1,0 +1,102 @@
+"""Students trained by Ray Train: data-parallel (DDP) over several workers or GPUs.
+
+Used when a sweep says ``trainer: {kind: ray_train, workers: N, gpu: ...}``. The Tune
+trial that calls this fits a ``TorchTrainer`` (Ray Train V2's pattern for tuning a
+distributed run); the workers shard the unlabeled set, average gradients with DDP
+(gloo on CPU, NCCL on GPU), report metrics every ``log_every`` epochs, and rank 0
+saves the weights and history as a Ray Train checkpoint in the sweep's storage.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mke_ray.methods import METHODS
+from mke_ray.methods.student import evaluate, finish_student, student_targets
+from mke_ray.spec import TaskSpec, TrialSpec
+from mke_ray.tasks import TrainSettings
+from mke_ray.training.loop import accuracy, predict
+
+
+def train_student_distributed(task_spec: TaskSpec, trial: TrialSpec, settings: TrainSettings, pseudo_path: Path,
+                              folder: Path, storage: Path, *, workers: int, gpu: bool, log_every: int,
+                              plot: bool) -> dict[str, Any]:
+    """Fit one student with a ``TorchTrainer``, then measure it here like a local one."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    settings = settings.model_copy(update=trial.overrides)
+    started = time.perf_counter()
+    trainer = TorchTrainer(
+        _train_worker,
+        train_loop_config={"task": task_spec.model_dump_json(), "trial": trial.to_dict(),
+                           "settings": settings.model_dump(), "pseudo_labels": str(pseudo_path),
+                           "log_every": log_every},
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpu),
+        run_config=RunConfig(name=trial.key, storage_path=str(storage)),
+    )
+    result = trainer.fit()
+    seconds = time.perf_counter() - started
+    task = task_spec.build()
+    mods = METHODS.get(trial.method).modalities(task)
+    with result.checkpoint.as_directory() as ckpt:
+        model = task.build_model(mods, trial.regularization)
+        model.load_state_dict(torch.load(Path(ckpt) / "student.pt"))
+        history = [json.loads(line) for line in (Path(ckpt) / "history.jsonl").read_text().splitlines()]
+    out = finish_student(task, trial, model, history, seconds, torch.load(pseudo_path), folder, plot=plot)
+    (folder / "ray_train_checkpoint.txt").write_text(f"{result.checkpoint.path}\n")
+    return {**out, "workers": workers}
+
+
+def _train_worker(config: dict[str, Any]) -> None:
+    """One DDP worker: its shard of the unlabeled set, full batch, plain SGD."""
+    import ray.train
+    import ray.train.torch
+
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    task = TaskSpec.model_validate_json(config["task"]).build()
+    trial = TrialSpec.from_dict(config["trial"])
+    settings = TrainSettings(**config["settings"])
+    method = METHODS.get(trial.method)
+    mods = method.modalities(task)
+    device = ray.train.torch.get_device()
+    x = task.features(task.splits().unlabeled, mods)[rank::world].to(device)
+    y = student_targets(task, method, torch.load(config["pseudo_labels"]))[rank::world].to(device)
+
+    torch.manual_seed(trial.seed)  # the same initial weights everywhere (DDP also broadcasts rank 0's)
+    model = ray.train.torch.prepare_model(task.build_model(mods, trial.regularization))
+    torch.manual_seed(trial.seed * 1000 + rank)  # each worker draws its own noise and dropout
+    optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr)
+    loss_fn = task.loss_fn()
+    history = []
+    log_every = config["log_every"] or settings.epochs
+    for epoch in range(1, settings.epochs + 1):
+        model.train()
+        loss = loss_fn(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if epoch % log_every and epoch != settings.epochs:
+            continue
+        plain = model.module if hasattr(model, "module") else model
+        record = {"epoch": float(epoch), "train_loss": loss.item(),
+                  **evaluate(task, plain.cpu(), mods)}
+        plain.to(device)
+        history.append(record)
+        if epoch < settings.epochs:
+            ray.train.report(record)
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = None
+            if rank == 0:
+                torch.save(plain.state_dict(), Path(tmp) / "student.pt")
+                (Path(tmp) / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
+                checkpoint = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(record, checkpoint=checkpoint)
