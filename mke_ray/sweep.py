@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import sys
 import time
 from pathlib import Path
@@ -39,6 +40,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: the file's tracking.uri, "
                                                "else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     parser.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)")
+    parser.add_argument("--storage", help="where Ray keeps trial results and Ray Train checkpoints: a folder "
+                                          "every node can reach (shared file system) or a URI such as s3://... "
+                                          "(default: OUTPUT/ray_results and OUTPUT/ray_train)")
     parser.add_argument("--resume", action="store_true",
                         help="finish an interrupted sweep in the same output folder: trials that finished are "
                              "not run again and keep their MLflow runs")
@@ -56,14 +60,38 @@ def main(argv: list[str] | None = None) -> int:
         output, state = _prepare_output(Path(args.output) if args.output else spec.output_dir(), spec, uri,
                                         resume=args.resume)
         recorder = Recorder(uri, spec.tracking.experiment)
+        _join_ray(args.address)
     except (SpecError, TrackingError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    return run_sweep(spec, output, recorder, sweep_file=Path(args.sweep), address=args.address, state=state)
+    return run_sweep(spec, output, recorder, sweep_file=Path(args.sweep), state=state,
+                     storage=args.storage or str(output))
+
+
+def _join_ray(address: str | None) -> None:
+    from mke_ray.tuning.runner import start_ray
+
+    target = address or os.environ.get("RAY_ADDRESS")
+    host, _, port = (target or "").rpartition(":")
+    if host and port.isdigit() and "://" not in target:  # Ray would retry a dead address for minutes
+        try:
+            socket.create_connection((host, int(port)), timeout=5).close()
+        except OSError as err:
+            raise SpecError(f"cannot join the Ray cluster at {target} ({err.strerror or err}); start it with "
+                            f"'ray start --head --port {port}' or leave out --address and RAY_ADDRESS "
+                            f"for a local Ray") from None
+    try:
+        start_ray(address)
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if not target:
+            raise SpecError(f"cannot start a local Ray ({first})") from None
+        raise SpecError(f"cannot join the Ray cluster at {target} ({first}); start it with 'ray start --head' "
+                        f"or leave out --address and RAY_ADDRESS for a local Ray") from None
 
 
 def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: Path | None = None,
-              address: str | None = None, state: dict | None = None) -> int:
+              state: dict | None = None, storage: str | None = None) -> int:
     """Run (or, given the ``state`` of an interrupted run, finish) a sweep; return the exit code."""
     started = time.monotonic()
     say = lambda text: print(text, flush=True)  # noqa: E731
@@ -121,7 +149,7 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
     try:
         if remaining > 0:
             failures = _run_with_ray(spec, todo, remaining, teacher.pseudo_labels_path, output,
-                                     student_settings, log, address)
+                                     student_settings, log, storage or str(output))
     except KeyboardInterrupt:
         interrupted = True
     except BaseException:
@@ -164,26 +192,26 @@ def _finished(trials_dir: Path, trials: list[TrialSpec], optuna: bool) -> list[t
     return [(t, trials_dir / t.key) for t in trials if read_result(trials_dir / t.key) is not None]
 
 
-def _run_with_ray(spec, trials, remaining, pseudo_labels, output, student_settings, log, address):
+def _run_with_ray(spec, trials, remaining, pseudo_labels, output, student_settings, log, storage: str):
     from mke_ray.tuning.callbacks import MlflowTrials
     from mke_ray.tuning.progress import ProgressLine
-    from mke_ray.tuning.runner import run_trials, start_ray
+    from mke_ray.tuning.runner import run_trials
     from mke_ray.tuning.trainable import TrialContext, run_search_trial, run_trial
 
-    start_ray(address)
     context = TrialContext(task=spec.task, student=student_settings, pseudo_labels=pseudo_labels,
                            trials_dir=output / "trials", log_every=spec.tracking.log_every,
                            plots=spec.tracking.plots, threads=max(1, int(spec.resources.cpu)),
-                           seeds=tuple(spec.seeds), trainer=spec.trainer, storage=output / "ray_train")
+                           seeds=tuple(spec.seeds), trainer=spec.trainer, storage=f"{storage}/ray_train")
     mlflow_trials = MlflowTrials(log, output / "trials")
     if spec.search.kind == "optuna":
         from mke_ray.tuning.search import run_search
 
         progress = ProgressLine(remaining, describe_best=_describe_best_search, best_by_val=True)
-        run_search(spec, remaining, run_search_trial, context, output, [mlflow_trials, progress])
+        run_search(spec, remaining, run_search_trial, context, output, f"{storage}/ray_results",
+                   [mlflow_trials, progress])
     else:
         progress = ProgressLine(len(trials), describe_best=_describe_best)
-        run_trials(trials, run_trial, context, spec.resources, spec.trainer, output / "ray_results",
+        run_trials(trials, run_trial, context, spec.resources, spec.trainer, f"{storage}/ray_results",
                    [mlflow_trials, progress], retries=spec.retries)
     return mlflow_trials.failures
 

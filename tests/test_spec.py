@@ -151,3 +151,16 @@ def test_bad_optuna_search(data, where, words):
     with pytest.raises(SpecError) as err:
         parse_spec({"name": "x", **data})
     assert f": {where}: " in str(err.value) and words in str(err.value)
+
+
+def test_unreachable_ray_cluster_is_refused_fast(tmp_path, capsys):
+    import time
+
+    path = tmp_path / "ok.yaml"
+    path.write_text(GOOD)
+    started = time.monotonic()
+    code = main([str(path), "--output", str(tmp_path / "out"), "--tracking-uri", f"sqlite:///{tmp_path}/m.db",
+                 "--address", "127.0.0.1:9"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "cannot join the Ray cluster at 127.0.0.1:9" in err and "\n" not in err
+    assert time.monotonic() - started < 30

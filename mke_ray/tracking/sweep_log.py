@@ -52,14 +52,14 @@ class SweepLog:
         return {**self.common, "method": trial.method, **seeds, "regularization": trial.regularization,
                 **({"overrides": trial.overrides} if trial.overrides else {})}
 
-    def record_trial(self, trial: TrialSpec, folder: Path) -> str | None:
+    def record_trial(self, trial: TrialSpec, folder: Path, tags: dict[str, str] | None = None) -> str | None:
         """Log a finished trial from its folder; None if it was logged before."""
         result = read_result(folder)
         if result is None:
             return self.record_failure(trial, f"trial finished without writing {folder}/result.json", None)
         metrics = {k: v for k, v in result.items() if isinstance(v, (int, float))}
         return self._child(trial, params=self.trial_params(trial), history=read_history(folder),
-                           metrics=metrics, artifacts=folder, status="FINISHED")
+                           metrics=metrics, artifacts=folder, status="FINISHED", tags=tags)
 
     def record_failure(self, trial: TrialSpec, error: str, log_folder: Path | None) -> str | None:
         return self._child(trial, params=self.trial_params(trial), history=(), metrics={},

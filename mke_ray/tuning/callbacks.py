@@ -21,7 +21,8 @@ class MlflowTrials(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         spec = TrialSpec.from_dict(trial.config["trial"])
-        self.log.record_trial(spec, self.trials_dir / record_key(spec))
+        node = (trial.last_result or {}).get("node_id")
+        self.log.record_trial(spec, self.trials_dir / record_key(spec), tags={"mke.node": node} if node else None)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         spec = TrialSpec.from_dict(trial.config["trial"])

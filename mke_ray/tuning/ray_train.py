@@ -25,7 +25,7 @@ from mke_ray.training.loop import accuracy, predict
 
 
 def train_student_distributed(task_spec: TaskSpec, trial: TrialSpec, settings: TrainSettings, pseudo_path: Path,
-                              folder: Path, storage: Path, *, workers: int, gpu: bool, log_every: int,
+                              folder: Path, storage: str, *, workers: int, gpu: bool, log_every: int,
                               plot: bool) -> dict[str, Any]:
     """Fit one student with a ``TorchTrainer``, then measure it here like a local one."""
     from ray.train import RunConfig, ScalingConfig
@@ -39,7 +39,7 @@ def train_student_distributed(task_spec: TaskSpec, trial: TrialSpec, settings: T
                            "settings": settings.model_dump(), "pseudo_labels": str(pseudo_path),
                            "log_every": log_every},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpu),
-        run_config=RunConfig(name=trial.key, storage_path=str(storage)),
+        run_config=RunConfig(name=trial.key, storage_path=str(storage)),  # a folder or a URI
     )
     result = trainer.fit()
     seconds = time.perf_counter() - started

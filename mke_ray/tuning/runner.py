@@ -11,19 +11,22 @@ from mke_ray.spec import ResourcesSpec, TrainerSpec, TrialSpec
 
 def start_ray(address: str | None) -> dict[str, float]:
     """Join ``address`` (or $RAY_ADDRESS), else start a private local Ray; return its resources."""
+    address = address or os.environ.get("RAY_ADDRESS") or "local"
+    local = address == "local"
+    if not local and "RAY_AUTH_MODE" not in os.environ and (Path.home() / ".ray" / "auth_token").exists():
+        # a cluster made with `ray start` wants the token its head wrote there (read when ray is imported)
+        os.environ["RAY_AUTH_MODE"] = "token"
     import ray
 
-    address = address or os.environ.get("RAY_ADDRESS") or "local"
-    if address == "local":
+    if local:
         # a private local Ray turns token authentication on and says so on every start
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     # failed trials are reported one line each by our callbacks, tracebacks kept in error.txt
     for name in ("ray.tune.execution.tune_controller", "ray.tune.tune"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
     if not ray.is_initialized():
-        ray.init(address=address,
-                 include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
-                 configure_logging=True)
+        extra = {"include_dashboard": False} if local else {}
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False, **extra)
     return ray.cluster_resources()
 
 
@@ -45,7 +48,7 @@ def trial_resources(resources: ResourcesSpec, trainer: TrainerSpec) -> tuple[dic
 
 
 def run_trials(trials: list[TrialSpec], trainable, context, resources: ResourcesSpec, trainer: TrainerSpec,
-               storage: Path, callbacks: list, retries: int = 0) -> None:
+               storage: str, callbacks: list, retries: int = 0) -> None:
     """Run every trial once as a grid (Tune's default generator), on a started Ray."""
     from ray import tune
 
@@ -55,7 +58,7 @@ def run_trials(trials: list[TrialSpec], trainable, context, resources: Resources
         param_space={"trial": tune.grid_search([t.to_dict() for t in trials])},
         tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=concurrent),
         run_config=tune.RunConfig(
-            name="tune", storage_path=str(storage), callbacks=callbacks, verbose=0,
+            name="tune", storage_path=storage, callbacks=callbacks, verbose=0,
             failure_config=tune.FailureConfig(max_failures=retries),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),

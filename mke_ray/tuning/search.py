@@ -45,7 +45,8 @@ def study_storage(output: Path) -> str:
     return f"sqlite:///{output / STUDY_FILE}"
 
 
-def run_search(spec: SweepSpec, n_trials: int, trainable, context, output: Path, callbacks: list) -> None:
+def run_search(spec: SweepSpec, n_trials: int, trainable, context, output: Path, storage: str,
+               callbacks: list) -> None:
     """Ask Optuna for ``n_trials`` more configurations; the study lives in ``output``/optuna.db."""
     import optuna
     from ray import tune
@@ -64,7 +65,7 @@ def run_search(spec: SweepSpec, n_trials: int, trainable, context, output: Path,
         tune.with_resources(tune.with_parameters(trainable, context=context), per_trial),
         tune_config=tune.TuneConfig(search_alg=searcher, num_samples=n_trials, reuse_actors=True,
                                     max_concurrent_trials=concurrent),
-        run_config=tune.RunConfig(name="tune", storage_path=str(output / "ray_results"), callbacks=callbacks,
+        run_config=tune.RunConfig(name="tune", storage_path=storage, callbacks=callbacks,
                                   verbose=0, failure_config=tune.FailureConfig(max_failures=spec.retries)),
     )
     tuner.fit()

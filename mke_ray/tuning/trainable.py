@@ -29,7 +29,7 @@ class TrialContext:
     threads: int
     seeds: tuple[int, ...] = ()
     trainer: TrainerSpec = TrainerSpec()
-    storage: Path | None = None  # Ray Train checkpoints
+    storage: str | None = None  # Ray Train checkpoints: a folder or a URI
 
 
 def _train(context: TrialContext, trial: TrialSpec, folder: Path) -> dict[str, Any]:
@@ -59,7 +59,7 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
     trial = TrialSpec.from_dict(config["trial"])
     torch.set_num_threads(context.threads)
     result = _train(context, trial, context.trials_dir / trial.key)
-    tune.report({**result, "trial_key": trial.key, "method": trial.method})
+    tune.report({**result, "trial_key": trial.key, "method": trial.method, "node_id": _node()})
 
 
 def run_search_trial(config: dict[str, Any], context: TrialContext) -> None:
@@ -73,4 +73,11 @@ def run_search_trial(config: dict[str, Any], context: TrialContext) -> None:
     summary["test_acc_std"] = float(torch.tensor([r["test_acc"] for r in runs]).std(unbiased=False))
     write_json(folder / RESULT, {**summary, "trial": base.to_dict(), "seeds": list(context.seeds),
                                  "per_seed_test_acc": [r["test_acc"] for r in runs]})
-    tune.report({**summary, "trial_key": base.label, "method": base.method})
+    tune.report({**summary, "trial_key": base.label, "method": base.method, "node_id": _node()})
+
+
+def _node() -> str:
+    """The Ray node this trial ran on (recorded as the MLflow tag mke.node)."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
