@@ -7,10 +7,8 @@ with Ray Tune, records everything in MLflow and prints the results table.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import shutil
 import socket
 import sys
 import time
@@ -21,13 +19,12 @@ from mke_ray.methods.teacher import teacher_folder, train_teacher
 from mke_ray.report.plots import summary_figure
 from mke_ray.report.table import format_table, paper_table, results_frame
 from mke_ray.methods.artifacts import read_result
-from mke_ray.spec import SpecError, SweepSpec, TrialSpec, load_spec, spec_hash
+from mke_ray.output import fingerprint, prepare_output, write_state
+from mke_ray.spec import SpecError, SweepSpec, TrialSpec, load_spec
 from mke_ray.tracking import Recorder, TrackingError, resolve_tracking_uri
 from mke_ray.tracking.sweep_log import SweepLog, record_key
 
 EXIT_BAD_INPUT = 2
-STATE_FILE = "sweep.state.json"   # parent run and status, for --resume
-MIN_FREE_BYTES = 256 * 2**20
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -57,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.smoke_test:
             spec = spec.smoke()
         uri = resolve_tracking_uri(args.tracking_uri, spec.tracking.uri)
-        output, state = _prepare_output(Path(args.output) if args.output else spec.output_dir(), spec, uri,
+        output, state = prepare_output(Path(args.output) if args.output else spec.output_dir(), spec, uri,
                                         resume=args.resume)
         recorder = Recorder(uri, spec.tracking.experiment)
         _join_ray(args.address)
@@ -123,7 +120,7 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
                                                           "seeds": ",".join(map(str, spec.seeds)),
                                                           "search": spec.search.kind, "trials": planned},
                                        tags={"mke.kind": "sweep"})
-        state = {"parent_run": parent, "fingerprint": _fingerprint(spec), "tracking_uri": recorder.uri}
+        state = {"parent_run": parent, "fingerprint": fingerprint(spec), "tracking_uri": recorder.uri}
         (output / "sweep.resolved.yaml").write_text(_dump_spec(spec))
         recorder.log_artifact(parent, output / "sweep.resolved.yaml")
         if sweep_file is not None and sweep_file.is_file():
@@ -131,7 +128,7 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
     else:
         parent = state["parent_run"]
         recorder.reopen(parent)
-    _write_state(output, {**state, "status": "running"})
+    write_state(output, {**state, "status": "running"})
     log = SweepLog(recorder, spec, parent, common)
     log.record_teacher(f"um_teacher-{teacher.folder.name}", f"um_teacher seed={teacher_settings.seed}",
                        {"method": "um_teacher", "seed": teacher_settings.seed},
@@ -167,7 +164,7 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
     recorder.log_metrics(parent, {"teacher_test_acc": teacher.result["test_acc"],
                                   "trials_finished": finished, "trials_failed": len(failures)})
     recorder.end(parent, "KILLED" if interrupted else "FAILED" if failures else "FINISHED")
-    _write_state(output, {**state, "status": "interrupted" if interrupted else "finished"})
+    write_state(output, {**state, "status": "interrupted" if interrupted else "finished"})
 
     say("")
     say(report)
@@ -230,61 +227,6 @@ def _describe_best(result: dict | None) -> str | None:
     if method.targets != "pseudo":
         return None
     return f"{method.label} {result['test_acc']:.2f}% ({result['trial_key']})"
-
-
-def _prepare_output(output: Path, spec: SweepSpec, tracking_uri: str, resume: bool) -> tuple[Path, dict | None]:
-    """Check the output folder; return it and, for --resume, the interrupted run's state."""
-    output = output.resolve()
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-        probe = output / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as err:
-        raise SpecError(f"output directory {output} is not writable ({err.strerror}); "
-                        f"pass --output DIR") from None
-    free = shutil.disk_usage(output).free
-    if free < MIN_FREE_BYTES:
-        raise SpecError(f"output directory {output} has only {free // 2**20} MiB free (a sweep needs "
-                        f"{MIN_FREE_BYTES // 2**20} MiB); free space or pass --output DIR on another disk")
-    state = _read_state(output)
-    if resume:
-        if state is None:
-            raise SpecError(f"--resume: {output} holds no sweep to resume; run without --resume")
-        if state["fingerprint"] != _fingerprint(spec):
-            raise SpecError(f"--resume: the sweep's settings differ from those of the run in {output}; "
-                            f"restore them, or run without --resume (or with --output DIR) to start over")
-        if state["tracking_uri"] != tracking_uri:
-            raise SpecError(f"--resume: the sweep in {output} records to {state['tracking_uri']}, not "
-                            f"{tracking_uri}; pass --tracking-uri {state['tracking_uri']}")
-        shutil.rmtree(output / "ray_results", ignore_errors=True)
-        return output, state
-    if state is not None and state.get("status") != "finished":
-        raise SpecError(f"{output} holds an unfinished sweep; pass --resume to finish it, or --output DIR "
-                        f"(or delete the folder) to start over")
-    # a new run replaces the trial folders of the last one (their records stay in MLflow)
-    for stale in ("trials", "ray_results", "ray_train"):
-        shutil.rmtree(output / stale, ignore_errors=True)
-    (output / "optuna.db").unlink(missing_ok=True)
-    return output, None
-
-
-def _fingerprint(spec: SweepSpec) -> str:
-    """What decides a sweep's results; a resumed sweep must not change it."""
-    return spec_hash(spec.model_dump(exclude={"tracking", "resources", "retries", "output"}))
-
-
-def _read_state(output: Path) -> dict | None:
-    try:
-        return json.loads((output / STATE_FILE).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-
-
-def _write_state(output: Path, state: dict) -> None:
-    tmp = output / (STATE_FILE + ".tmp")
-    tmp.write_text(json.dumps(state, indent=1))
-    os.replace(tmp, output / STATE_FILE)
 
 
 def _write_results(spec: SweepSpec, output: Path, trials: list[TrialSpec], teacher_acc: float) -> str:
