@@ -13,7 +13,8 @@ STATE_FILE = "sweep.state.json"   # parent run, settings fingerprint, tracking U
 MIN_FREE_BYTES = 256 * 2**20
 
 
-def prepare_output(output: Path, spec: SweepSpec, tracking_uri: str, resume: bool) -> tuple[Path, dict | None]:
+def prepare_output(output: Path, spec: SweepSpec, tracking_uri: str,
+                   resume: bool) -> tuple[Path, dict | None]:
     """Check the output folder; return it and, for --resume, the interrupted run's state."""
     output = output.resolve()
     try:

@@ -13,17 +13,9 @@ def some_strength(name: str) -> float:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_identity_and_no_random_draws_at_strength_zero(name):
-    module = build(name, 0.0).train()
-    x = torch.randn(64, 8)
-    state = torch.get_rng_state()
-    assert torch.equal(module(x), x)
-    assert torch.equal(torch.get_rng_state(), state)
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_identity_in_eval_mode(name):
-    module = build(name, some_strength(name)).eval()
+@pytest.mark.parametrize("case", ["strength 0, training", "eval mode"])
+def test_identity_without_random_draws(name, case):
+    module = build(name, 0.0).train() if case.startswith("strength 0") else build(name, some_strength(name)).eval()
     x = torch.randn(64, 8)
     state = torch.get_rng_state()
     assert torch.equal(module(x), x)
