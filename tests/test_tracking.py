@@ -98,12 +98,21 @@ def test_a_child_is_logged_once(tmp_path):
     log = SweepLog(recorder, parse_spec({"name": "x"}), parent, {})
     trial = TrialSpec("mm_student", {"dropout": 0.0}, 1, 0)
     assert log.record_failure(trial, "boom", None) is not None
-    assert log.record_failure(trial, "boom", None) is None
-    again = SweepLog(recorder, parse_spec({"name": "x"}), parent, {})  # e.g. after a restart
-    assert again.record_failure(trial, "boom", None) is None
+    (first,) = recorder.children(parent).values()
+    assert recorder.client.get_run(first).info.status == "FAILED"
+    # a resumed sweep retries the trial: its new record replaces the FAILED one
+    again = SweepLog(recorder, parse_spec({"name": "x"}), parent, {})
+    assert again.record_failure(trial, "boom again", None) is not None
     (run_id,) = recorder.children(parent).values()
     run = recorder.client.get_run(run_id)
-    assert run.info.status == "FAILED" and run.data.tags["mke.error"] == "boom"
+    assert run_id != first and run.info.status == "FAILED" and run.data.tags["mke.error"] == "boom again"
+    # a finished record is never written twice
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / "result.json").write_text('{"test_acc": 80.0}')
+    assert again.record_trial(trial, tmp_path / "done") is not None
+    assert SweepLog(recorder, parse_spec({"name": "x"}), parent, {}).record_trial(trial, tmp_path / "done") is None
+    (run_id,) = recorder.children(parent).values()
+    assert recorder.client.get_run(run_id).info.status == "FINISHED"
 
 
 def test_flatten():

@@ -103,5 +103,5 @@ class SweepLog:
                 print(f"MLflow could not record {key} ({error}); retrying at the end of the sweep",
                       file=sys.stderr, flush=True)
             return None
-        self.logged[key] = run_id
+        (self.failed if kwargs.get("status") == "FAILED" else self.logged)[key] = run_id
         return run_id
