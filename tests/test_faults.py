@@ -8,7 +8,6 @@ import time
 from collections import namedtuple
 
 import pandas as pd
-import pytest
 
 from mke_ray.sweep import main
 from mke_ray.tracking import Recorder

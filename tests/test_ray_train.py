@@ -1,7 +1,6 @@
 """Students trained by Ray Train (2 DDP workers on CPU) match the in-process trainer."""
 
 import pandas as pd
-import pytest
 import torch
 
 from mke_ray.methods.student import train_student
@@ -11,7 +10,6 @@ from mke_ray.sweep import main
 from mke_ray.tasks import TrainSettings
 from mke_ray.tracking import Recorder
 from mke_ray.tuning.ray_train import train_student_distributed
-from tests.conftest import ROOT
 
 
 def test_ddp_student_reaches_the_in_process_accuracy(tmp_path, ray_local):

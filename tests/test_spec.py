@@ -1,6 +1,5 @@
 """Bad sweep files: one line on stderr naming the key and the fix, exit code 2."""
 
-import textwrap
 
 import pytest
 

@@ -21,7 +21,6 @@ from mke_ray.methods import METHODS
 from mke_ray.methods.student import evaluate, finish_student, student_targets
 from mke_ray.spec import TaskSpec, TrialSpec
 from mke_ray.tasks import TrainSettings
-from mke_ray.training.loop import accuracy, predict
 
 
 def train_student_distributed(task_spec: TaskSpec, trial: TrialSpec, settings: TrainSettings, pseudo_path: Path,
