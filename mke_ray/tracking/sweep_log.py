@@ -43,8 +43,8 @@ class SweepLog:
         self.logged = recorder.children(parent_id, status="FINISHED")
         # a failed trial that succeeds on a resumed run replaces its FAILED record
         self.failed = recorder.children(parent_id, status="FAILED")
-        # records the store refused during the sweep: key -> (trial, what to log, error)
-        self.pending: dict[str, tuple[TrialSpec, dict[str, Any], str]] = {}
+        # records the store refused during the sweep: key -> (run name, what to log, error)
+        self.pending: dict[str, tuple[str, dict[str, Any], str]] = {}
 
     def trial_params(self, trial: TrialSpec) -> dict[str, Any]:
         seeds = {"seeds": ",".join(map(str, self.spec.seeds))} if trial.label else \
@@ -57,51 +57,50 @@ class SweepLog:
         result = read_result(folder)
         if result is None:
             return self.record_failure(trial, f"trial finished without writing {folder}/result.json", None)
-        metrics = {k: v for k, v in result.items() if isinstance(v, (int, float))}
-        return self._child(trial, params=self.trial_params(trial), history=read_history(folder),
-                           metrics=metrics, artifacts=folder, status="FINISHED", tags=tags)
+        return self._write(record_key(trial), run_name(trial, self.spec.seeds), params=self.trial_params(trial),
+                           history=read_history(folder), metrics=_numbers(result), artifacts=folder,
+                           status="FINISHED", tags=tags)
 
     def record_failure(self, trial: TrialSpec, error: str, log_folder: Path | None) -> str | None:
-        return self._child(trial, params=self.trial_params(trial), history=(), metrics={},
+        return self._write(record_key(trial), run_name(trial, self.spec.seeds), params=self.trial_params(trial),
                            artifacts=log_folder, status="FAILED", tags={"mke.error": error[:5000]})
 
     def record_teacher(self, key: str, name: str, params: dict[str, Any], result: dict[str, Any],
                        history: list[dict[str, float]], folder: Path) -> str | None:
-        if key in self.logged:
-            return None
-        metrics = {k: v for k, v in result.items() if isinstance(v, (int, float))}
-        run_id = self.recorder.log_child(self.parent_id, key, name, params={**self.common, **params},
-                                         history=history, metrics=metrics, artifacts=folder)
-        self.logged[key] = run_id
-        return run_id
+        return self._write(key, name, params={**self.common, **params}, history=history,
+                           metrics=_numbers(result), artifacts=folder, status="FINISHED")
 
     def retry_pending(self) -> list[tuple[str, str]]:
         """Write the records that failed during the sweep; return (key, error) of those that still fail."""
         pending, self.pending = self.pending, {}
-        for key, (trial, kwargs, _) in pending.items():
+        for key, (name, kwargs, _) in pending.items():
             try:
                 stale = self.recorder.children(self.parent_id).get(key)  # half-written by the failed try
                 if stale is not None:
                     self.recorder.client.delete_run(stale)
             except Exception:
-                pass  # _child below records the store's error
-            self._child(trial, quiet=True, **kwargs)
+                pass  # _write below records the store's error
+            self._write(key, name, quiet=True, **kwargs)
         return [(key, error) for key, (_, _, error) in self.pending.items()]
 
-    def _child(self, trial: TrialSpec, *, quiet: bool = False, **kwargs) -> str | None:
-        key = record_key(trial)
+    def _write(self, key: str, name: str, *, quiet: bool = False, **kwargs) -> str | None:
+        """One child run, unless a FINISHED one has this key; a FAILED one is replaced."""
         if key in self.logged:
             return None
         try:
             if key in self.failed:
                 self.recorder.client.delete_run(self.failed.pop(key))
-            run_id = self.recorder.log_child(self.parent_id, key, run_name(trial, self.spec.seeds), **kwargs)
+            run_id = self.recorder.log_child(self.parent_id, key, name, **kwargs)
         except Exception as err:  # the store is down or full: keep the record, retry at the end
             error = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            self.pending[key] = (trial, kwargs, error)
+            self.pending[key] = (name, kwargs, error)
             if not quiet:
                 print(f"MLflow could not record {key} ({error}); retrying at the end of the sweep",
                       file=sys.stderr, flush=True)
             return None
         (self.failed if kwargs.get("status") == "FAILED" else self.logged)[key] = run_id
         return run_id
+
+
+def _numbers(result: dict[str, Any]) -> dict[str, float]:
+    return {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
