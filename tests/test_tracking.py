@@ -115,6 +115,23 @@ def test_a_child_is_logged_once(tmp_path):
     assert recorder.client.get_run(run_id).info.status == "FINISHED"
 
 
+def test_a_record_half_written_by_a_killed_driver_is_replaced(tmp_path):
+    from mke_ray.spec import parse_spec
+    from mke_ray.tracking.recorder import PARENT_TAG, TRIAL_KEY_TAG
+    from mke_ray.tracking.sweep_log import SweepLog
+
+    recorder = Recorder(f"sqlite:///{tmp_path / 'mlflow.db'}", "killed")
+    parent = recorder.start_parent("sweep", {}, {})
+    trial = TrialSpec("mm_student", {"dropout": 0.0}, 1, 0)
+    # the driver died between creating the run and ending it: the run stays RUNNING
+    recorder.client.create_run(recorder.experiment_id, tags={PARENT_TAG: parent, TRIAL_KEY_TAG: trial.key})
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / "result.json").write_text('{"test_acc": 80.0}')
+    assert SweepLog(recorder, parse_spec({"name": "x"}), parent, {}).record_trial(trial, tmp_path / "done")
+    runs = recorder.client.search_runs([recorder.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'")
+    assert [r.info.status for r in runs] == ["FINISHED"]
+
+
 def test_flatten():
     assert flatten({"a": {"b": {"c": 1}}, "d": 2}) == {"a.b.c": 1, "d": 2}
 

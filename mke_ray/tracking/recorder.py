@@ -120,6 +120,15 @@ class Recorder:
                                                       max_results=50_000), "search runs")
         return {r.data.tags[TRIAL_KEY_TAG]: r.info.run_id for r in runs if TRIAL_KEY_TAG in r.data.tags}
 
+    def discard_unfinished(self, parent_id: str) -> int:
+        """Delete the child runs a killed driver left half-written (still RUNNING); return how many."""
+        query = f"tags.`{PARENT_TAG}` = '{parent_id}' and attributes.status = 'RUNNING'"
+        runs = _retry(lambda: self.client.search_runs([self.experiment_id], filter_string=query,
+                                                      max_results=50_000), "search runs")
+        for run in runs:
+            _retry(lambda r=run: self.client.delete_run(r.info.run_id), "delete run")
+        return len(runs)
+
     def reopen(self, run_id: str) -> None:
         """Mark a parent run as running again (a resumed sweep)."""
         _retry(lambda: self.client.update_run(run_id, status="RUNNING"), "reopen run")

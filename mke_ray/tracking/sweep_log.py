@@ -40,6 +40,8 @@ class SweepLog:
         self.spec = spec
         self.parent_id = parent_id
         self.common = common_params
+        # a driver killed while writing a child leaves it RUNNING: that trial is recorded again
+        recorder.discard_unfinished(parent_id)
         self.logged = recorder.children(parent_id, status="FINISHED")
         # a failed trial that succeeds on a resumed run replaces its FAILED record
         self.failed = recorder.children(parent_id, status="FAILED")
