@@ -47,10 +47,13 @@ class TaskSpec(_Spec):
         if self.name not in TASKS:
             raise _FieldError(("name",), f"unknown task {self.name!r}; allowed: {', '.join(TASKS.names())}")
         try:
-            TASKS.get(self.name).Options.model_validate(self.options)
+            options = TASKS.get(self.name).Options.model_validate(self.options)
         except ValidationError as err:
             path, message = _describe(err.errors()[0], TASKS.get(self.name).Options)
             raise _FieldError(("options", *path), message) from None
+        # the options as the task reads them (relative paths made absolute by the task's
+        # validators), so a Ray worker in another folder builds the same task
+        object.__setattr__(self, "options", options.model_dump(mode="json", exclude_unset=True))
         return self
 
     def build(self):
@@ -64,6 +67,10 @@ class TrainSpec(_Spec):
     epochs: int | None = Field(None, ge=1)
     lr: float | None = Field(None, gt=0)
     seed: int | None = Field(None, ge=0)
+    batch_size: int | None = Field(None, ge=0, description="samples per step; 0 is one full-batch step per epoch")
+    momentum: float | None = Field(None, ge=0, lt=1)
+    select: Literal["last", "best_val"] | None = Field(
+        None, description="last: the final epoch's model; best_val: the epoch best on the validation split")
 
     def resolve(self, defaults: TrainSettings) -> TrainSettings:
         return defaults.model_copy(update=self.model_dump(exclude_none=True))

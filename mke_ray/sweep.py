@@ -21,6 +21,7 @@ from mke_ray.report.table import format_table, paper_table, results_frame
 from mke_ray.methods.artifacts import read_result
 from mke_ray.output import fingerprint, prepare_output, write_state
 from mke_ray.spec import SpecError, SweepSpec, TrialSpec, load_spec
+from mke_ray.tasks import TaskDataError
 from mke_ray.tracking import Recorder, TrackingError, resolve_tracking_uri
 from mke_ray.tracking.sweep_log import SweepLog, record_key
 
@@ -53,12 +54,13 @@ def main(argv: list[str] | None = None) -> int:
         spec = load_spec(args.sweep)
         if args.smoke_test:
             spec = spec.smoke()
+        spec.task.build().splits()  # a missing or malformed data file fails here, before Ray starts
         uri = resolve_tracking_uri(args.tracking_uri, spec.tracking.uri)
         output, state = prepare_output(Path(args.output) if args.output else spec.output_dir(), spec, uri,
                                         resume=args.resume)
         recorder = Recorder(uri, spec.tracking.experiment)
         _join_ray(args.address)
-    except (SpecError, TrackingError) as err:
+    except (SpecError, TrackingError, TaskDataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return run_sweep(spec, output, recorder, sweep_file=Path(args.sweep), state=state,

@@ -5,13 +5,17 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ClassVar
+from typing import Callable, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from mke_ray.registry import Registry
+
+
+class TaskDataError(Exception):
+    """A task's data cannot be used; the one-line message names the problem and the fix."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,9 @@ class TrainSettings(BaseModel):
     epochs: int
     lr: float
     seed: int = 0
+    batch_size: int = 0          # 0: one full-batch step per epoch
+    momentum: float = 0.0        # SGD momentum
+    select: Literal["last", "best_val"] = "last"  # report the last epoch, or the best on validation
 
 
 class Task(ABC):
@@ -68,6 +75,10 @@ class Task(ABC):
     def features(self, split: Split, modalities: tuple[str, ...]) -> torch.Tensor:
         """The model input for ``modalities``: their features side by side."""
         return torch.cat([split.inputs[m] for m in modalities], dim=1)
+
+    augment: ClassVar[Callable | None] = None
+    """``augment(inputs) -> inputs``: the random input augmentation a NOISY student trains on
+    (a method of the task, applied to a training batch); None when the task has none."""
 
     def plot_trial(self, model: nn.Module, modalities: tuple[str, ...],
                    pseudo_labels: torch.Tensor, title: str, path: Path) -> bool:
