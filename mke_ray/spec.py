@@ -244,6 +244,21 @@ class SweepSpec(_Spec):
         return {**data, "regularizers": grids, "fixed": fixed}
 
     @model_validator(mode="after")
+    def _methods_fit_task(self):
+        task = TASKS.get(self.task.name)
+        for i, name in enumerate(self.methods):
+            if METHODS.get(name).augment and task.augment is None:
+                raise _FieldError(("methods", i), f"{name} trains on input augmentation, which task "
+                                                  f"{self.task.name!r} does not have; use um_student with "
+                                                  f"a regularizer")
+        student = self.student.resolve(task.student_defaults)
+        if "best_val" in (student.select, self.teacher.resolve(task.teacher_defaults).select) \
+                and self.task.build().splits().val is None:
+            raise _FieldError(("student", "select"), "best_val needs a validation split, which this task's "
+                                                     "options leave empty; use select: last")
+        return self
+
+    @model_validator(mode="after")
     def _search_fits(self):
         if self.search.kind == "optuna":
             if self.regularizers:

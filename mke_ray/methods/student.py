@@ -30,10 +30,35 @@ def train_student(task: Task, trial: TrialSpec, settings: TrainSettings, pseudo_
     settings = settings.model_copy(update=trial.overrides)
     started = time.perf_counter()
     history = fit(model, task.features(splits.unlabeled, mods), student_targets(task, method, pseudo_labels),
-                  epochs=settings.epochs, lr=settings.lr, loss_fn=task.loss_fn(), log_every=log_every,
-                  probe=lambda m: evaluate(task, m, mods))
+                  loss_fn=task.loss_fn(), log_every=log_every, probe=lambda m: evaluate(task, m, mods),
+                  augment=augmentation(task, method), **fit_options(task, settings, mods))
+    model.cpu()
     return finish_student(task, trial, model, history, time.perf_counter() - started, pseudo_labels, folder,
                           plot=plot)
+
+
+def fit_options(task: Task, settings: TrainSettings, mods: tuple[str, ...]) -> dict[str, Any]:
+    """The keyword arguments of ``fit`` that ``settings`` and the task decide."""
+    splits = task.splits()
+    score = None
+    if settings.select == "best_val":
+        if splits.val is None:
+            raise ValueError(f"select: best_val needs a validation split, and task {type(task).__name__} has none")
+        x_val = task.features(splits.val, mods)
+        score = lambda m: accuracy(predict(m, x_val), splits.val.y)  # noqa: E731
+    device = task.device()
+    return {"epochs": settings.epochs, "lr": settings.lr, "batch_size": settings.batch_size,
+            "momentum": settings.momentum, "score": score, "device": device, "amp": device.type == "cuda"}
+
+
+def augmentation(task: Task, method):
+    """The task's augmentation for a method that trains on it (a NOISY student), else None."""
+    if not method.augment:
+        return None
+    if task.augment is None:
+        raise ValueError(f"method {method.name} trains on input augmentation, which task "
+                         f"{type(task).__name__} does not define; use um_student with a regularizer")
+    return task.augment
 
 
 def student_targets(task: Task, method, pseudo_labels: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,7 @@ from mke_ray.methods.artifacts import read_history, read_result, write_run
 from mke_ray.spec import spec_hash
 from mke_ray.tasks import Task, TrainSettings
 from mke_ray.training.loop import accuracy, fit, predict
+from mke_ray.methods.student import fit_options
 
 PSEUDO_LABELS = "pseudo_labels.pt"
 
@@ -50,15 +51,18 @@ def train_teacher(task: Task, settings: TrainSettings, folder: Path, *,
     torch.manual_seed(settings.seed)
     model = task.build_model(mods, {})
     started = time.perf_counter()
-    history = fit(model, x_train, splits.labeled.y, epochs=settings.epochs, lr=settings.lr,
-                  loss_fn=task.loss_fn(), log_every=log_every,
-                  probe=lambda m: {"test_acc": accuracy(predict(m, x_test), splits.test.y)})
+    history = fit(model, x_train, splits.labeled.y, loss_fn=task.loss_fn(), log_every=log_every,
+                  probe=lambda m: {"test_acc": accuracy(predict(m, x_test), splits.test.y)},
+                  **fit_options(task, settings, mods))
+    model.cpu()
     pseudo = predict(model, x_unl)
     result = {
         "method": "um_teacher",
         "test_acc": accuracy(predict(model, x_test), splits.test.y),
         "pseudo_label_acc": accuracy(pseudo, splits.unlabeled.y),
         "train_seconds": time.perf_counter() - started,
+        **({"val_acc": accuracy(predict(model, task.features(splits.val, mods)), splits.val.y)}
+           if splits.val is not None else {}),
         "settings": settings.model_dump(),
     }
     folder.mkdir(parents=True, exist_ok=True)

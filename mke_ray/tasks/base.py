@@ -76,6 +76,14 @@ class Task(ABC):
         """The model input for ``modalities``: their features side by side."""
         return torch.cat([split.inputs[m] for m in modalities], dim=1)
 
+    accelerate: ClassVar[bool] = False
+    """Whether the task's models gain from a GPU (with bfloat16 autocast); small MLPs do not,
+    and stay on the CPU so that their results do not depend on the machine."""
+
+    def device(self) -> torch.device:
+        """Where this process trains the task's models."""
+        return torch.device("cuda" if self.accelerate and torch.cuda.is_available() else "cpu")
+
     augment: ClassVar[Callable | None] = None
     """``augment(inputs) -> inputs``: the random input augmentation a NOISY student trains on
     (a method of the task, applied to a training batch); None when the task has none."""
