@@ -2,8 +2,9 @@
 
 Used when a sweep says ``trainer: {kind: ray_train, workers: N, gpu: ...}``. The Tune
 trial that calls this fits a ``TorchTrainer`` (Ray Train V2's pattern for tuning a
-distributed run); the workers shard the unlabeled set, average gradients with DDP
-(gloo on CPU, NCCL on GPU), report metrics every ``log_every`` epochs, and rank 0
+distributed run); the workers shard the unlabeled set, run the local training loop
+(``training.loop.fit``) on a DDP model that averages gradients (gloo on CPU, NCCL
+and bfloat16 autocast on GPU), report metrics every ``log_every`` epochs, and rank 0
 saves the weights and history as a Ray Train checkpoint in the sweep's storage.
 """
 
@@ -18,9 +19,10 @@ from typing import Any
 import torch
 
 from mke_ray.methods import METHODS
-from mke_ray.methods.student import evaluate, finish_student, student_targets
+from mke_ray.methods.student import augmentation, evaluate, finish_student, fit_options, student_targets
 from mke_ray.spec import TaskSpec, TrialSpec
 from mke_ray.tasks import TrainSettings
+from mke_ray.training.loop import fit, take
 
 
 def train_student_distributed(task_spec: TaskSpec, trial: TrialSpec, settings: TrainSettings, pseudo_path: Path,
@@ -46,7 +48,7 @@ def train_student_distributed(task_spec: TaskSpec, trial: TrialSpec, settings: T
     mods = METHODS.get(trial.method).modalities(task)
     with result.checkpoint.as_directory() as ckpt:
         model = task.build_model(mods, trial.regularization)
-        model.load_state_dict(torch.load(Path(ckpt) / "student.pt"))
+        model.load_state_dict(torch.load(Path(ckpt) / "student.pt", map_location="cpu"))
         history = [json.loads(line) for line in (Path(ckpt) / "history.jsonl").read_text().splitlines()]
     out = finish_student(task, trial, model, history, seconds, torch.load(pseudo_path), folder, plot=plot)
     (folder / "ray_train_checkpoint.txt").write_text(f"{result.checkpoint.path}\n")
@@ -54,7 +56,7 @@ def train_student_distributed(task_spec: TaskSpec, trial: TrialSpec, settings: T
 
 
 def _train_worker(config: dict[str, Any]) -> None:
-    """One DDP worker: its shard of the unlabeled set, full batch, plain SGD."""
+    """One DDP worker: an equal shard of the unlabeled set, the same loop as a local student."""
     import ray.train
     import ray.train.torch
 
@@ -65,37 +67,29 @@ def _train_worker(config: dict[str, Any]) -> None:
     settings = TrainSettings(**config["settings"])
     method = METHODS.get(trial.method)
     mods = method.modalities(task)
-    device = ray.train.torch.get_device()
-    x = task.features(task.splits().unlabeled, mods)[rank::world].to(device)
-    y = student_targets(task, method, torch.load(config["pseudo_labels"]))[rank::world].to(device)
+    x = task.features(task.splits().unlabeled, mods)
+    y = student_targets(task, method, torch.load(config["pseudo_labels"]))
+    shard = torch.arange(rank, len(y) // world * world, world)  # equal shards: DDP steps in lockstep
+    x, y = take(x, shard), y[shard]
 
     torch.manual_seed(trial.seed)  # the same initial weights everywhere (DDP also broadcasts rank 0's)
-    model = ray.train.torch.prepare_model(task.build_model(mods, trial.regularization))
-    torch.manual_seed(trial.seed * 1000 + rank)  # each worker draws its own noise and dropout
-    optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr)
-    loss_fn = task.loss_fn()
-    history = []
-    log_every = config["log_every"] or settings.epochs
-    for epoch in range(1, settings.epochs + 1):
-        model.train()
-        loss = loss_fn(model(x), y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        if epoch % log_every and epoch != settings.epochs:
-            continue
-        plain = model.module if hasattr(model, "module") else model
-        record = {"epoch": float(epoch), "train_loss": loss.item(),
-                  **evaluate(task, plain.cpu(), mods)}
-        plain.to(device)
-        history.append(record)
-        if epoch < settings.epochs:
-            ray.train.report(record)
-            continue
-        with tempfile.TemporaryDirectory() as tmp:
-            checkpoint = None
-            if rank == 0:
-                torch.save(plain.state_dict(), Path(tmp) / "student.pt")
-                (Path(tmp) / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
-                checkpoint = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(record, checkpoint=checkpoint)
+    plain = task.build_model(mods, trial.regularization)
+    model = ray.train.torch.prepare_model(plain)
+    torch.manual_seed(trial.seed * 1000 + rank)  # each worker draws its own noise, dropout and batches
+    device = ray.train.torch.get_device()
+
+    def probe(_: torch.nn.Module) -> dict[str, float]:
+        record = evaluate(task, plain, mods)
+        ray.train.report(record)  # every worker reports at the same epochs, as Ray Train requires
+        return record
+
+    options = {**fit_options(task, settings, mods), "device": device, "amp": device.type == "cuda"}
+    history = fit(model, x, y, loss_fn=task.loss_fn(), log_every=config["log_every"], probe=probe,
+                  augment=augmentation(task, method), **options)
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = None
+        if rank == 0:
+            torch.save(plain.state_dict(), Path(tmp) / "student.pt")
+            (Path(tmp) / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
+            checkpoint = ray.train.Checkpoint.from_directory(tmp)
+        ray.train.report(history[-1], checkpoint=checkpoint)
