@@ -144,10 +144,31 @@ class ResourcesSpec(_Spec):
 class TrainerSpec(_Spec):
     """Where a student is trained: in the trial's process, or by Ray Train over workers."""
 
-    kind: Literal["local", "ray_train"] = Field("local", description="local: in process (right for TwoMoon-sized "
-                                                                     "work); ray_train: a TorchTrainer with DDP")
-    workers: int = Field(2, ge=1, le=1024, description="Ray Train workers per trial")
-    gpu: bool = Field(False, description="one GPU per worker (NCCL); else CPU (gloo)")
+    kind: Literal["auto", "local", "ray_train"] = Field(
+        "auto", description="local: in the trial's process (right for TwoMoon-sized work); ray_train: a "
+                            "TorchTrainer with DDP; auto: ray_train on GPUs when the cluster has them and the "
+                            "task's models gain from one, else local")
+    workers: int | None = Field(None, ge=1, le=1024, description="Ray Train workers per trial; default 1 per "
+                                                                 "trial on GPUs, 2 on CPUs")
+    gpu: bool | None = Field(None, description="one GPU per worker (NCCL, bfloat16 autocast); else CPU (gloo); "
+                                               "default: a GPU when the cluster has one")
+
+    def resolve(self, task, cluster: dict[str, float]) -> TrainerSpec:
+        """The concrete trainer for ``task`` on a cluster with these resources."""
+        gpu = self.gpu if self.gpu is not None else cluster.get("GPU", 0.0) >= 1
+        kind = self.kind
+        if kind == "auto":
+            kind = "ray_train" if gpu and task.accelerate else "local"
+        if kind == "local":
+            return TrainerSpec(kind="local", workers=1, gpu=False)
+        return TrainerSpec(kind="ray_train", gpu=gpu, workers=self.workers or (1 if gpu else 2))
+
+    def describe(self) -> str:
+        if self.kind != "ray_train":
+            return "in each trial's process"
+        unit = "GPU" if self.gpu else "CPU"
+        return f"Ray Train, {self.workers} {unit} worker{'s' if self.workers != 1 else ''} per trial" + \
+            (" (bfloat16 autocast)" if self.gpu else "")
 
 
 class TrackingSpec(_Spec):
@@ -251,12 +272,16 @@ class SweepSpec(_Spec):
                 raise _FieldError(("methods", i), f"{name} trains on input augmentation, which task "
                                                   f"{self.task.name!r} does not have; use um_student with "
                                                   f"a regularizer")
-        student = self.student.resolve(task.student_defaults)
-        if "best_val" in (student.select, self.teacher.resolve(task.teacher_defaults).select) \
-                and self.task.build().splits().val is None:
-            raise _FieldError(("student", "select"), "best_val needs a validation split, which this task's "
-                                                     "options leave empty; use select: last")
         return self
+
+    def check_data(self, splits) -> None:
+        """What only the task's data can tell: raise SpecError if the sweep cannot run on ``splits``."""
+        task = TASKS.get(self.task.name)
+        for role in ("teacher", "student"):
+            settings = getattr(self, role).resolve(getattr(task, f"{role}_defaults"))
+            if settings.select == "best_val" and splits.val is None:
+                raise SpecError(f"{role}.select: best_val needs a validation split, which this task's options "
+                                f"leave empty; use select: last")
 
     @model_validator(mode="after")
     def _search_fits(self):
@@ -411,6 +436,8 @@ def _describe(error: dict, model: type[BaseModel]) -> tuple[tuple, str]:
         return loc, f"unknown key; allowed: {', '.join(allowed)}" if allowed else "unknown key"
     if error["type"] == "missing":
         return loc, "required key is missing"
+    if error["type"] == "value_error":  # a task's own validator: its message is already complete
+        return loc, str(cause) if cause is not None else error["msg"].removeprefix("Value error, ")
     got = error.get("input")
     return loc, f"{error['msg'][0].lower()}{error['msg'][1:]} (got {got!r})"
 

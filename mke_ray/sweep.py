@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = load_spec(args.sweep)
         if args.smoke_test:
             spec = spec.smoke()
-        spec.task.build().splits()  # a missing or malformed data file fails here, before Ray starts
+        spec.check_data(spec.task.build().splits())  # a missing or malformed data file fails here, before Ray
         uri = resolve_tracking_uri(args.tracking_uri, spec.tracking.uri)
         output, state = prepare_output(Path(args.output) if args.output else spec.output_dir(), spec, uri,
                                         resume=args.resume)
@@ -196,7 +196,10 @@ def _run_with_ray(spec, trials, remaining, pseudo_labels, output, student_settin
     from mke_ray.tuning.progress import ProgressLine
     from mke_ray.tuning.runner import run_trials
     from mke_ray.tuning.trainable import TrialContext, run_search_trial, run_trial
+    import ray
 
+    spec = spec.model_copy(update={"trainer": spec.trainer.resolve(spec.task.build(), ray.cluster_resources())})
+    print(f"students are trained {spec.trainer.describe()}", flush=True)
     context = TrialContext(task=spec.task, student=student_settings, pseudo_labels=pseudo_labels,
                            trials_dir=output / "trials", log_every=spec.tracking.log_every,
                            plots=spec.tracking.plots, threads=max(1, int(spec.resources.cpu)),

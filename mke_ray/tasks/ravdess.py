@@ -42,7 +42,7 @@ class RavdessOptions(BaseModel):
     synthetic_clips_per_actor: int = Field(100, ge=8)
     synthetic_image_size: int = Field(32, ge=8)
     synthetic_image_signal: float = Field(0.6, ge=0, description="strength of the emotion in the faces")
-    synthetic_audio_signal: float = Field(1.0, ge=0, description="strength of the emotion in the audio")
+    synthetic_audio_signal: float = Field(0.6, ge=0, description="strength of the emotion in the audio")
     synthetic_seed: int = Field(0, ge=0)
 
     @field_validator("data")
