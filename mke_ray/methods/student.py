@@ -95,7 +95,7 @@ def finish_student(task: Task, trial: TrialSpec, model, history: list[dict[str, 
     folder.mkdir(parents=True, exist_ok=True)
     if plot:
         title = f"{method.label}, {_describe(trial)}: test {result['test_acc']:.1f}%"
-        task.plot_trial(model, mods, pseudo_labels, title, folder / "boundary.png")
+        task.plot_trial(model, mods, pseudo_labels, title, folder / task.plot_name)
     write_run(folder, history=history, result={**result, "trial": trial.to_dict()},
               model=model, model_name="student.pt")
     return result

@@ -70,7 +70,7 @@ def train_teacher(task: Task, settings: TrainSettings, folder: Path, *,
     torch.save(pseudo, folder / PSEUDO_LABELS)
     if plot:
         task.plot_trial(model, mods, pseudo, f"{TEACHER_LABEL}: test {result['test_acc']:.1f}%",
-                        folder / "boundary.png")
+                        folder / task.plot_name)
     write_run(folder, history=history, result=result, model=model, model_name="teacher.pt")
     return TeacherRun(folder, result, history, cached=False)
 

@@ -31,3 +31,19 @@ def summary_figure(table: pd.DataFrame, teacher_acc: float, path: Path) -> None:
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def confusion_figure(truth, pred, names: list[str], title: str, path: Path) -> None:
+    """A confusion matrix of ``pred`` against ``truth`` (class indices), rows are the truth."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    fig, ax = plt.subplots(figsize=(1.2 + 0.55 * len(names), 1.0 + 0.5 * len(names)), dpi=100)
+    ConfusionMatrixDisplay.from_predictions(truth.numpy(), pred.numpy(), labels=list(range(len(names))),
+                                            display_labels=names, ax=ax, colorbar=False, xticks_rotation=45)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -88,10 +88,21 @@ class Task(ABC):
     """``augment(inputs) -> inputs``: the random input augmentation a NOISY student trains on
     (a method of the task, applied to a training batch); None when the task has none."""
 
+    plot_name: ClassVar[str] = "confusion.png"  # the file ``plot_trial`` draws, in each trial's folder
+
+    def class_names(self) -> list[str]:
+        """Names of the classes 0..K-1, for plots."""
+        return [str(c) for c in range(int(self.splits().test.y.max()) + 1)]
+
     def plot_trial(self, model: nn.Module, modalities: tuple[str, ...],
                    pseudo_labels: torch.Tensor, title: str, path: Path) -> bool:
-        """Draw what the trained model does; return False when the task has no plot."""
-        return False
+        """Draw what the trained model does (here: its confusion matrix on the test split)."""
+        from mke_ray.report.plots import confusion_figure
+        from mke_ray.training.loop import predict
+
+        test = self.splits().test
+        confusion_figure(test.y, predict(model, self.features(test, modalities)), self.class_names(), title, path)
+        return True
 
 
 TASKS: Registry[type[Task]] = Registry("task")

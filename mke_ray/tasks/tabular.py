@@ -368,6 +368,9 @@ class Tabular(Task):
         """The label values; class ``i`` of every model is ``classes[i]``."""
         return _load(self.options).classes
 
+    def class_names(self) -> list[str]:
+        return [str(c) for c in self.classes]
+
     def build_model(self, modalities: tuple[str, ...], regularization: dict[str, float]) -> nn.Module:
         labeled = self.splits().labeled
         width = sum(labeled.inputs[m].shape[1] for m in modalities)

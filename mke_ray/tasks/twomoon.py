@@ -88,6 +88,8 @@ class TwoMoon(Task):
     def loss_fn(self):
         return softmax_cross_entropy if self.options.loss == "published" else F.cross_entropy
 
+    plot_name = "boundary.png"
+
     def plot_trial(self, model, modalities, pseudo_labels, title, path: Path) -> bool:
         import matplotlib
         matplotlib.use("Agg")

@@ -1,0 +1,126 @@
+"""The RAVDESS task: prepared files in the real layout, the synthetic stand-in, models, sweeps."""
+
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+from mke_ray.data.ravdess import prepare
+from mke_ray.methods.student import train_student
+from mke_ray.methods.teacher import train_teacher
+from mke_ray.spec import SpecError, TrialSpec, load_spec, parse_spec
+from mke_ray.sweep import main
+from tests.conftest import ROOT
+from tests.ravdess_fixture import write_ravdess_fixture
+
+TINY = {"image_channels": [4, 8], "audio_channels": [4, 8], "hidden": 16}
+NO_REG = {"input_noise": 0.0, "hidden_noise": 0.0, "dropout": 0.0}
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """Six actors x 8 emotions of real-format clips (mp4 + wav), prepared as users prepare RAVDESS."""
+    root = tmp_path_factory.mktemp("ravdess")
+    write_ravdess_fixture(root / "raw", actors=range(1, 7))
+    return prepare(root / "raw", root / "ravdess.pt", image_size=(24, 24), n_mfcc=13, audio_frames=32)
+
+
+def ravdess_task(**options):
+    return parse_spec({"name": "r", "task": {"name": "ravdess", "options": options}}).task.build()
+
+
+def test_prepared_file_splits_by_actor(prepared):
+    task = ravdess_task(source="prepared", data=str(prepared), **TINY)
+    splits = task.splits()
+    sizes = {name: len(getattr(splits, name)) for name in ("labeled", "unlabeled", "val", "test")}
+    assert sum(sizes.values()) == 48 and all(sizes.values())
+    image, audio = splits.unlabeled.inputs["image"], splits.unlabeled.inputs["audio"]
+    assert image.dtype == torch.uint8 and image.shape[1:] == (3, 24, 24)
+    assert audio.dtype == torch.float32 and audio.shape[1:] == (1, 13, 32)
+    # MFCC maps are standardised with the training data's statistics
+    train = torch.cat([splits.labeled.inputs["audio"], audio])
+    assert train.mean(dim=(0, 3)).abs().max() < 1e-4
+
+
+def test_models_take_each_modality_and_both(prepared):
+    task = ravdess_task(source="prepared", data=str(prepared), **TINY)
+    split = task.splits().test
+    for mods in (("image",), ("image", "audio")):
+        torch.manual_seed(0)
+        model = task.build_model(mods, {"dropout": 0.5})
+        out = model(task.features(split, mods))
+        assert out.shape == (len(split), 8)
+    assert set(task.features(split, ("image",))) == {"image"}
+
+
+def test_augmentation_is_seeded_random_and_keeps_shapes(prepared):
+    task = ravdess_task(source="prepared", data=str(prepared), **TINY)
+    inputs = task.features(task.splits().unlabeled, ("image",))
+    torch.manual_seed(1)
+    first = task.augment(inputs)["image"]
+    torch.manual_seed(1)
+    again = task.augment(inputs)["image"]
+    second = task.augment(inputs)["image"]
+    assert first.shape == inputs["image"].shape and first.dtype == torch.float32
+    assert torch.equal(first, again) and not torch.equal(first, second)
+    assert 0.0 <= first.min() and first.max() <= 1.0
+
+
+def test_synthetic_student_expands_its_teacher(tmp_path):
+    """The stand-in's point: faces alone are hard, audio fixes the pseudo labels."""
+    torch.set_num_threads(1)
+    task = ravdess_task(source="synthetic", image_channels=[8, 16, 32], audio_channels=[8, 16, 32], hidden=64,
+                        synthetic_clips_per_actor=60)
+    settings = task.student_defaults.model_copy(update={"epochs": 15})
+    teacher = train_teacher(task, task.teacher_defaults.model_copy(update={"epochs": 15}), tmp_path / "t",
+                            plot=False)
+    pseudo = torch.load(teacher.pseudo_labels_path)
+    mm = train_student(task, TrialSpec("mm_student", NO_REG, 0, 0), settings, pseudo, tmp_path / "mm", plot=False)
+    um = train_student(task, TrialSpec("um_student", NO_REG, 0, 0), settings, pseudo, tmp_path / "um", plot=False)
+    assert 40 < teacher.result["test_acc"] < 95
+    assert mm["test_acc"] > teacher.result["test_acc"] + 5
+    assert mm["test_acc"] > um["test_acc"] + 5
+    assert mm["corrected_share"] > 30  # most of the teacher's mistakes are corrected on the unlabeled data
+
+
+def test_noisy_student_needs_a_task_with_augmentation():
+    with pytest.raises(SpecError, match="methods.0: noisy_student trains on input augmentation"):
+        parse_spec({"name": "x", "methods": ["noisy_student"]})
+
+
+def test_shipped_sweeps_are_valid():
+    grid = load_spec(ROOT / "sweeps" / "ravdess_grid.yaml")
+    assert len(grid.trials()) == 24 and grid.student.select == "best_val"
+    assert len(load_spec(ROOT / "sweeps" / "ravdess_smoke.yaml").trials()) == 8
+
+
+def test_a_missing_prepared_file_is_one_line_and_exit_2(tmp_path):
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(f"name: s\ntask: {{name: ravdess, options: {{data: {tmp_path / 'nope.pt'}}}}}\n")
+    proc = subprocess.run([sys.executable, "-m", "mke_ray.sweep", str(sweep), "--output", str(tmp_path / "o"),
+                           "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "python -m mke_ray.data.ravdess" in proc.stderr
+
+
+def test_smoke_sweep_on_real_format_files(prepared, tmp_path, ray_local):
+    """Every Table 3 method through Ray Tune and MLflow, on the prepared fixture."""
+    sweep = tmp_path / "ravdess.yaml"
+    sweep.write_text(
+        "name: ravdess_fixture\n"
+        f"task: {{name: ravdess, options: {{source: prepared, data: {prepared}, image_channels: [4, 8], "
+        "audio_channels: [4, 8], hidden: 16}}\n"
+        "teacher: {epochs: 3}\nstudent: {epochs: 3}\n"
+        "methods: [um_student, noisy_student, mm_student, mm_sup]\n"
+        "regularizers: {dropout: {no: 0.0, reg: 0.5}}\nseeds: [0]\n")
+    code = main([str(sweep), "--output", str(tmp_path / "run"), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"])
+    assert code == 0
+    results = pd.read_csv(tmp_path / "run" / "results.csv")
+    assert len(results) == 8 and results["val_acc"].between(0, 100).all()
+    assert "NOISY student" in (tmp_path / "run" / "table.md").read_text()
+    trial = tmp_path / "run" / "trials" / "mm_student-dropout=0.5-seed=0-rep=0"
+    assert (trial / "confusion.png").stat().st_size > 1000  # the confusion matrix
+    history = [line for line in (trial / "history.jsonl").read_text().splitlines()]
+    assert '"best_epoch"' in history[-1]
