@@ -41,6 +41,8 @@ class RavdessOptions(BaseModel):
     synthetic_actors: int = Field(24, ge=4)
     synthetic_clips_per_actor: int = Field(100, ge=8)
     synthetic_image_size: int = Field(32, ge=8)
+    synthetic_n_mfcc: int = Field(20, ge=2)
+    synthetic_audio_frames: int = Field(32, ge=8)
     synthetic_image_signal: float = Field(0.6, ge=0, description="strength of the emotion in the faces")
     synthetic_audio_signal: float = Field(0.6, ge=0, description="strength of the emotion in the audio")
     synthetic_seed: int = Field(0, ge=0)
@@ -80,7 +82,8 @@ def _make_splits(options_json: str) -> Splits:
 
         size = options.synthetic_image_size
         arrays = synthetic_ravdess(actors=options.synthetic_actors, clips_per_actor=options.synthetic_clips_per_actor,
-                                   image_size=(size, size), image_signal=options.synthetic_image_signal,
+                                   image_size=(size, size), n_mfcc=options.synthetic_n_mfcc,
+                                   audio_frames=options.synthetic_audio_frames, image_signal=options.synthetic_image_signal,
                                    audio_signal=options.synthetic_audio_signal, seed=options.synthetic_seed)
         images, audio, labels, actors = arrays["images"], arrays["audio"], arrays["labels"], arrays["actors"]
     else:

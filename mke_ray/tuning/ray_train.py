@@ -52,7 +52,8 @@ def train_student_distributed(task_spec: TaskSpec, trial: TrialSpec, settings: T
         history = [json.loads(line) for line in (Path(ckpt) / "history.jsonl").read_text().splitlines()]
     out = finish_student(task, trial, model, history, seconds, torch.load(pseudo_path), folder, plot=plot)
     (folder / "ray_train_checkpoint.txt").write_text(f"{result.checkpoint.path}\n")
-    return {**out, "workers": workers}
+    # where and how the workers trained, and their time in the loop itself (no Ray start-up)
+    return {**out, "workers": workers, **{k: result.metrics[k] for k in ("fit_seconds", "on_gpu", "amp")}}
 
 
 def _train_worker(config: dict[str, Any]) -> None:
@@ -84,12 +85,15 @@ def _train_worker(config: dict[str, Any]) -> None:
         return record
 
     options = {**fit_options(task, settings, mods), "device": device, "amp": device.type == "cuda"}
+    started = time.perf_counter()
     history = fit(model, x, y, loss_fn=task.loss_fn(), log_every=config["log_every"], probe=probe,
                   augment=augmentation(task, method), **options)
+    trained = {"fit_seconds": time.perf_counter() - started, "on_gpu": float(device.type == "cuda"),
+               "amp": float(options["amp"])}
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = None
         if rank == 0:
             torch.save(plain.state_dict(), Path(tmp) / "student.pt")
             (Path(tmp) / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
-        ray.train.report(history[-1], checkpoint=checkpoint)
+        ray.train.report({**history[-1], **trained}, checkpoint=checkpoint)
