@@ -44,6 +44,12 @@ def test_prepared_file_splits_by_actor(prepared):
     assert train.mean(dim=(0, 3)).abs().max() < 1e-4
 
 
+def test_random_split_covers_every_sample_once(prepared):
+    splits = ravdess_task(source="prepared", data=str(prepared), split="random", **TINY).splits()
+    sizes = [len(getattr(splits, name)) for name in ("labeled", "unlabeled", "val", "test")]
+    assert sizes == [10, 30, 4, 4]  # 20% of 48, then 8:1:1 of the 38 left
+
+
 def test_models_take_each_modality_and_both(prepared):
     task = ravdess_task(source="prepared", data=str(prepared), **TINY)
     split = task.splits().test

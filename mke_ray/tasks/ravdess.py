@@ -3,9 +3,9 @@
 ``source: prepared`` reads the file ``python -m mke_ray.data.ravdess RAW OUT`` makes
 from the public data set; ``source: synthetic`` generates a stand-in with the same
 shapes (see ``mke_ray.data.synthetic_ravdess``) so the pipeline runs anywhere.
-Splits are actor-safe and seeded (``mke_ray.data.ravdess.actor_splits``): labeled :
-unlabeled = 2 : 8, and the unlabeled part 8 : 1 : 1 into students' training data,
-validation and test. MFCC maps are standardised per coefficient with statistics of
+Splits are seeded and by default actor-safe (``mke_ray.data.ravdess.actor_splits``;
+``split: random`` splits clips at random, as the paper did): labeled : unlabeled =
+2 : 8, and the unlabeled part 8 : 1 : 1 into students' training data, validation and test. MFCC maps are standardised per coefficient with statistics of
 the training data (labeled + unlabeled); images stay uint8 until the network.
 """
 
@@ -33,7 +33,9 @@ class RavdessOptions(BaseModel):
                                 "synthetic: a generated stand-in with the same shapes")
     data: str | None = Field(None, description="the prepared file (source: prepared); relative to the "
                                                "folder the sweep is started from")
-    split_seed: int = Field(0, ge=0, description="seed of the actor-safe split")
+    split: Literal["actor", "random"] = Field(
+        "actor", description="actor: no actor in two splits; random: clips split at random, as the paper did")
+    split_seed: int = Field(0, ge=0, description="seed of the split")
     image_channels: list[int] = Field([32, 64, 128], min_length=1, description="image CNN widths (3x3 kernels)")
     audio_channels: list[int] = Field([32, 64, 128], min_length=1, description="audio CNN widths (7/5/5 kernels)")
     hidden: int = Field(256, ge=1, description="width of the MLP head")
@@ -67,6 +69,16 @@ class RavdessOptions(BaseModel):
         return self
 
 
+def random_splits(n: int, seed: int, labeled: float = 0.2, val: float = 0.1, test: float = 0.1) -> dict:
+    """Samples split at random: ``labeled`` of all, then ``val`` and ``test`` of the unlabeled rest."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_lab = round(labeled * n)
+    rest = n - n_lab
+    n_val, n_test = round(val * rest), round(test * rest)
+    cuts = torch.split(order, [n_lab, n_val, n_test, rest - n_val - n_test])
+    return {name: part.sort().values for name, part in zip(("labeled", "val", "test", "unlabeled"), cuts)}
+
+
 def _kernels(default: int | tuple[int, ...], depth: int) -> list[int]:
     kernels = list(default) if isinstance(default, tuple) else [default]
     return (kernels + [kernels[-1]] * depth)[:depth]
@@ -91,7 +103,8 @@ def _make_splits(options_json: str) -> Splits:
 
         prepared = load_prepared(Path(options.data))
         images, audio, labels, actors = prepared.images, prepared.audio, prepared.labels, prepared.actors
-    index = actor_splits(actors, options.split_seed)
+    index = actor_splits(actors, options.split_seed) if options.split == "actor" else \
+        random_splits(len(labels), options.split_seed)
     train = torch.cat([index["labeled"], index["unlabeled"]])
     mean = audio[train].mean(dim=(0, 3), keepdim=True)  # per MFCC coefficient
     std = audio[train].std(dim=(0, 3), keepdim=True).clamp_min(1e-6)
