@@ -272,6 +272,9 @@ class SweepSpec(_Spec):
                 raise _FieldError(("methods", i), f"{name} trains on input augmentation, which task "
                                                   f"{self.task.name!r} does not have; use um_student with "
                                                   f"a regularizer")
+        if task.augment is None and (self.fixed.get("augment") or any(self.regularizers.get("augment", {}).values())):
+            raise _FieldError(("regularizers", "augment"), f"task {self.task.name!r} has no input augmentation; "
+                                                           f"use input_noise, hidden_noise or dropout")
         return self
 
     def check_data(self, splits) -> None:
@@ -299,9 +302,14 @@ class SweepSpec(_Spec):
     def output_dir(self) -> Path:
         return Path(self.output or f"runs/{self.name}")
 
+    def regularizer_names(self) -> list[str]:
+        """The regularizers this task's trials have (augmentation only where the task has one)."""
+        augments = TASKS.get(self.task.name).augment is not None
+        return [n for n in REGULARIZERS.names() if augments or not REGULARIZERS.get(n).on_data]
+
     def settings(self) -> list[dict[str, float]]:
         """Distinct regularization settings: each grid entry with the others at 0."""
-        zero = {name: 0.0 for name in REGULARIZERS.names()}
+        zero = {name: 0.0 for name in self.regularizer_names()}
         settings: list[dict[str, float]] = []
         for name, grid in self.regularizers.items():
             for strength in grid.values():

@@ -64,11 +64,14 @@ def test_models_take_each_modality_and_both(prepared):
 def test_augmentation_is_seeded_random_and_keeps_shapes(prepared):
     task = ravdess_task(source="prepared", data=str(prepared), **TINY)
     inputs = task.features(task.splits().unlabeled, ("image",))
+    y = torch.zeros(len(inputs["image"]), dtype=torch.long)
     torch.manual_seed(1)
-    first = task.augment(inputs)["image"]
+    first = task.augment(inputs, y)[0]["image"]
     torch.manual_seed(1)
-    again = task.augment(inputs)["image"]
-    second = task.augment(inputs)["image"]
+    again = task.augment(inputs, y)[0]["image"]
+    second = task.augment(inputs, y)[0]["image"]
+    none = task.augment(inputs, y, p=0.0)[0]["image"]  # the identity transform, up to resampling
+    assert (none - inputs["image"].float() / 255).abs().max() < 1e-5
     assert first.shape == inputs["image"].shape and first.dtype == torch.float32
     assert torch.equal(first, again) and not torch.equal(first, second)
     assert 0.0 <= first.min() and first.max() <= 1.0
@@ -94,6 +97,14 @@ def test_synthetic_student_expands_its_teacher(tmp_path):
 def test_noisy_student_needs_a_task_with_augmentation():
     with pytest.raises(SpecError, match="methods.0: noisy_student trains on input augmentation"):
         parse_spec({"name": "x", "methods": ["noisy_student"]})
+
+
+def test_the_augment_regularizer_needs_a_task_with_augmentation():
+    with pytest.raises(SpecError, match="regularizers.augment: task 'twomoon' has no input augmentation"):
+        parse_spec({"name": "x", "regularizers": {"augment": {"no": 0.0, "reg": 1.0}}})
+    spec = parse_spec({"name": "x", "task": {"name": "ravdess", "options": {"source": "synthetic"}},
+                       "regularizers": {"augment": {"no": 0.0, "half": 0.5}}})
+    assert [t.regularization["augment"] for t in spec.trials()][::3] == [0.0, 0.5]
 
 
 def test_shipped_sweeps_are_valid():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ def train_student(task: Task, trial: TrialSpec, settings: TrainSettings, pseudo_
     started = time.perf_counter()
     history = fit(model, task.features(splits.unlabeled, mods), student_targets(task, method, pseudo_labels),
                   loss_fn=task.loss_fn(), log_every=log_every, probe=lambda m: evaluate(task, m, mods),
-                  augment=augmentation(task, method), **fit_options(task, settings, mods))
+                  augment=augmentation(task, method, trial.regularization), **fit_options(task, settings, mods))
     model.cpu()
     return finish_student(task, trial, model, history, time.perf_counter() - started, pseudo_labels, folder,
                           plot=plot)
@@ -51,14 +52,18 @@ def fit_options(task: Task, settings: TrainSettings, mods: tuple[str, ...]) -> d
             "momentum": settings.momentum, "score": score, "device": device, "amp": device.type == "cuda"}
 
 
-def augmentation(task: Task, method):
-    """The task's augmentation for a method that trains on it (a NOISY student), else None."""
-    if not method.augment:
+def augmentation(task: Task, method, regularization: dict[str, float]):
+    """``augment(x, y)`` for a student that trains on the task's augmentation, else None.
+
+    A NOISY student augments every sample; the ``augment`` regularizer, a share of them.
+    """
+    p = 1.0 if method.augment else regularization.get("augment", 0.0)
+    if not p:
         return None
     if task.augment is None:
-        raise ValueError(f"method {method.name} trains on input augmentation, which task "
-                         f"{type(task).__name__} does not define; use um_student with a regularizer")
-    return task.augment
+        raise ValueError(f"{method.name} with augment={p:g} needs the task's input augmentation, which task "
+                         f"{type(task).__name__} does not define")
+    return functools.partial(task.augment, p=p)
 
 
 def student_targets(task: Task, method, pseudo_labels: torch.Tensor) -> torch.Tensor:

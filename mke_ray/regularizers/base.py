@@ -24,6 +24,7 @@ class RegularizerInfo:
     high: float = math.inf
     high_inclusive: bool = True
     doc: str = ""
+    on_data: bool = False  # applied to the training batches by the trainer, not inside the model
 
     def check(self, strength: float) -> str | None:
         """None when ``strength`` is allowed, else what is allowed."""

@@ -85,8 +85,10 @@ class Task(ABC):
         return torch.device("cuda" if self.accelerate and torch.cuda.is_available() else "cpu")
 
     augment: ClassVar[Callable | None] = None
-    """``augment(inputs) -> inputs``: the random input augmentation a NOISY student trains on
-    (a method of the task, applied to a training batch); None when the task has none."""
+    """``augment(inputs, targets, p) -> (inputs, targets)``: the task's random augmentation of a
+    training batch, each sample augmented with probability ``p`` (targets move with their
+    inputs, e.g. a flipped label map); used by a NOISY student and the ``augment``
+    regularizer. None when the task has none."""
 
     plot_name: ClassVar[str] = "confusion.png"  # the file ``plot_trial`` draws, in each trial's folder
 

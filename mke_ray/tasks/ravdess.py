@@ -151,22 +151,25 @@ class Ravdess(Task):
     def loss_fn(self):
         return F.cross_entropy
 
-    def augment(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Faces: a random horizontal flip and a random zoom (0.8-1x) and shift, per sample."""
+    def augment(self, inputs: dict[str, torch.Tensor], targets: torch.Tensor, p: float = 1.0):
+        """Faces: a random horizontal flip and a random zoom (0.8-1x) and shift, each sample with probability p."""
         if IMAGE not in inputs:
-            return inputs
+            return inputs, targets
         images = inputs[IMAGE]
         images = images.float() / 255.0 if images.dtype == torch.uint8 else images
-        n = len(images)
-        scale = torch.empty(n, device=images.device).uniform_(0.8, 1.0)
-        flip = torch.where(torch.rand(n, device=images.device) < 0.5, -1.0, 1.0)
-        shift = torch.empty(n, 2, device=images.device).uniform_(-0.1, 0.1)
-        theta = torch.zeros(n, 2, 3, device=images.device)
+        n, device = len(images), images.device
+        scale = torch.empty(n, device=device).uniform_(0.8, 1.0)
+        flip = torch.where(torch.rand(n, device=device) < 0.5, -1.0, 1.0)
+        shift = torch.empty(n, 2, device=device).uniform_(-0.1, 0.1)
+        if p < 1.0:  # the samples left alone keep the identity transform
+            keep = torch.rand(n, device=device) >= p
+            scale[keep], flip[keep], shift[keep] = 1.0, 1.0, 0.0
+        theta = torch.zeros(n, 2, 3, device=device)
         theta[:, 0, 0], theta[:, 1, 1] = scale * flip, scale
         theta[:, :, 2] = shift
         grid = F.affine_grid(theta, list(images.shape), align_corners=False)
         out = F.grid_sample(images, grid, padding_mode="reflection", align_corners=False)
-        return {**inputs, IMAGE: out}
+        return {**inputs, IMAGE: out}, targets
 
     def class_names(self) -> list[str]:
         from mke_ray.data.ravdess import EMOTIONS

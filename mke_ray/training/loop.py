@@ -34,13 +34,13 @@ def to_device(x: Inputs, device: torch.device) -> Inputs:
 
 def fit(model: nn.Module, x: Inputs, y: torch.Tensor, *, epochs: int, lr: float, loss_fn: LossFn,
         log_every: int = 0, probe: Probe | None = None, batch_size: int = 0, momentum: float = 0.0,
-        augment: Callable[[Inputs], Inputs] | None = None, score: Callable[[nn.Module], float] | None = None,
+        augment: Callable[[Inputs, torch.Tensor], tuple[Inputs, torch.Tensor]] | None = None, score: Callable[[nn.Module], float] | None = None,
         device: torch.device | str | None = None, amp: bool = False) -> list[dict[str, float]]:
     """SGD over ``epochs``; perturbations are drawn in the model's forward pass.
 
     ``batch_size`` 0 is one full-batch step per epoch (TwoMoon, as the paper ran it);
-    otherwise the samples are reshuffled every epoch. ``augment`` perturbs each
-    training batch (a NOISY student's augmentation). With ``score`` (e.g. validation
+    otherwise the samples are reshuffled every epoch. ``augment(x, y) -> (x, y)``
+    perturbs each training batch (a NOISY student's augmentation). With ``score`` (e.g. validation
     accuracy) the model is scored after every epoch and the best epoch's weights are
     kept; the last record then says which epoch that was. ``amp`` trains in bfloat16
     autocast on a GPU. Every ``log_every`` epochs (and after the last) the training
@@ -64,7 +64,7 @@ def fit(model: nn.Module, x: Inputs, y: torch.Tensor, *, epochs: int, lr: float,
         for start in range(0, n, step):
             xb, yb = (x, y) if order is None else (take(x, order[start:start + step]), y[order[start:start + step]])
             if augment is not None:
-                xb = augment(xb)
+                xb, yb = augment(xb, yb)
             with autocast:
                 loss = loss_fn(model(xb), yb)
             optimizer.zero_grad()

@@ -87,7 +87,7 @@ def _train_worker(config: dict[str, Any]) -> None:
     options = {**fit_options(task, settings, mods), "device": device, "amp": device.type == "cuda"}
     started = time.perf_counter()
     history = fit(model, x, y, loss_fn=task.loss_fn(), log_every=config["log_every"], probe=probe,
-                  augment=augmentation(task, method), **options)
+                  augment=augmentation(task, method, trial.regularization), **options)
     trained = {"fit_seconds": time.perf_counter() - started, "on_gpu": float(device.type == "cuda"),
                "amp": float(options["amp"])}
     with tempfile.TemporaryDirectory() as tmp:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mke_ray.regularizers import REGULARIZERS
 from mke_ray.spec import SweepSpec, TrialSpec
 from mke_ray.tuning.runner import trial_resources
 
@@ -21,13 +20,14 @@ class SearchSpace:
     def __init__(self, spec: SweepSpec):
         self.search = spec.search
         self.fixed = dict(spec.fixed)
+        self.names = spec.regularizer_names()
         self.seed = spec.seeds[0]
 
     def __call__(self, trial) -> dict:
         space = self.search.space
         kind = trial.suggest_categorical("regularizer", list(space.regularizer))
         names = ["input_noise", "hidden_noise", "dropout"] if kind == "combination" else [kind]
-        regularization = {name: 0.0 for name in REGULARIZERS.names()} | self.fixed
+        regularization = {name: 0.0 for name in self.names} | self.fixed
         for name in names:
             rng = getattr(space, name)
             regularization[name] = trial.suggest_float(name, rng.low, rng.high, log=rng.log)
