@@ -289,6 +289,10 @@ class SweepSpec(_Spec):
     @model_validator(mode="after")
     def _search_fits(self):
         if self.search.kind == "optuna":
+            if TASKS.get(self.task.name).metric != "acc":
+                raise _FieldError(("search", "kind"), f"an Optuna search needs a task scored by accuracy (val_acc); "
+                                                      f"task {self.task.name!r} is scored by "
+                                                      f"{TASKS.get(self.task.name).metric_name}: use kind: grid")
             if self.regularizers:
                 name = next(iter(self.regularizers))
                 raise _FieldError(("regularizers", name), "an Optuna sweep searches strengths itself: give fixed "

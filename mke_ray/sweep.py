@@ -7,6 +7,7 @@ with Ray Tune, records everything in MLflow and prints the results table.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import socket
@@ -17,11 +18,11 @@ from pathlib import Path
 from mke_ray.methods import METHODS
 from mke_ray.methods.teacher import teacher_folder, train_teacher
 from mke_ray.report.plots import summary_figure
-from mke_ray.report.table import format_table, paper_table, results_frame
+from mke_ray.report.table import format_table, paper_table, results_frame, score_of
 from mke_ray.methods.artifacts import read_result
 from mke_ray.output import fingerprint, prepare_output, write_state
 from mke_ray.spec import SpecError, SweepSpec, TrialSpec, load_spec
-from mke_ray.tasks import TaskDataError
+from mke_ray.tasks import TASKS, TaskDataError
 from mke_ray.tracking import Recorder, TrackingError, resolve_tracking_uri
 from mke_ray.tracking.sweep_log import SweepLog, record_key
 
@@ -111,7 +112,8 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
     teacher = train_teacher(task, teacher_settings,
                             teacher_folder(output, spec.task.name, spec.task.options, teacher_settings),
                             log_every=spec.tracking.log_every, plot=spec.tracking.plots)
-    say(f"teacher: test accuracy {teacher.result['test_acc']:.2f}%, pseudo labels "
+    score_key, score_name = score_of(spec)
+    say(f"teacher: test {score_name} {teacher.result[score_key]:.2f}%, pseudo labels "
         f"{teacher.result['pseudo_label_acc']:.2f}% right"
         + (f" (reused from {teacher.folder})" if teacher.cached else ""))
 
@@ -155,7 +157,7 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
         recorder.end(parent, "FAILED")
         raise
     finally:
-        report = _write_results(spec, output, trials, teacher.result["test_acc"])
+        report = _write_results(spec, output, trials, teacher.result[score_key])
     # Tune stops on Ctrl-C by itself and returns: trials that never ran mean an interruption
     finished = len(_finished(output / "trials", trials, optuna))
     interrupted |= finished + len(failures) < planned
@@ -163,7 +165,7 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
     for path in sorted(output.glob("*.csv")) + sorted(output.glob("*.md")) + sorted(output.glob("*.png")) \
             + sorted(output.glob("best_sweep.yaml")):
         recorder.log_artifact(parent, path)
-    recorder.log_metrics(parent, {"teacher_test_acc": teacher.result["test_acc"],
+    recorder.log_metrics(parent, {f"teacher_{score_key}": teacher.result[score_key],
                                   "trials_finished": finished, "trials_failed": len(failures)})
     recorder.end(parent, "KILLED" if interrupted else "FAILED" if failures else "FINISHED")
     write_state(output, {**state, "status": "interrupted" if interrupted else "finished"})
@@ -212,7 +214,9 @@ def _run_with_ray(spec, trials, remaining, pseudo_labels, output, student_settin
         run_search(spec, remaining, run_search_trial, context, output, f"{storage}/ray_results",
                    [mlflow_trials, progress])
     else:
-        progress = ProgressLine(len(trials), describe_best=_describe_best)
+        metric = TASKS.get(spec.task.name).metric
+        progress = ProgressLine(len(trials), describe_best=functools.partial(_describe_best, key=f"test_{metric}"),
+                                metric=metric)
         run_trials(trials, run_trial, context, spec.resources, spec.trainer, f"{storage}/ray_results",
                    [mlflow_trials, progress], retries=spec.retries)
     return mlflow_trials.failures
@@ -224,14 +228,14 @@ def _describe_best_search(result: dict | None) -> str | None:
     return f"validation {result['val_acc']:.2f}% ({result['trial_key']}, test {result['test_acc']:.2f}%)"
 
 
-def _describe_best(result: dict | None) -> str | None:
+def _describe_best(result: dict | None, key: str = "test_acc") -> str | None:
     """The progress line's "best so far": students trained on pseudo labels only."""
     if not result or result.get("method") not in METHODS:
         return None
     method = METHODS.get(result["method"])
     if method.targets != "pseudo":
         return None
-    return f"{method.label} {result['test_acc']:.2f}% ({result['trial_key']})"
+    return f"{method.label} {result[key]:.2f}% ({result['trial_key']})"
 
 
 def _write_results(spec: SweepSpec, output: Path, trials: list[TrialSpec], teacher_acc: float) -> str:

@@ -13,7 +13,7 @@ from mke_ray.methods import METHODS
 from mke_ray.methods.artifacts import write_run
 from mke_ray.spec import TrialSpec
 from mke_ray.tasks import Task, TrainSettings
-from mke_ray.training.loop import accuracy, fit, predict
+from mke_ray.training.loop import fit, predict
 
 
 def train_student(task: Task, trial: TrialSpec, settings: TrainSettings, pseudo_labels: torch.Tensor,
@@ -46,7 +46,7 @@ def fit_options(task: Task, settings: TrainSettings, mods: tuple[str, ...]) -> d
         if splits.val is None:
             raise ValueError(f"select: best_val needs a validation split, and task {type(task).__name__} has none")
         x_val = task.features(splits.val, mods)
-        score = lambda m: accuracy(predict(m, x_val), splits.val.y)  # noqa: E731
+        score = lambda m: task.scores(predict(m, x_val), splits.val.y)[task.metric]  # noqa: E731
     device = task.device()
     return {"epochs": settings.epochs, "lr": settings.lr, "batch_size": settings.batch_size,
             "momentum": settings.momentum, "score": score, "device": device, "amp": device.type == "cuda"}
@@ -74,11 +74,9 @@ def student_targets(task: Task, method, pseudo_labels: torch.Tensor) -> torch.Te
 def evaluate(task: Task, model, mods: tuple[str, ...]) -> dict[str, float]:
     """Accuracies on test, unlabeled and (if any) validation data; eval mode, no random draws."""
     splits = task.splits()
-    scores = {"test_acc": accuracy(predict(model, task.features(splits.test, mods)), splits.test.y),
-              "unlabeled_acc": accuracy(predict(model, task.features(splits.unlabeled, mods)), splits.unlabeled.y)}
-    if splits.val is not None:
-        scores["val_acc"] = accuracy(predict(model, task.features(splits.val, mods)), splits.val.y)
-    return scores
+    named = {"test": splits.test, "unlabeled": splits.unlabeled, **({"val": splits.val} if splits.val else {})}
+    return {f"{name}_{key}": value for name, split in named.items()
+            for key, value in task.scores(predict(model, task.features(split, mods)), split.y).items()}
 
 
 def finish_student(task: Task, trial: TrialSpec, model, history: list[dict[str, float]], seconds: float,
@@ -88,27 +86,39 @@ def finish_student(task: Task, trial: TrialSpec, model, history: list[dict[str, 
     mods = method.modalities(task)
     truth = task.splits().unlabeled.y
     on_unlabeled = predict(model, task.features(task.splits().unlabeled, mods))
-    pseudo_right = pseudo_labels == truth
+    labeled = _labeled(task, truth)
+    pseudo_right = (pseudo_labels == truth) & labeled
+    pseudo_wrong = (pseudo_labels != truth) & labeled
     result = {
         **evaluate(task, model, mods),
-        "pseudo_label_acc": accuracy(pseudo_labels, truth),
-        # expansion diagnostics on the unlabeled set
-        "corrected_share": _share(on_unlabeled[~pseudo_right] == truth[~pseudo_right]),
+        # expansion diagnostics on the unlabeled set (per sample, or per labeled pixel)
+        "pseudo_label_acc": label_accuracy(task, pseudo_labels, truth),
+        "corrected_share": _share(on_unlabeled[pseudo_wrong] == truth[pseudo_wrong]),
         "broken_share": _share(on_unlabeled[pseudo_right] != truth[pseudo_right]),
         "train_seconds": seconds,
     }
     folder.mkdir(parents=True, exist_ok=True)
     if plot:
-        title = f"{method.label}, {_describe(trial)}: test {result['test_acc']:.1f}%"
+        title = f"{method.label}, {_describe(trial)}: test {task.metric_name} {result[f'test_{task.metric}']:.1f}%"
         task.plot_trial(model, mods, pseudo_labels, title, folder / task.plot_name)
     write_run(folder, history=history, result={**result, "trial": trial.to_dict()},
               model=model, model_name="student.pt")
     return result
 
 
+def label_accuracy(task: Task, pred: torch.Tensor, truth: torch.Tensor) -> float:
+    """Percent of right labels (per sample, or per labeled pixel where the task marks unlabeled ones)."""
+    labeled = _labeled(task, truth)
+    return _share((pred == truth)[labeled])
+
+
+def _labeled(task: Task, truth: torch.Tensor) -> torch.Tensor:
+    return truth != task.ignore_index if task.ignore_index is not None else torch.ones_like(truth, dtype=torch.bool)
+
+
 def _share(mask: torch.Tensor) -> float:
     """Percent of True in ``mask`` (0 when it is empty)."""
-    return 100.0 * mask.float().mean().item() if mask.numel() else 0.0
+    return 100.0 * mask.sum().item() / mask.numel() if mask.numel() else 0.0
 
 
 def _describe(trial: TrialSpec) -> str:

@@ -13,8 +13,8 @@ from mke_ray.methods import TEACHER_LABEL
 from mke_ray.methods.artifacts import read_history, read_result, write_run
 from mke_ray.spec import spec_hash
 from mke_ray.tasks import Task, TrainSettings
-from mke_ray.training.loop import accuracy, fit, predict
-from mke_ray.methods.student import fit_options
+from mke_ray.training.loop import fit, predict
+from mke_ray.methods.student import evaluate, fit_options, label_accuracy
 
 PSEUDO_LABELS = "pseudo_labels.pt"
 
@@ -46,30 +46,28 @@ def train_teacher(task: Task, settings: TrainSettings, folder: Path, *,
 
     mods = (task.teacher_modality,)
     x_train = task.features(splits.labeled, mods)
-    x_test, x_unl = task.features(splits.test, mods), task.features(splits.unlabeled, mods)
+    x_unl = task.features(splits.unlabeled, mods)
 
     torch.manual_seed(settings.seed)
     model = task.build_model(mods, {})
     started = time.perf_counter()
     history = fit(model, x_train, splits.labeled.y, loss_fn=task.loss_fn(), log_every=log_every,
-                  probe=lambda m: {"test_acc": accuracy(predict(m, x_test), splits.test.y)},
+                  probe=lambda m: {k: v for k, v in evaluate(task, m, mods).items() if k.startswith("test_")},
                   **fit_options(task, settings, mods))
     model.cpu()
     pseudo = predict(model, x_unl)
     result = {
         "method": "um_teacher",
-        "test_acc": accuracy(predict(model, x_test), splits.test.y),
-        "pseudo_label_acc": accuracy(pseudo, splits.unlabeled.y),
+        **evaluate(task, model, mods),
+        "pseudo_label_acc": label_accuracy(task, pseudo, splits.unlabeled.y),
         "train_seconds": time.perf_counter() - started,
-        **({"val_acc": accuracy(predict(model, task.features(splits.val, mods)), splits.val.y)}
-           if splits.val is not None else {}),
         "settings": settings.model_dump(),
     }
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "result.json").unlink(missing_ok=True)  # written last: marks the cache complete
     torch.save(pseudo, folder / PSEUDO_LABELS)
     if plot:
-        task.plot_trial(model, mods, pseudo, f"{TEACHER_LABEL}: test {result['test_acc']:.1f}%",
+        task.plot_trial(model, mods, pseudo, f"{TEACHER_LABEL}: test {task.metric_name} {result[f'test_{task.metric}']:.1f}%",
                         folder / task.plot_name)
     write_run(folder, history=history, result=result, model=model, model_name="teacher.pt")
     return TeacherRun(folder, result, history, cached=False)

@@ -9,8 +9,14 @@ import pandas as pd
 from mke_ray.methods import METHODS, TEACHER_LABEL
 from mke_ray.methods.artifacts import read_result
 from mke_ray.spec import SweepSpec, TrialSpec
+from mke_ray.tasks import TASKS
 
-METRICS = ["test_acc", "val_acc", "unlabeled_acc", "pseudo_label_acc", "corrected_share", "broken_share", "train_seconds"]
+
+
+def score_of(spec: SweepSpec) -> tuple[str, str]:
+    """(result key, name) of the score a sweep's tables report: the task's, on the test split."""
+    task = TASKS.get(spec.task.name)
+    return f"test_{task.metric}", task.metric_name
 
 
 def results_frame(trials: list[TrialSpec], trials_dir: Path) -> pd.DataFrame:
@@ -22,12 +28,12 @@ def results_frame(trials: list[TrialSpec], trials_dir: Path) -> pd.DataFrame:
             continue
         rows.append({"trial": trial.key, "method": trial.method, "seed": trial.seed, "repeat": trial.repeat,
                      **{f"reg.{n}": v for n, v in trial.regularization.items()},
-                     **{m: result.get(m) for m in METRICS}})
+                     **{k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}})
     return pd.DataFrame(rows)
 
 
 def paper_table(spec: SweepSpec, results: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std of test accuracy per (regularizer, method, column), in the sweep's order.
+    """Mean and std of the test score per (regularizer, method, column), in the sweep's order.
 
     The cell for regularizer r and column c averages the trials whose regularization
     is the sweep's fixed strengths with r at c's strength and the other swept
@@ -54,7 +60,7 @@ def _select(spec: SweepSpec, results: pd.DataFrame, method: str, reg: str, stren
         wanted = {name: 0.0 for name in spec.regularizers} | spec.fixed | {reg: strength}
         for name, value in wanted.items():
             mask &= results[f"reg.{name}"] == value
-    return results.loc[mask, "test_acc"]
+    return results.loc[mask, score_of(spec)[0]]
 
 
 def format_table(spec: SweepSpec, table: pd.DataFrame, teacher_acc: float, markdown: bool = False) -> str:
@@ -68,7 +74,7 @@ def format_table(spec: SweepSpec, table: pd.DataFrame, teacher_acc: float, markd
         strengths = " / ".join(f"{v:g}" for v in group["strength"] if not pd.isna(v))
         lines.append([f"{reg} ({strengths})" if strengths else reg, method, *(cells.get(c, "") for c in labels)])
     seeds = len(spec.seeds)
-    title = f"Test accuracy (%), mean ± std over {seeds} seed{'s' * (seeds > 1)}"
+    title = f"Test {score_of(spec)[1]} (%), mean ± std over {seeds} seed{'s' * (seeds > 1)}"
     if markdown:
         out = [f"**{title}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         out += ["| " + " | ".join(line) + " |" for line in lines]

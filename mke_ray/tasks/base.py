@@ -76,6 +76,18 @@ class Task(ABC):
         """The model input for ``modalities``: their features side by side."""
         return torch.cat([split.inputs[m] for m in modalities], dim=1)
 
+    metric: ClassVar[str] = "acc"
+    """The task's score, as the suffix of the result keys (``test_acc``, ``val_acc``) that tables,
+    progress lines and searches read; ``scores`` returns it with any others."""
+    metric_name: ClassVar[str] = "accuracy"
+    ignore_index: ClassVar[int | None] = None  # a target value that marks "no label" (e.g. unlabeled pixels)
+
+    def scores(self, pred: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        """Scores (percent) of predictions ``pred`` (from ``predict``) against the truth ``y``."""
+        from mke_ray.training.loop import accuracy
+
+        return {"acc": accuracy(pred, y)}
+
     accelerate: ClassVar[bool] = False
     """Whether the task's models gain from a GPU (with bfloat16 autocast); small MLPs do not,
     and stay on the CPU so that their results do not depend on the machine."""

@@ -25,8 +25,9 @@ class ProgressLine(Callback):
 
     def __init__(self, total: int, describe_best: Callable[[dict], str | None],
                  stream: TextIO | None = None, tty_interval: float = 0.5, log_interval: float = 10.0,
-                 best_by_val: bool = False):
+                 best_by_val: bool = False, metric: str = "acc"):
         self.total = total
+        self.metric = metric  # the task's score: results carry test_<metric> and val_<metric>
         self.best_by_val = best_by_val
         self.describe_best = describe_best
         self._stream = stream
@@ -52,7 +53,8 @@ class ProgressLine(Callback):
         self.done += 1
         result = trial.last_result or {}
         score = self.describe_best(result)
-        metric = "val_acc" if "val_acc" in result and self.best_by_val else "test_acc"
+        metric = f"val_{self.metric}" if f"val_{self.metric}" in result and self.best_by_val \
+            else f"test_{self.metric}"
         if score is not None and (self.best is None or result[metric] > self.best[metric]):
             self.best = result
         self._print(force=self.done == self.total)
