@@ -113,8 +113,9 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
                             teacher_folder(output, spec.task.name, spec.task.options, teacher_settings),
                             log_every=spec.tracking.log_every, plot=spec.tracking.plots)
     score_key, score_name = score_of(spec)
-    say(f"teacher: test {score_name} {teacher.result[score_key]:.2f}%, pseudo labels "
-        f"{teacher.result['pseudo_label_acc']:.2f}% right"
+    right = teacher.result.get("pseudo_label_acc")
+    say(f"teacher: test {score_name} {teacher.result[score_key]:.2f}%"
+        + (f", pseudo labels {right:.2f}% right" if right is not None else "")
         + (f" (reused from {teacher.folder})" if teacher.cached else ""))
 
     common = {"sweep": spec.name, "task": spec.task.model_dump(), "student": student_settings.model_dump(),

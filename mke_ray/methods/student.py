@@ -46,7 +46,7 @@ def fit_options(task: Task, settings: TrainSettings, mods: tuple[str, ...]) -> d
         if splits.val is None:
             raise ValueError(f"select: best_val needs a validation split, and task {type(task).__name__} has none")
         x_val = task.features(splits.val, mods)
-        score = lambda m: task.scores(predict(m, x_val), splits.val.y)[task.metric]  # noqa: E731
+        score = lambda m: task.scores(predict(m, x_val, task.eval_batch), splits.val.y)[task.metric]  # noqa: E731
     device = task.device()
     return {"epochs": settings.epochs, "lr": settings.lr, "batch_size": settings.batch_size,
             "momentum": settings.momentum, "score": score, "device": device, "amp": device.type == "cuda"}
@@ -75,8 +75,9 @@ def evaluate(task: Task, model, mods: tuple[str, ...]) -> dict[str, float]:
     """Accuracies on test, unlabeled and (if any) validation data; eval mode, no random draws."""
     splits = task.splits()
     named = {"test": splits.test, "unlabeled": splits.unlabeled, **({"val": splits.val} if splits.val else {})}
+    named = {name: split for name, split in named.items() if _labeled(task, split.y).any()}  # unlabeled frames
     return {f"{name}_{key}": value for name, split in named.items()
-            for key, value in task.scores(predict(model, task.features(split, mods)), split.y).items()}
+            for key, value in task.scores(predict(model, task.features(split, mods), task.eval_batch), split.y).items()}
 
 
 def finish_student(task: Task, trial: TrialSpec, model, history: list[dict[str, float]], seconds: float,
@@ -85,18 +86,15 @@ def finish_student(task: Task, trial: TrialSpec, model, history: list[dict[str, 
     method = METHODS.get(trial.method)
     mods = method.modalities(task)
     truth = task.splits().unlabeled.y
-    on_unlabeled = predict(model, task.features(task.splits().unlabeled, mods))
+    on_unlabeled = predict(model, task.features(task.splits().unlabeled, mods), task.eval_batch)
     labeled = _labeled(task, truth)
     pseudo_right = (pseudo_labels == truth) & labeled
     pseudo_wrong = (pseudo_labels != truth) & labeled
-    result = {
-        **evaluate(task, model, mods),
-        # expansion diagnostics on the unlabeled set (per sample, or per labeled pixel)
-        "pseudo_label_acc": label_accuracy(task, pseudo_labels, truth),
-        "corrected_share": _share(on_unlabeled[pseudo_wrong] == truth[pseudo_wrong]),
-        "broken_share": _share(on_unlabeled[pseudo_right] != truth[pseudo_right]),
-        "train_seconds": seconds,
-    }
+    result = {**evaluate(task, model, mods), "train_seconds": seconds}
+    if labeled.any():  # expansion diagnostics, where the unlabeled set's truth is known (per sample or pixel)
+        result.update(pseudo_label_acc=label_accuracy(task, pseudo_labels, truth),
+                      corrected_share=_share(on_unlabeled[pseudo_wrong] == truth[pseudo_wrong]),
+                      broken_share=_share(on_unlabeled[pseudo_right] != truth[pseudo_right]))
     folder.mkdir(parents=True, exist_ok=True)
     if plot:
         title = f"{method.label}, {_describe(trial)}: test {task.metric_name} {result[f'test_{task.metric}']:.1f}%"

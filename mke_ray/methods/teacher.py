@@ -55,14 +55,12 @@ def train_teacher(task: Task, settings: TrainSettings, folder: Path, *,
                   probe=lambda m: {k: v for k, v in evaluate(task, m, mods).items() if k.startswith("test_")},
                   **fit_options(task, settings, mods))
     model.cpu()
-    pseudo = predict(model, x_unl)
-    result = {
-        "method": "um_teacher",
-        **evaluate(task, model, mods),
-        "pseudo_label_acc": label_accuracy(task, pseudo, splits.unlabeled.y),
-        "train_seconds": time.perf_counter() - started,
-        "settings": settings.model_dump(),
-    }
+    pseudo = predict(model, x_unl, task.eval_batch)
+    scores = evaluate(task, model, mods)
+    result = {"method": "um_teacher", **scores}
+    if f"unlabeled_{task.metric}" in scores:  # the unlabeled set's truth is known
+        result["pseudo_label_acc"] = label_accuracy(task, pseudo, splits.unlabeled.y)
+    result.update(train_seconds=time.perf_counter() - started, settings=settings.model_dump())
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "result.json").unlink(missing_ok=True)  # written last: marks the cache complete
     torch.save(pseudo, folder / PSEUDO_LABELS)

@@ -88,6 +88,8 @@ class Task(ABC):
 
         return {"acc": accuracy(pred, y)}
 
+    eval_batch: ClassVar[int] = 1024  # samples per forward pass when predicting
+
     accelerate: ClassVar[bool] = False
     """Whether the task's models gain from a GPU (with bfloat16 autocast); small MLPs do not,
     and stay on the CPU so that their results do not depend on the machine."""
@@ -115,7 +117,8 @@ class Task(ABC):
         from mke_ray.training.loop import predict
 
         test = self.splits().test
-        confusion_figure(test.y, predict(model, self.features(test, modalities)), self.class_names(), title, path)
+        pred = predict(model, self.features(test, modalities), self.eval_batch)
+        confusion_figure(test.y, pred, self.class_names(), title, path)
         return True
 
 

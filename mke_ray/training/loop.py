@@ -61,7 +61,9 @@ def fit(model: nn.Module, x: Inputs, y: torch.Tensor, *, epochs: int, lr: float,
         model.train()
         order = torch.randperm(n).to(device) if step < n else None
         total, seen = 0.0, 0
-        for start in range(0, n, step):
+        # a last batch of one sample is left out (batch norm cannot train on it); reshuffling varies who
+        stop = n - 1 if step < n and n % step == 1 else n
+        for start in range(0, stop, step):
             xb, yb = (x, y) if order is None else (take(x, order[start:start + step]), y[order[start:start + step]])
             if augment is not None:
                 xb, yb = augment(xb, yb)

@@ -1,0 +1,76 @@
+"""The NYU Depth V2 task: mIoU, augmentation of images with their label maps, models, a sweep."""
+
+import pandas as pd
+import pytest
+import torch
+
+from mke_ray.spec import SpecError, parse_spec
+from mke_ray.sweep import main
+from mke_ray.tasks.nyu import IGNORE, miou_scores
+
+TINY = {"source": "synthetic", "depth": "normalized", "size": [24, 32], "teacher_backbone": "small",
+        "student_backbone": "small", "synthetic_scenes": 40}
+
+
+def nyu_task(**options):
+    return parse_spec({"name": "n", "task": {"name": "nyu", "options": {**TINY, **options}}}).task.build()
+
+
+def test_miou_counts_classes_present_and_skips_unlabeled_pixels():
+    truth = torch.tensor([[0, 0, 1, 1], [2, 2, IGNORE, IGNORE]])
+    pred = torch.tensor([[0, 1, 1, 1], [2, 2, 0, 3]])
+    scores = miou_scores(pred, truth, classes=4)
+    # class 0: 1 hit / union 2; class 1: 2 / 3; class 2: 2 / 2; class 3 is in neither (its pixel is unlabeled)
+    assert scores["miou"] == pytest.approx(100 * (1 / 2 + 2 / 3 + 1) / 3)
+    assert scores["pixel_acc"] == pytest.approx(100 * 5 / 6)
+
+
+def test_synthetic_splits_and_models():
+    task = nyu_task()
+    splits = task.splits()
+    assert [len(s) for s in (splits.labeled, splits.unlabeled, splits.val, splits.test)] == [10, 20, 5, 5]
+    x = task.features(splits.test, ("rgb", "depth"))
+    assert x["rgb"].dtype == torch.uint8 and x["depth"].shape == (5, 1, 24, 32)
+    for mods in (("rgb",), ("rgb", "depth")):
+        model = task.build_model(mods, {"dropout": 0.1}).eval()
+        assert model({m: x[m] for m in mods}).shape == (5, 6, 24, 32)
+
+
+def test_augmentation_moves_label_maps_with_images():
+    task = nyu_task()
+    split = task.splits().labeled
+    x, y = task.features(split, ("rgb", "depth")), split.y
+    torch.manual_seed(0)
+    ax, ay = task.augment(x, y, p=1.0)
+    assert ax["rgb"].shape == x["rgb"].shape and ax["depth"].shape == x["depth"].shape and ay.shape == y.shape
+    assert not torch.equal(ay, y)
+    # padding (zooming out) leaves unlabeled pixels, exactly where the image is padded with zeros
+    padded = ay == IGNORE
+    assert padded.any() and (ax["rgb"].permute(1, 0, 2, 3)[:, padded] == 0).all()
+    labels = set(ay[~padded].unique().tolist())
+    assert labels <= set(range(6))
+    none_x, none_y = task.augment(x, y, p=0.0)
+    assert torch.equal(none_y, y) and torch.allclose(none_x["rgb"], x["rgb"].float() / 255)
+
+
+def test_prepared_source_names_its_files():
+    with pytest.raises(SpecError, match="source: prepared needs labeled, class_mapping, splits, pairs"):
+        parse_spec({"name": "n", "task": {"name": "nyu", "options": {"source": "prepared"}}})
+    with pytest.raises(SpecError, match="Optuna search needs a task scored by accuracy"):
+        parse_spec({"name": "n", "task": {"name": "nyu", "options": TINY}, "search": {"kind": "optuna"}})
+
+
+def test_smoke_sweep_reports_miou(tmp_path, ray_local):
+    sweep = tmp_path / "nyu.yaml"
+    options = ", ".join(f"{k}: {v}" for k, v in TINY.items())
+    sweep.write_text(f"name: nyu_fixture\ntask: {{name: nyu, options: {{{options}}}}}\n"
+                     "teacher: {epochs: 2}\nstudent: {epochs: 2}\nmethods: [um_student, mm_student]\n"
+                     "regularizers: {augment: {no: 0.0, reg: 1.0}}\nseeds: [0]\n")
+    code = main([str(sweep), "--output", str(tmp_path / "run"), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"])
+    assert code == 0
+    results = pd.read_csv(tmp_path / "run" / "results.csv")
+    assert len(results) == 4 and results["test_miou"].between(0, 100).all()
+    assert results["reg.augment"].tolist().count(1.0) == 2
+    assert "Test mIoU (%)" in (tmp_path / "run" / "table.md").read_text()
+    trial = tmp_path / "run" / "trials" / "mm_student-augment=1-seed=0-rep=0"
+    assert (trial / "segmentation.png").stat().st_size > 1000
