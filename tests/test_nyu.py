@@ -7,6 +7,7 @@ import torch
 from mke_ray.spec import SpecError, parse_spec
 from mke_ray.sweep import main
 from mke_ray.tasks.nyu import IGNORE, miou_scores
+from tests.nyu_fixture import write_class_mapping, write_nyu_labeled, write_pairs, write_splits
 
 TINY = {"source": "synthetic", "depth": "normalized", "size": [24, 32], "teacher_backbone": "small",
         "student_backbone": "small", "synthetic_scenes": 40}
@@ -74,3 +75,40 @@ def test_smoke_sweep_reports_miou(tmp_path, ray_local):
     assert "Test mIoU (%)" in (tmp_path / "run" / "table.md").read_text()
     trial = tmp_path / "run" / "trials" / "mm_student-augment=1-seed=0-rep=0"
     assert (trial / "segmentation.png").stat().st_size > 1000
+
+
+@pytest.fixture(scope="module")
+def official(tmp_path_factory):
+    """The official files' layout (HDF5 labeled file, mapping, splits) and extracted RGB-D pairs, tiny."""
+    root = tmp_path_factory.mktemp("nyu")
+    write_nyu_labeled(root / "nyu_depth_v2_labeled.mat", n=10, size=(24, 32))
+    write_class_mapping(root / "classMapping40.mat")
+    write_splits(root / "splits.mat", train=[1, 2, 3, 4, 5, 6, 7], test=[8, 9, 10])  # 1-based, as stored
+    write_pairs(root / "pairs", n=6, size=(24, 32))
+    return {"source": "prepared", "labeled": str(root / "nyu_depth_v2_labeled.mat"),
+            "class_mapping": str(root / "classMapping40.mat"), "splits": str(root / "splits.mat"),
+            "pairs": str(root / "pairs"), "size": [24, 32], "val_size": 2, "teacher_backbone": "small",
+            "student_backbone": "small"}
+
+
+def test_prepared_files_make_the_splits(official):
+    task = parse_spec({"name": "n", "task": {"name": "nyu", "options": official}}).task.build()
+    splits = task.splits()
+    assert [len(s) for s in (splits.labeled, splits.val, splits.test, splits.unlabeled)] == [5, 2, 3, 6]
+    assert (splits.unlabeled.y == IGNORE).all()  # raw frames have no labels
+    depth = splits.test.inputs["depth"]
+    assert depth.dtype == torch.uint8 and depth.shape == (3, 3, 24, 32)  # HHA
+    assert len(task.class_names()) == 40
+
+
+def test_smoke_sweep_on_official_layout(official, tmp_path, ray_local, capsys):
+    """Students learn from pseudo labels only; the diagnostics that need the truth are left out."""
+    sweep = tmp_path / "nyu.yaml"
+    options = ", ".join(f"{k}: {v}" for k, v in official.items())
+    sweep.write_text(f"name: nyu_official\ntask: {{name: nyu, options: {{{options}}}}}\n"
+                     "teacher: {epochs: 1}\nstudent: {epochs: 1}\nmethods: [mm_student]\nseeds: [0]\n")
+    code = main([str(sweep), "--output", str(tmp_path / "run"), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"])
+    assert code == 0
+    assert "teacher: test mIoU" in capsys.readouterr().out
+    results = pd.read_csv(tmp_path / "run" / "results.csv")
+    assert len(results) == 1 and "corrected_share" not in results and "unlabeled_miou" not in results

@@ -109,11 +109,9 @@ def _make_splits(options_json: str) -> tuple[Splits, tuple[str, ...]]:
 
 def _encode_depth(depths: torch.Tensor, kind: str) -> torch.Tensor:
     """HHA as uint8 [N,3,H,W], or depth / 10 m clipped to [0, 1] as float [N,1,H,W]."""
-    if kind == "normalized":
-        return (depths / 10.0).clamp(0.0, 1.0)
-    from mke_ray.data.nyu import hha
+    from mke_ray.data.nyu import hha, normalized_depth
 
-    return hha(depths)
+    return normalized_depth(depths) if kind == "normalized" else hha(depths)
 
 
 def miou_scores(pred: torch.Tensor, truth: torch.Tensor, classes: int, ignore: int = IGNORE) -> dict[str, float]:
