@@ -54,6 +54,25 @@ def test_augmentation_moves_label_maps_with_images():
     assert torch.equal(none_y, y) and torch.allclose(none_x["rgb"], x["rgb"].float() / 255)
 
 
+def test_synthetic_student_expands_its_teacher(tmp_path):
+    """Look-alike classes under pixel noise: the RGB teacher errs, depth lets the student correct it."""
+    from mke_ray.methods.student import train_student
+    from mke_ray.methods.teacher import train_teacher
+    from mke_ray.spec import TrialSpec
+
+    torch.set_num_threads(2)
+    task = nyu_task(size=[48, 64], synthetic_scenes=400)
+    settings = task.student_defaults.model_copy(update={"epochs": 30})
+    teacher = train_teacher(task, task.teacher_defaults.model_copy(update={"epochs": 30}), tmp_path / "t",
+                            plot=False)
+    trial = TrialSpec("mm_student", {"input_noise": 0.0, "hidden_noise": 0.0, "dropout": 0.0, "augment": 1.0}, 0, 0)
+    mm = train_student(task, trial, settings, torch.load(teacher.pseudo_labels_path), tmp_path / "mm", plot=False)
+    # measured: teacher 67.6, student 73.8 mIoU (another data seed: 62.7 and 67.9)
+    assert 40 < teacher.result["test_miou"] < 85
+    assert mm["test_miou"] > teacher.result["test_miou"] + 2
+    assert mm["corrected_share"] > 2 * mm["broken_share"]
+
+
 def test_prepared_source_names_its_files():
     with pytest.raises(SpecError, match="source: prepared needs labeled, class_mapping, splits, pairs"):
         parse_spec({"name": "n", "task": {"name": "nyu", "options": {"source": "prepared"}}})

@@ -3,8 +3,9 @@
 Each scene is a wall above a floor (the horizon at a random height) holding a few
 rectangles of four object classes. Two pairs of them look alike in colour and differ
 in depth: a *box* stands out from the wall while a *poster* lies flat on it, a *chair*
-stands on the floor while a *rug* lies flat on it. Their colours differ only slightly,
-so an RGB teacher confuses the pairs, and depth lets a multimodal student separate them.
+stands on the floor while a *rug* lies flat on it. Their colours differ only slightly
+under heavy pixel noise, so an RGB teacher confuses the pairs, here and there within an
+object, and depth lets a multimodal student separate them.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ _COLOURS = torch.tensor([[150, 140, 120], [110, 90, 70],          # wall, floor
 _TINT = torch.tensor([[0, 0, 0], [0, 0, 0], [1, 0, 0], [-1, 0, 0], [0, 0, 1], [0, 0, -1]], dtype=torch.float32)
 
 
-def synthetic_nyu(n: int, *, size: tuple[int, int] = (48, 64), colour_signal: float = 12.0,
-                  object_jitter: float = 12.0, noise: float = 20.0, seed: int = 0) -> dict[str, torch.Tensor]:
+def synthetic_nyu(n: int, *, size: tuple[int, int] = (48, 64), colour_signal: float = 10.0,
+                  object_jitter: float = 0.0, noise: float = 70.0, seed: int = 0) -> dict[str, torch.Tensor]:
     """``images`` uint8 [n,3,H,W], ``depths`` float32 [n,1,H,W] in metres, ``labels`` int64 [n,H,W].
 
     ``colour_signal`` is how far (0-255 scale) each look-alike class is tinted from its

@@ -51,7 +51,7 @@ class NyuOptions(BaseModel):
                                                   "(nothing is downloaded); default: random initialisation")
     synthetic_scenes: int = Field(400, ge=20, description="synthetic scenes: 25% labeled, 50% unlabeled, "
                                                           "12.5% validation, 12.5% test")
-    synthetic_colour_signal: float = Field(12.0, ge=0)
+    synthetic_colour_signal: float = Field(10.0, ge=0, description="tint between look-alike classes (0-255)")
     synthetic_seed: int = Field(0, ge=0)
 
     @field_validator("labeled", "class_mapping", "splits", "pairs", "weights")
