@@ -53,7 +53,7 @@ def train_student_distributed(task_spec: TaskSpec, trial: TrialSpec, settings: T
     out = finish_student(task, trial, model, history, seconds, torch.load(pseudo_path), folder, plot=plot)
     (folder / "ray_train_checkpoint.txt").write_text(f"{result.checkpoint.path}\n")
     # where and how the workers trained, and their time in the loop itself (no Ray start-up)
-    return {**out, "workers": workers, **{k: result.metrics[k] for k in ("fit_seconds", "on_gpu", "amp")}}
+    return {**out, "workers": workers, **{k: result.metrics[k] for k in ("fit_seconds", "on_gpu", "amp", "peak_gpu_mib")}}
 
 
 def _train_worker(config: dict[str, Any]) -> None:
@@ -89,7 +89,8 @@ def _train_worker(config: dict[str, Any]) -> None:
     history = fit(model, x, y, loss_fn=task.loss_fn(), log_every=config["log_every"], probe=probe,
                   augment=augmentation(task, method, trial.regularization), **options)
     trained = {"fit_seconds": time.perf_counter() - started, "on_gpu": float(device.type == "cuda"),
-               "amp": float(options["amp"])}
+               "amp": float(options["amp"]),
+               "peak_gpu_mib": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0}
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = None
         if rank == 0:
