@@ -5,6 +5,7 @@ import pytest
 
 from mke_ray.spec import SpecError, load_spec, parse_spec
 from mke_ray.sweep import main
+from mke_ray.tasks import TASKS
 
 GOOD = """\
 name: ok
@@ -21,7 +22,7 @@ BAD = [
     ("not a mapping", "- a\n- b\n", ["top level must be a mapping"]),
     ("unknown top-level key", GOOD + "epochz: 3\n", ["epochz", "unknown key", "allowed:"]),
     ("misspelled nested key", GOOD + "tracking: {experimnt: x}\n", ["tracking.experimnt", "allowed:", "experiment"]),
-    ("unknown task", GOOD.replace("name: twomoon", "name: threemoon"), ["task.name", "threemoon", "allowed: ravdess, tabular, twomoon"]),
+    ("unknown task", GOOD.replace("name: twomoon", "name: threemoon"), ["task.name", "threemoon", "allowed: " + ", ".join(TASKS.names())]),
     ("unknown task option", GOOD.replace("loss: published", "los: published"), ["task.options.los", "unknown key"]),
     ("bad task option value", GOOD.replace("loss: published", "loss: softmax"), ["task.options.loss", "'published'"]),
     ("unknown method", GOOD.replace("mm_student]", "mm_studnet]"), ["methods.1", "mm_studnet", "allowed:"]),
