@@ -1,0 +1,316 @@
+import math
+import re
+import wave
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from mke_ray.data.events import (
+    EXAMPLE_MAPPING,
+    HOP_LENGTH,
+    LOG_FLOOR,
+    N_FFT,
+    SAMPLE_RATE,
+    AudioSetClips,
+    ClassMapping,
+    EventsDataWarning,
+    VggSoundClips,
+    audioset_names,
+    build_mapping_by_name,
+    center_crop,
+    load_audio,
+    load_frames,
+    random_crop,
+    read_audioset_segments,
+    read_class_indices,
+    read_vggsound,
+    spectrogram,
+    vggsound_names,
+)
+from mke_ray.tasks.base import TaskDataError
+from tests.events_fixture import CLIPS, SEGMENTS, tone, write_events_fixture
+from tests.ravdess_fixture import EMOTION_COLOURS, marker_level
+
+DOG, CAT, HELICOPTER, PIGEON = range(4)  # the fixture mapping's classes
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_events_fixture(tmp_path_factory.mktemp("events"))
+
+
+@pytest.fixture(scope="module")
+def mapping(data):
+    return ClassMapping.from_csv(data.mapping_csv, read_class_indices(data.class_indices_csv))
+
+
+def peak_hz(samples: torch.Tensor, sample_rate: int = SAMPLE_RATE) -> float:
+    spectrum = np.abs(np.fft.rfft(samples.numpy()))
+    return float(np.argmax(spectrum) * sample_rate / len(samples))
+
+
+def one_line_error(call, *args, **kwargs) -> str:
+    with pytest.raises(TaskDataError) as error:
+        call(*args, **kwargs)
+    message = str(error.value)
+    assert message and "\n" not in message
+    return message
+
+
+# --- label files ----------------------------------------------------------------------------------------------------
+
+def test_audioset_segments_skip_the_comment_lines_and_split_the_quoted_mids(data):
+    segments = read_audioset_segments(data.segments_csv)
+    assert list(segments.columns) == ["ytid", "start", "end", "labels"]
+    assert segments.ytid.tolist() == [s.ytid for s in SEGMENTS]  # leading '-' and '_' kept
+    assert segments.start.tolist() == [float(s.start) for s in SEGMENTS]
+    assert segments.end.tolist() == [float(s.end) for s in SEGMENTS]
+    assert segments.labels.tolist() == [list(s.mids) for s in SEGMENTS]
+
+
+def test_class_indices_keep_the_real_indices_and_quoted_names(data):
+    indices = read_class_indices(data.class_indices_csv)
+    assert indices.index["/m/05tny_"] == 75 and indices.index["/m/09ct_"] == 339
+    assert indices.names["/m/0h0rv"] == "Pigeon, dove"
+    assert indices.path == data.class_indices_csv
+
+
+def test_vggsound_rows_have_no_header_and_quoted_labels(data):
+    rows = read_vggsound(data.vggsound_csv)
+    assert list(rows.columns) == ["ytid", "start", "label", "split"]
+    assert rows.ytid.tolist() == [c.ytid for c in CLIPS]
+    assert rows.start.tolist() == [c.start for c in CLIPS] and rows.start.dtype == np.int64
+    assert rows.label.tolist()[1] == "pigeon, dove cooing"
+    assert rows.split.tolist() == [c.split for c in CLIPS]
+
+
+@pytest.mark.parametrize("reader, text, expected", [
+    (read_audioset_segments, "# a\n# b\n# YTID, start_seconds, end_seconds, positive_labels\nabc, 1.0, 2.0\n",
+     "line 4: 3 fields instead of 4"),
+    (read_audioset_segments, 'abc, 1.0, 2.0, "/m/09x0r"\nabd, soon, 2.0, "/m/09x0r"\n',
+     "line 2: start 'soon' is not a number of seconds"),
+    (read_audioset_segments, 'abc, 3.0, 2.0, "/m/09x0r"\n', "line 1: the segment ends (2.0) before it starts (3.0)"),
+    (read_audioset_segments, 'abc, 1.0, 2.0, "/m/09x0r,dog"\n', "line 1: 'dog' is not an AudioSet MID"),
+    (read_audioset_segments, "# only comments\n", "has no segments"),
+    (read_class_indices, '0,/m/09x0r,"Speech"\n', "line 1: expected the header index,mid,display_name"),
+    (read_class_indices, 'index,mid,display_name\nzero,/m/09x0r,"Speech"\n', "line 2: expected index,mid,"),
+    (read_class_indices, 'index,mid,display_name\n0,/m/09x0r,"A"\n1,/m/09x0r,"B"\n', "line 3: MID /m/09x0r is listed"),
+    (read_vggsound, "abc,1,dog barking,train\nabd,2,dog barking,val\n", "line 2: split 'val' is not train or test"),
+    (read_vggsound, "abc,1.5,dog barking,train\n", "line 1: start '1.5' is not a whole number"),
+    (read_vggsound, "abc,1,dog, barking,train\n", "line 1: 5 fields instead of 4"),
+    (ClassMapping.from_csv, "dog barking,/m/05tny_\n", "line 1: expected the header class,audioset_mids"),
+    (ClassMapping.from_csv, "class,audioset_mids\n# no rows\n", "has no classes"),
+    (ClassMapping.from_csv, "class,audioset_mids\ndog barking,\n", "line 2: class 'dog barking' needs ';'-separated"),
+    (ClassMapping.from_csv, "class,audioset_mids\ndog barking,Bark\n", "line 2: class 'dog barking' needs"),
+    (ClassMapping.from_csv, "class,audioset_mids\nDog barking,/m/05tny_\ndog barking!,/m/0bt9lr\n",
+     "line 3: class 'dog barking!' repeats line 2"),
+])
+def test_malformed_files_are_named_with_their_line(tmp_path, reader, text, expected):
+    path = tmp_path / "file.csv"
+    path.write_text(text)
+    message = one_line_error(reader, path)
+    assert str(path) in message and expected in message
+
+
+@pytest.mark.parametrize("reader", [read_audioset_segments, read_class_indices, read_vggsound, ClassMapping.from_csv])
+def test_missing_and_binary_files_are_one_line_errors(tmp_path, reader):
+    assert "not found" in one_line_error(reader, tmp_path / "absent.csv")
+    binary = tmp_path / "binary.csv"
+    binary.write_bytes(b"\xff\xfe\x00\x81" * 10)
+    assert "is not a readable CSV" in one_line_error(reader, binary)
+
+
+# --- class mapping --------------------------------------------------------------------------------------------------
+
+def test_mapping_gives_multi_hot_audioset_targets_and_vggsound_indices(mapping):
+    assert mapping.classes == ("dog barking", "cat meowing", "helicopter", "pigeon, dove cooing")
+    assert mapping.audioset_targets(["/m/0bt9lr", "/m/05tny_"]).tolist() == [1, 0, 0, 0]  # Dog is not mapped
+    assert mapping.audioset_targets(["/m/07r_25d", "/m/09ct_", "/m/09x0r"]).tolist() == [0, 0, 1, 1]
+    assert mapping.audioset_targets([]).dtype == torch.float32
+    assert mapping.vggsound_target("helicopter") == HELICOPTER
+    assert mapping.vggsound_target("Pigeon, Dove cooing") == PIGEON  # case and punctuation are ignored
+    assert mapping.vggsound_target("playing harp") is None
+
+
+def test_mapping_rejects_a_mid_that_audioset_does_not_have(data, tmp_path):
+    path = tmp_path / "classes.csv"
+    path.write_text("class,audioset_mids\ndog barking,/m/05tny_\nthunder,/m/0bt9lr;/m/0ngt1\n")
+    message = one_line_error(ClassMapping.from_csv, path, read_class_indices(data.class_indices_csv))
+    assert message == (f"{path} line 3: MID /m/0ngt1 of class 'thunder' is not in {data.class_indices_csv}")
+    assert len(ClassMapping.from_csv(path)) == 2  # without the class list the MIDs are not checked
+
+
+def test_mapping_round_trips_through_its_file(mapping, tmp_path):
+    assert ClassMapping.from_csv(mapping.to_csv(tmp_path / "copy.csv")) == mapping
+
+
+def test_mapping_by_name_matches_whole_display_names_only(data):
+    indices = read_class_indices(data.class_indices_csv)
+    labels = ["helicopter", "police car (siren)", "dog barking", "Police Car Siren", "helicopter"]
+    mapping = build_mapping_by_name(labels, indices)
+    assert mapping.classes == ("Police Car Siren", "helicopter")
+    assert mapping.mids == (("/m/04qvtq",), ("/m/09ct_",))
+    message = one_line_error(build_mapping_by_name, ["dog barking", "cat meowing"], indices)
+    assert "none of the 2 VGGSound labels" in message and str(EXAMPLE_MAPPING) in message
+
+
+def test_the_example_mapping_has_real_vggsound_labels_and_well_formed_mids():
+    mapping = ClassMapping.from_csv(EXAMPLE_MAPPING)
+    assert len(mapping) == 10 and mapping.vggsound_target("Dog barking") == 0
+    assert mapping.mids[mapping.classes.index("frog croaking")] == ("/m/09ld4", "/m/07st88b")
+    assert all(re.fullmatch(r"/[mt]/[0-9a-z_]+", mid) for mids in mapping.mids for mid in mids)
+
+
+# --- audio and video ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("segment", [s for s in SEGMENTS if s.file and s.sweep_to is None], ids=lambda s: s.file)
+def test_load_audio_reads_wav_and_flac_at_16_khz(data, segment):
+    samples = load_audio(data.audio_root / segment.file)
+    assert samples.dtype == torch.float32 and samples.ndim == 1
+    assert abs(len(samples) - segment.seconds * SAMPLE_RATE) <= 2
+    assert abs(peak_hz(samples) - segment.hz) <= 2
+    assert 0.45 < samples.abs().max() < 0.55
+
+
+def test_load_audio_reads_an_mp4_audio_stream(data):
+    clip = CLIPS[0]
+    samples = load_audio(data.video_root / clip.file)
+    assert abs(len(samples) - SAMPLE_RATE) < 0.05 * SAMPLE_RATE  # AAC adds some priming samples
+    assert abs(peak_hz(samples) - clip.hz) <= 2
+
+
+def test_load_audio_passes_wavs_that_read_wav_rejects_to_pyav(tmp_path):
+    path = tmp_path / "eight_bit.wav"
+    with wave.open(str(path), "wb") as file:
+        file.setnchannels(1)
+        file.setsampwidth(1)
+        file.setframerate(8000)
+        file.writeframes((tone(300.0, 8000, 1.0) * 127 + 128).astype(np.uint8).tobytes())
+    samples = load_audio(path)
+    assert abs(len(samples) - SAMPLE_RATE) <= 2 and abs(peak_hz(samples) - 300.0) <= 2
+
+
+def test_random_crops_are_contiguous_and_follow_the_generator():
+    wave = torch.arange(100_000, dtype=torch.float32)
+    crops = [random_crop(wave, generator=torch.Generator().manual_seed(seed)) for seed in range(5)]
+    for crop in crops:
+        assert crop.shape == (80_000,) and torch.all(crop.diff() == 1) and 0 <= crop[0] <= 20_000
+    again = random_crop(wave, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(again, crops[3])
+    assert len({int(crop[0]) for crop in crops}) > 1
+    assert torch.equal(center_crop(wave), wave[10_000:90_000])
+    assert random_crop(wave, seconds=0.5, sample_rate=1000).shape == (500,)
+
+
+def test_short_clips_are_zero_padded_on_both_sides_in_either_crop():
+    wave = torch.ones(16_000)
+    for crop in (random_crop(wave, generator=torch.Generator().manual_seed(0)), center_crop(wave)):
+        assert crop.shape == (80_000,) and crop.sum() == 16_000
+        assert torch.all(crop[32_000:48_000] == 1)
+    with pytest.raises(ValueError, match="no samples"):
+        center_crop(wave, seconds=0.0)
+
+
+def test_spectrogram_is_257_by_500_log_magnitudes():
+    assert 1 + 5 * SAMPLE_RATE // HOP_LENGTH == 501 and N_FFT // 2 + 1 == 257  # 501 frames, cropped to 500
+    sine = torch.from_numpy(tone(1000.0, SAMPLE_RATE, 5.0))
+    features = spectrogram(sine)
+    assert features.shape == (1, 257, 500) and features.dtype == torch.float32
+    assert torch.isfinite(features).all()
+    peaks = features[0, :, 1:].argmax(dim=0)  # the first frame holds the reflected start
+    assert torch.all(peaks == round(1000 / (SAMPLE_RATE / N_FFT)))  # bin 32
+    silence = spectrogram(torch.zeros(5 * SAMPLE_RATE))
+    assert torch.allclose(silence, torch.full_like(silence, math.log(LOG_FLOOR)))
+    for length in (100, 3 * SAMPLE_RATE, 7 * SAMPLE_RATE):
+        assert spectrogram(torch.zeros(length)).shape == (1, 257, 500)
+    with pytest.raises(ValueError, match="mono"):
+        spectrogram(torch.zeros(2, 100))
+
+
+def test_frames_are_evenly_spaced_resized_and_centre_cropped(data):
+    clip = CLIPS[0]
+    frames = load_frames(data.video_root / clip.file)
+    assert frames.shape == (3, 8, 112, 112) and frames.dtype == torch.uint8
+    colour = torch.tensor(EMOTION_COLOURS[clip.colour])
+    assert (frames[:, :, 60, 60].T.int() - colour).abs().max() <= 12
+    # the 16x16 corner block of 64x48 frames, scaled to 149x112 and cut 18 px on each side, is at the top left
+    levels = frames[:, :, 2, 2].float().mean(dim=0)
+    assert (levels - torch.tensor([marker_level(i) for i in range(8)])).abs().max() <= 12
+    small = load_frames(data.video_root / CLIPS[1].file, n=3, size=20)  # 5 frames: indices 0, 2 and 4
+    assert small.shape == (3, 3, 20, 20)
+    expected = torch.tensor([marker_level(i) for i in (0, 2, 4)])
+    assert (small[:, :, 0, 0].float().mean(dim=0) - expected).abs().max() <= 15
+
+
+# --- datasets -------------------------------------------------------------------------------------------------------
+
+def test_file_names_follow_the_documented_conventions():
+    names = audioset_names("--PJHxphWEs", 30.0, 40.0)
+    for name in ("--PJHxphWEs_30.000.wav", "--PJHxphWEs_30.flac", "--PJHxphWEs_30000_40000.wav",
+                 "--PJHxphWEs.flac", "Y--PJHxphWEs.wav"):
+        assert name in names
+    assert "x_12.5.wav" in audioset_names("x", 12.5, 22.5)
+    assert vggsound_names("-2Dm0VjW8oM", 1) == ["-2Dm0VjW8oM_000001.mp4", "-2Dm0VjW8oM_1000_11000.mp4"]
+
+
+def test_audioset_clips_drop_missing_files_and_give_spectrograms_with_targets(data, mapping):
+    segments = read_audioset_segments(data.segments_csv)
+    with pytest.warns(EventsDataWarning, match="dropped 1 without an audio file; kept 4 of 5"):
+        clips = AudioSetClips(segments, data.audio_root, mapping, train=False)
+    assert len(clips) == 4
+    assert clips.targets.tolist() == [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]
+    features, target = clips[2]
+    assert features.shape == (1, 257, 500) and torch.isfinite(features).all()
+    assert torch.equal(target, torch.tensor([0.0, 0.0, 1.0, 0.0]))
+    clips.set_epoch(3)
+    assert torch.equal(clips[2][0], features)  # evaluation crops are centred
+
+
+def test_training_crops_depend_on_seed_epoch_and_index_only(data, mapping):
+    segments = read_audioset_segments(data.segments_csv).iloc[:1]  # the 6 s sweep
+    first, second = (AudioSetClips(segments, data.audio_root, mapping, train=True, seed=7) for _ in range(2))
+    assert torch.equal(first[0][0], second[0][0])
+    second.set_epoch(1)
+    other_seed = AudioSetClips(segments, data.audio_root, mapping, train=True, seed=8)
+    assert not torch.equal(first[0][0], second[0][0]) and not torch.equal(first[0][0], other_seed[0][0])
+
+
+def test_vggsound_clips_keep_mapped_rows_with_videos(data, mapping):
+    rows = read_vggsound(data.vggsound_csv)
+    with pytest.warns(EventsDataWarning, match="1 with a label outside the mapping, 1 without a video; kept 3 of 5"):
+        clips = VggSoundClips(rows, data.video_root, mapping, train=True)
+    assert len(clips) == 3 and clips.labels == [DOG, PIGEON, HELICOPTER]
+    inputs, label = clips[1]
+    assert label == PIGEON and set(inputs) == {"audio", "video"}
+    assert inputs["audio"].shape == (1, 257, 500) and torch.isfinite(inputs["audio"]).all()
+    assert inputs["video"].shape == (3, 8, 112, 112) and inputs["video"].dtype == torch.uint8
+    test_split = VggSoundClips(rows[rows.split == "test"], data.video_root, mapping, train=False)
+    assert test_split.paths == [str(data.video_root / CLIPS[2].file)]
+
+
+def test_data_loader_workers_give_the_same_batches_as_the_main_process(data, mapping):
+    segments = read_audioset_segments(data.segments_csv).iloc[:4]
+    audio = AudioSetClips(segments, data.audio_root, mapping, train=True, seed=1)
+    single = next(iter(DataLoader(audio, batch_size=4)))
+    workers = next(iter(DataLoader(audio, batch_size=4, num_workers=2)))
+    assert workers[0].shape == (4, 1, 257, 500) and torch.equal(workers[0], single[0])
+    assert torch.equal(workers[1], audio.targets)
+    rows = read_vggsound(data.vggsound_csv).iloc[:3]
+    videos = VggSoundClips(rows, data.video_root, mapping, train=True, frames=4, size=32)
+    inputs, labels = next(iter(DataLoader(videos, batch_size=2, num_workers=2)))
+    assert inputs["audio"].shape == (2, 1, 257, 500) and inputs["video"].shape == (2, 3, 4, 32, 32)
+    assert labels.tolist() == [DOG, PIGEON]
+
+
+def test_no_usable_rows_is_a_one_line_error_naming_the_folder_and_file_names(data, mapping, tmp_path):
+    segments = read_audioset_segments(data.segments_csv)
+    missing = segments[segments.ytid == "kZegES0woJo"]
+    message = one_line_error(AudioSetClips, missing, data.audio_root, mapping, train=False)
+    assert str(data.audio_root) in message and "kZegES0woJo_35.000.wav" in message and "Y<YTID>.wav" in message
+    message = one_line_error(AudioSetClips, segments, tmp_path / "nowhere", mapping, train=False)
+    assert f"folder {tmp_path / 'nowhere'} does not exist" in message
+    rows = read_vggsound(data.vggsound_csv)
+    message = one_line_error(VggSoundClips, rows[rows.label == "playing harp"], data.video_root, mapping, train=False)
+    assert "1 with a label outside the mapping" in message and "1MP3sQTk8wo_000000.mp4" in message
