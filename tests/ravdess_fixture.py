@@ -19,7 +19,9 @@ FPS = 30
 
 
 def marker_level(index: int) -> int:
-    """The grey level of the corner block in frame ``index`` (0..7)."""
+    """The grey level of the corner block in frame ``index``: distinct for frames 0..7 (fixtures write at most 8)."""
+    if not 0 <= index < 8:
+        raise ValueError(f"fixture videos have at most 8 frames (got frame {index})")
     return 20 + 30 * index
 
 
