@@ -267,9 +267,11 @@ class SweepSpec(_Spec):
     @model_validator(mode="after")
     def _methods_fit_task(self):
         task = TASKS.get(self.task.name)
-        for i, name in enumerate(self.methods):
+        searched = [self.search.method] if self.search.kind == "optuna" else []
+        for i, name in enumerate(self.methods + searched):
             if METHODS.get(name).augment and task.augment is None:
-                raise _FieldError(("methods", i), f"{name} trains on input augmentation, which task "
+                where = ("methods", i) if i < len(self.methods) else ("search", "method")
+                raise _FieldError(where, f"{name} trains on input augmentation, which task "
                                                   f"{self.task.name!r} does not have; use um_student with "
                                                   f"a regularizer")
         if task.augment is None and (self.fixed.get("augment") or any(self.regularizers.get("augment", {}).values())):
@@ -285,6 +287,12 @@ class SweepSpec(_Spec):
             if settings.select == "best_val" and splits.val is None:
                 raise SpecError(f"{role}.select: best_val needs a validation split, which this task's options "
                                 f"leave empty; use select: last")
+        ignore = task.ignore_index
+        if ignore is not None and bool((splits.unlabeled.y == ignore).all()):
+            for name in self.methods:
+                if METHODS.get(name).targets == "true":
+                    raise SpecError(f"methods: {name} trains on the unlabeled set's true labels, which this data "
+                                    f"set does not have; leave it out")
 
     @model_validator(mode="after")
     def _search_fits(self):

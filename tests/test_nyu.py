@@ -120,6 +120,25 @@ def test_prepared_files_make_the_splits(official):
     assert len(task.class_names()) == 40
 
 
+def test_students_of_the_truth_are_refused_without_it(official, tmp_path, capsys):
+    sweep = tmp_path / "nyu.yaml"
+    options = ", ".join(f"{k}: {v}" for k, v in official.items())
+    sweep.write_text(f"name: nyu_sup\ntask: {{name: nyu, options: {{{options}}}}}\nmethods: [mm_student, mm_sup]\n")
+    assert main([str(sweep), "--output", str(tmp_path / "run"), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "mm_sup trains on the unlabeled set's true labels" in err
+
+
+def test_the_teacher_of_label_maps_is_cached(tmp_path):
+    from mke_ray.methods.teacher import train_teacher
+
+    task = nyu_task()
+    settings = task.teacher_defaults.model_copy(update={"epochs": 1})
+    first = train_teacher(task, settings, tmp_path / "t", plot=False)
+    again = train_teacher(task, settings, tmp_path / "t", plot=False)
+    assert not first.cached and again.cached and again.result == first.result
+
+
 def test_smoke_sweep_on_official_layout(official, tmp_path, ray_local, capsys):
     """Students learn from pseudo labels only; the diagnostics that need the truth are left out."""
     sweep = tmp_path / "nyu.yaml"

@@ -374,7 +374,7 @@ def audioset_names(ytid: str, start: float, end: float) -> list[str]:
     as audiosetdl names its downloads; ``<YTID>`` as in Hugging Face's agkphysics/AudioSet; ``Y<YTID>`` as in the
     PANNs (audioset_tagging_cnn) downloads. Each as .wav, then .flac.
     """
-    stems = (f"{ytid}_{start:.3f}", f"{ytid}_{start:g}", f"{ytid}_{int(start * 1000)}_{int(end * 1000)}",
+    stems = (f"{ytid}_{start:.3f}", f"{ytid}_{start:g}", f"{ytid}_{round(start * 1000)}_{round(end * 1000)}",
              ytid, f"Y{ytid}")
     return [stem + extension for stem in stems for extension in _AUDIO_EXTENSIONS]
 

@@ -17,7 +17,7 @@ RESULT = "result.json"      # final metrics and settings, written last
 def write_run(folder: Path, *, history: list[dict[str, float]], result: dict[str, Any],
               model: nn.Module, model_name: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), folder / model_name)
+    torch.save({k: v.cpu() for k, v in model.state_dict().items()}, folder / model_name)
     (folder / HISTORY).write_text("".join(json.dumps(r) + "\n" for r in history))
     write_json(folder / RESULT, result)
 

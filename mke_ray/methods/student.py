@@ -33,7 +33,6 @@ def train_student(task: Task, trial: TrialSpec, settings: TrainSettings, pseudo_
     history = fit(model, task.features(splits.unlabeled, mods), student_targets(task, method, pseudo_labels),
                   loss_fn=task.loss_fn(), log_every=log_every, probe=lambda m: evaluate(task, m, mods),
                   augment=augmentation(task, method, trial.regularization), **fit_options(task, settings, mods))
-    model.cpu()
     return finish_student(task, trial, model, history, time.perf_counter() - started, pseudo_labels, folder,
                           plot=plot)
 
@@ -86,12 +85,12 @@ def finish_student(task: Task, trial: TrialSpec, model, history: list[dict[str, 
     method = METHODS.get(trial.method)
     mods = method.modalities(task)
     truth = task.splits().unlabeled.y
-    on_unlabeled = predict(model, task.features(task.splits().unlabeled, mods), task.eval_batch)
     labeled = _labeled(task, truth)
-    pseudo_right = (pseudo_labels == truth) & labeled
-    pseudo_wrong = (pseudo_labels != truth) & labeled
     result = {**evaluate(task, model, mods), "train_seconds": seconds}
     if labeled.any():  # expansion diagnostics, where the unlabeled set's truth is known (per sample or pixel)
+        on_unlabeled = predict(model, task.features(task.splits().unlabeled, mods), task.eval_batch)
+        pseudo_right = (pseudo_labels == truth) & labeled
+        pseudo_wrong = (pseudo_labels != truth) & labeled
         result.update(pseudo_label_acc=label_accuracy(task, pseudo_labels, truth),
                       corrected_share=_share(on_unlabeled[pseudo_wrong] == truth[pseudo_wrong]),
                       broken_share=_share(on_unlabeled[pseudo_right] != truth[pseudo_right]))

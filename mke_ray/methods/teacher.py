@@ -41,7 +41,7 @@ def train_teacher(task: Task, settings: TrainSettings, folder: Path, *,
     """Train the teacher and pseudo-label the unlabeled split, or load both from ``folder``."""
     splits = task.splits()
     cached = read_result(folder)
-    if cached is not None and _readable_labels(folder / PSEUDO_LABELS, len(splits.unlabeled)):
+    if cached is not None and _readable_labels(folder / PSEUDO_LABELS, splits.unlabeled.y.shape):
         return TeacherRun(folder, cached, read_history(folder), cached=True)
 
     mods = (task.teacher_modality,)
@@ -54,7 +54,6 @@ def train_teacher(task: Task, settings: TrainSettings, folder: Path, *,
     history = fit(model, x_train, splits.labeled.y, loss_fn=task.loss_fn(), log_every=log_every,
                   probe=lambda m: {k: v for k, v in evaluate(task, m, mods).items() if k.startswith("test_")},
                   **fit_options(task, settings, mods))
-    model.cpu()
     pseudo = predict(model, x_unl, task.eval_batch)
     scores = evaluate(task, model, mods)
     result = {"method": "um_teacher", **scores}
@@ -65,16 +64,17 @@ def train_teacher(task: Task, settings: TrainSettings, folder: Path, *,
     (folder / "result.json").unlink(missing_ok=True)  # written last: marks the cache complete
     torch.save(pseudo, folder / PSEUDO_LABELS)
     if plot:
-        task.plot_trial(model, mods, pseudo, f"{TEACHER_LABEL}: test {task.metric_name} {result[f'test_{task.metric}']:.1f}%",
+        score = result[f"test_{task.metric}"]
+        task.plot_trial(model, mods, pseudo, f"{TEACHER_LABEL}: test {task.metric_name} {score:.1f}%",
                         folder / task.plot_name)
     write_run(folder, history=history, result=result, model=model, model_name="teacher.pt")
     return TeacherRun(folder, result, history, cached=False)
 
 
-def _readable_labels(path: Path, expected: int) -> bool:
-    """Whether a cached pseudo-label file loads and has one label per unlabeled sample."""
+def _readable_labels(path: Path, expected: torch.Size) -> bool:
+    """Whether a cached pseudo-label file loads and has the unlabeled targets' shape (a label per sample or pixel)."""
     try:
         labels = torch.load(path)
     except Exception:
         return False
-    return isinstance(labels, torch.Tensor) and labels.shape == (expected,)
+    return isinstance(labels, torch.Tensor) and labels.shape == expected

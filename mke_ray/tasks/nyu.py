@@ -59,6 +59,13 @@ class NyuOptions(BaseModel):
     def _absolute(cls, value: str | None) -> str | None:
         return str(Path(value).expanduser().resolve()) if value else value
 
+    @field_validator("size")
+    @classmethod
+    def _sensible_size(cls, value: list[int]) -> list[int]:
+        if min(value) < 16:
+            raise ValueError(f"size is [height, width], each at least 16 pixels (got {value})")
+        return value
+
     @model_validator(mode="after")
     def _has_files(self):
         if self.source == "prepared":
@@ -179,7 +186,7 @@ class Nyu(Task):
             left = int(torch.randint(0, abs(sw - w) + 1, ()))
             for key, value in inputs.items():
                 inputs[key][i] = _rescale(value[i], (sh, sw), (h, w), top, left, flip, "bilinear", 0.0)
-            targets[i] = _rescale(targets[i][None].float(), (sh, sw), (h, w), top, left, flip, "nearest",
+            targets[i] = _rescale(targets[i][None].float(), (sh, sw), (h, w), top, left, flip, "nearest-exact",
                                   float(IGNORE))[0].long()
         return inputs, targets
 

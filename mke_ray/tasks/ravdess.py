@@ -69,14 +69,18 @@ class RavdessOptions(BaseModel):
         return self
 
 
-def random_splits(n: int, seed: int, labeled: float = 0.2, val: float = 0.1, test: float = 0.1) -> dict:
-    """Samples split at random: ``labeled`` of all, then ``val`` and ``test`` of the unlabeled rest."""
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+def random_splits(clips: torch.Tensor, seed: int, labeled: float = 0.2, val: float = 0.1, test: float = 0.1) -> dict:
+    """Clips split at random (every frame of a clip in the same split): ``labeled`` of all, then ``val``
+    and ``test`` of the unlabeled rest; returns sample indices."""
+    ids = clips.unique()
+    order = ids[torch.randperm(len(ids), generator=torch.Generator().manual_seed(seed))]
+    n = len(ids)
     n_lab = round(labeled * n)
     rest = n - n_lab
     n_val, n_test = round(val * rest), round(test * rest)
     cuts = torch.split(order, [n_lab, n_val, n_test, rest - n_val - n_test])
-    return {name: part.sort().values for name, part in zip(("labeled", "val", "test", "unlabeled"), cuts)}
+    return {name: torch.isin(clips, part).nonzero().flatten()
+            for name, part in zip(("labeled", "val", "test", "unlabeled"), cuts)}
 
 
 def _kernels(default: int | tuple[int, ...], depth: int) -> list[int]:
@@ -97,14 +101,15 @@ def _make_splits(options_json: str) -> Splits:
                                    image_size=(size, size), n_mfcc=options.synthetic_n_mfcc,
                                    audio_frames=options.synthetic_audio_frames, image_signal=options.synthetic_image_signal,
                                    audio_signal=options.synthetic_audio_signal, seed=options.synthetic_seed)
-        images, audio, labels, actors = arrays["images"], arrays["audio"], arrays["labels"], arrays["actors"]
+        images, audio, labels, actors, clips = (arrays[k] for k in ("images", "audio", "labels", "actors", "clips"))
     else:
         from mke_ray.data.ravdess import load_prepared
 
         prepared = load_prepared(Path(options.data))
-        images, audio, labels, actors = prepared.images, prepared.audio, prepared.labels, prepared.actors
+        images, audio, labels, actors, clips = (prepared.images, prepared.audio, prepared.labels, prepared.actors,
+                                                prepared.clips)
     index = actor_splits(actors, options.split_seed) if options.split == "actor" else \
-        random_splits(len(labels), options.split_seed)
+        random_splits(clips, options.split_seed)
     train = torch.cat([index["labeled"], index["unlabeled"]])
     mean = audio[train].mean(dim=(0, 3), keepdim=True)  # per MFCC coefficient
     std = audio[train].std(dim=(0, 3), keepdim=True).clamp_min(1e-6)

@@ -80,7 +80,7 @@ def fit(model: nn.Module, x: Inputs, y: torch.Tensor, *, epochs: int, lr: float,
             if best is None or value > best[0]:
                 best = (value, epoch, copy.deepcopy(model.state_dict()))
         if epoch == epochs or (log_every and epoch % log_every == 0):
-            record = {"epoch": float(epoch), "train_loss": total / seen}
+            record = {"epoch": float(epoch), "train_loss": loss.item() if step == n else total / seen}
             if probe is not None:
                 model.eval()
                 record.update(probe(model))
