@@ -72,9 +72,15 @@ class Task(ABC):
     @abstractmethod
     def loss_fn(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]: ...
 
-    def features(self, split: Split, modalities: tuple[str, ...]) -> torch.Tensor:
-        """The model input for ``modalities``: their features side by side."""
-        return torch.cat([split.inputs[m] for m in modalities], dim=1)
+    side_by_side: ClassVar[bool] = True
+    """Whether a model takes its modalities as one tensor (feature vectors side by side) or, for
+    inputs of different shapes (images, audio, depth maps), as a dict keyed by modality."""
+
+    def features(self, split: Split, modalities: tuple[str, ...]) -> torch.Tensor | dict[str, torch.Tensor]:
+        """The model input for ``modalities``."""
+        if self.side_by_side:
+            return torch.cat([split.inputs[m] for m in modalities], dim=1)
+        return {m: split.inputs[m] for m in modalities}
 
     metric: ClassVar[str] = "acc"
     """The task's score, as the suffix of the result keys (``test_acc``, ``val_acc``) that tables,

@@ -139,6 +139,7 @@ class Nyu(Task):
     modalities = (RGB, DEPTH)
     teacher_modality = RGB
     accelerate = True
+    side_by_side = False
     metric, metric_name = "miou", "mIoU"
     ignore_index = IGNORE
     eval_batch = 16
@@ -151,9 +152,6 @@ class Nyu(Task):
 
     def class_names(self) -> list[str]:
         return list(_make_splits(self.options.model_dump_json())[1])
-
-    def features(self, split: Split, modalities: tuple[str, ...]) -> dict[str, torch.Tensor]:
-        return {m: split.inputs[m] for m in modalities}
 
     def build_model(self, modalities, regularization):
         classes = len(self.class_names())

@@ -131,6 +131,7 @@ class Ravdess(Task):
     modalities = (IMAGE, AUDIO)
     teacher_modality = IMAGE
     accelerate = True
+    side_by_side = False
     # SGD with momentum, batch 64, 100 epochs, best validation epoch (the authors' later RAVDESS setup)
     teacher_defaults = TrainSettings(epochs=100, lr=0.01, momentum=0.9, batch_size=64, select="best_val")
     student_defaults = TrainSettings(epochs=100, lr=0.01, momentum=0.9, batch_size=64, select="best_val")
@@ -138,9 +139,6 @@ class Ravdess(Task):
 
     def splits(self) -> Splits:
         return _make_splits(self.options.model_dump_json())
-
-    def features(self, split: Split, modalities: tuple[str, ...]) -> dict[str, torch.Tensor]:
-        return {m: split.inputs[m] for m in modalities}
 
     def build_model(self, modalities, regularization) -> FusionClassifier:
         encoders = {}
