@@ -17,26 +17,30 @@ otherwise), log-magnitude STFT of 257 x 500.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import math
 import os
 import re
+import sys
 import warnings
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
+from typing import Any
 
+import av
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 import torchaudio
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from mke_ray.data.ravdess import fit_frames, read_audio_from_video, read_frames, read_wav
-from mke_ray.tasks.base import TaskDataError
+from mke_ray.errors import TaskDataError
 
 SAMPLE_RATE = 16_000
 CLIP_SECONDS = 5.0
@@ -399,14 +403,78 @@ def _require_columns(frame: pd.DataFrame, columns: tuple[str, ...], reader: str)
 
 def _report(dropped: Counter[str], total: int, kept: int, what: str, root: Path, layout: str,
             example: str | None) -> None:
-    """Warn about dropped rows, or raise a one-line TaskDataError if none are left."""
+    """Warn about dropped rows, or raise a one-line TaskDataError if none are left. Called by ``_find_*``, so the
+    warning points at their caller's caller (a dataset's or ``prepare_events``' user)."""
     counts = ", ".join(f"{count} {reason}" for reason, count in dropped.items() if count)
     if not kept:
         raise TaskDataError(f"none of the {total} {what} rows can be used ({counts or 'no rows given'}); expected "
                             f"{layout} in {root}{f', e.g. {example}' if example else ''}")
     if counts:
         warnings.warn(f"{what} clips under {root}: dropped {counts}; kept {kept} of {total}",
-                      EventsDataWarning, stacklevel=3)
+                      EventsDataWarning, stacklevel=4)
+
+
+_UNMAPPED = "with none of the mapping's classes"
+_NO_AUDIO = "without an audio file"
+_OUTSIDE = "with a label outside the mapping"
+_NO_VIDEO = "without a video"
+
+
+def _find_audioset(segments: pd.DataFrame, audio_root: str | os.PathLike[str], mapping: ClassMapping, *,
+                   keep_unmapped: bool = True) -> tuple[list[str], torch.Tensor, Counter[str]]:
+    """The audio files of AudioSet ``segments``, their multi-hot targets [N, C] and the dropped rows' counts.
+
+    Rows without a file are dropped, and so are rows with none of the mapping's classes unless ``keep_unmapped``;
+    drops are reported in one ``EventsDataWarning``, and a one-line TaskDataError is raised if no row is left.
+    """
+    _require_columns(segments, ("ytid", "start", "end", "labels"), "read_audioset_segments")
+    root = Path(audio_root)
+    found = _files_in(root, AUDIOSET_LAYOUT)
+    paths: list[str] = []
+    targets: list[torch.Tensor] = []
+    dropped = Counter({_UNMAPPED: 0, _NO_AUDIO: 0})  # reported in this order
+    for row in segments.itertuples(index=False):
+        target = mapping.audioset_targets(row.labels)
+        name = next((name for name in audioset_names(row.ytid, row.start, row.end) if name in found), None)
+        if not keep_unmapped and not target.any():
+            dropped[_UNMAPPED] += 1
+        elif name is None:
+            dropped[_NO_AUDIO] += 1
+        else:
+            paths.append(str(root / name))
+            targets.append(target)
+    first = segments.iloc[0] if len(segments) else None
+    example = None if first is None else audioset_names(first.ytid, first.start, first.end)[0]
+    _report(dropped, len(segments), len(paths), "AudioSet", root, AUDIOSET_LAYOUT, example)
+    return paths, torch.stack(targets), dropped
+
+
+def _find_vggsound(rows: pd.DataFrame, video_root: str | os.PathLike[str], mapping: ClassMapping, *,
+                   what: str = "VGGSound") -> tuple[list[str], list[int], Counter[str]]:
+    """The videos of VGGSound ``rows``, their class indices and the dropped rows' counts.
+
+    Rows whose label is not one of the mapping's classes, or without a video, are dropped and reported in one
+    ``EventsDataWarning`` (``what`` names the rows in it); a one-line TaskDataError is raised if none is left.
+    """
+    _require_columns(rows, ("ytid", "start", "label"), "read_vggsound")
+    root = Path(video_root)
+    found = _files_in(root, VGGSOUND_LAYOUT)
+    paths: list[str] = []
+    labels: list[int] = []
+    dropped = Counter({_OUTSIDE: 0, _NO_VIDEO: 0})  # reported in this order
+    for row in rows.itertuples(index=False):
+        label = mapping.vggsound_target(row.label)
+        name = next((name for name in vggsound_names(row.ytid, row.start) if name in found), None)
+        if label is None:
+            dropped[_OUTSIDE] += 1
+        elif name is None:
+            dropped[_NO_VIDEO] += 1
+        else:
+            paths.append(str(root / name))
+            labels.append(label)
+    example = vggsound_names(rows.iloc[0].ytid, rows.iloc[0].start)[0] if len(rows) else None
+    _report(dropped, len(rows), len(paths), what, root, VGGSOUND_LAYOUT, example)
+    return paths, labels, dropped
 
 
 class _Clips(Dataset):
@@ -445,20 +513,7 @@ class AudioSetClips(_Clips):
     def __init__(self, segments: pd.DataFrame, audio_root: str | os.PathLike[str], mapping: ClassMapping, *,
                  train: bool, seed: int = 0) -> None:
         super().__init__(train, seed)
-        _require_columns(segments, ("ytid", "start", "end", "labels"), "read_audioset_segments")
-        root = Path(audio_root)
-        found = _files_in(root, AUDIOSET_LAYOUT)
-        targets = []
-        for row in segments.itertuples(index=False):
-            name = next((name for name in audioset_names(row.ytid, row.start, row.end) if name in found), None)
-            if name is not None:
-                self.paths.append(str(root / name))
-                targets.append(mapping.audioset_targets(row.labels))
-        first = segments.iloc[0] if len(segments) else None
-        example = None if first is None else audioset_names(first.ytid, first.start, first.end)[0]
-        _report(Counter({"without an audio file": len(segments) - len(self.paths)}), len(segments),
-                len(self.paths), "AudioSet", root, AUDIOSET_LAYOUT, example)
-        self.targets = torch.stack(targets)  # float32 [N, C]
+        self.paths, self.targets, _ = _find_audioset(segments, audio_root, mapping)  # targets: float32 [N, C]
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self._audio(index), self.targets[index]
@@ -477,27 +532,322 @@ class VggSoundClips(_Clips):
     def __init__(self, rows: pd.DataFrame, video_root: str | os.PathLike[str], mapping: ClassMapping, *,
                  train: bool, frames: int = 8, size: int = 112, seed: int = 0) -> None:
         super().__init__(train, seed)
-        _require_columns(rows, ("ytid", "start", "label"), "read_vggsound")
         if frames < 1 or size < 1:
             raise ValueError(f"frames and size must be at least 1, not {frames} and {size}")
         self.frames, self.size = frames, size
-        root = Path(video_root)
-        found = _files_in(root, VGGSOUND_LAYOUT)
-        self.labels: list[int] = []
-        dropped = Counter({"with a label outside the mapping": 0, "without a video": 0})  # reported in this order
-        for row in rows.itertuples(index=False):
-            label = mapping.vggsound_target(row.label)
-            name = next((name for name in vggsound_names(row.ytid, row.start) if name in found), None)
-            if label is None:
-                dropped["with a label outside the mapping"] += 1
-            elif name is None:
-                dropped["without a video"] += 1
-            else:
-                self.paths.append(str(root / name))
-                self.labels.append(label)
-        example = vggsound_names(rows.iloc[0].ytid, rows.iloc[0].start)[0] if len(rows) else None
-        _report(dropped, len(rows), len(self.paths), "VGGSound", root, VGGSOUND_LAYOUT, example)
+        self.labels: list[int]
+        self.paths, self.labels, _ = _find_vggsound(rows, video_root, mapping)
 
     def __getitem__(self, index: int) -> tuple[dict[str, torch.Tensor], int]:
         video = load_frames(self.paths[index], self.frames, self.size)
         return {"audio": self._audio(index), "video": video}, self.labels[index]
+
+
+# --- prepared file --------------------------------------------------------------------------------------------------
+
+PREPARED_FORMAT_VERSION = 1
+AUDIO_SCALE = 32_767  # prepared audio is int16: round(float * AUDIO_SCALE), clipped; float = int16 / AUDIO_SCALE
+PREPARE_COMMAND = ("python -m mke_ray.data.events prepare --audioset-csv F --audio-root D --vggsound-csv F "
+                   "--video-root D --mapping F")
+_PREPARED_KEYS = ("format_version", "classes", "sample_rate", "labeled_audio", "labeled_targets", "train_audio",
+                  "train_video", "train_labels", "test_audio", "test_video", "test_labels", "meta")
+# What decoding a broken or foreign file raises: FFmpeg's errors, read_wav's ValueError, torchaudio's RuntimeError.
+_DECODE_ERRORS = (ValueError, OSError, EOFError, RuntimeError, av.FFmpegError)
+
+
+def quantize_audio(wave: torch.Tensor) -> torch.Tensor:
+    """Float samples in [-1, 1] -> int16 (times ``AUDIO_SCALE``, rounded, clipped to +-AUDIO_SCALE)."""
+    return (wave * AUDIO_SCALE).round().clamp(-AUDIO_SCALE, AUDIO_SCALE).to(torch.int16)
+
+
+def dequantize_audio(audio: torch.Tensor) -> torch.Tensor:
+    """Prepared int16 audio -> float32 samples in [-1, 1]: ``audio / AUDIO_SCALE``, as ``load_audio`` gives them
+    (to within 0.5 / AUDIO_SCALE)."""
+    return audio.float() / AUDIO_SCALE
+
+
+@dataclass(frozen=True)
+class PreparedEvents:
+    """A file written by ``prepare_events``: the decoded clips of every part, ready for training.
+
+    Audio is 16 kHz mono, centre-cropped or zero-padded (equally on both sides) to ``meta["seconds"]``, stored as
+    int16: convert it back with ``dequantize_audio`` (``/ AUDIO_SCALE``, i.e. / 32767). Video frames are as
+    ``load_frames`` gives them. Tensors are memory-mapped from the file, so loading is quick and pages are read
+    as they are used.
+    """
+
+    classes: tuple[str, ...]        # the mapping's class names (VGGSound labels)
+    sample_rate: int
+    labeled_audio: torch.Tensor     # int16 [N, T]: AudioSet audio (T = seconds * sample_rate)
+    labeled_targets: torch.Tensor   # float32 [N, C] multi-hot (ClassMapping.audioset_targets)
+    train_audio: torch.Tensor       # int16 [M, T]: VGGSound "train" rows, the videos' own audio
+    train_video: torch.Tensor       # uint8 [M, 3, frames, size, size]
+    train_labels: torch.Tensor      # int64 [M], class indices
+    test_audio: torch.Tensor        # int16 [K, T]: VGGSound "test" rows
+    test_video: torch.Tensor        # uint8 [K, 3, frames, size, size]
+    test_labels: torch.Tensor       # int64 [K]
+    meta: dict[str, Any] = field(default_factory=dict)  # options, sources, counts and each part's file names
+
+
+class _DecodeClips(Dataset):
+    """(kind, path) items decoded as ``prepare_events`` stores them: (int16 audio [T], uint8 video or None, None),
+    or (None, None, error) for a file that fails, so that one bad file does not stop a DataLoader."""
+
+    def __init__(self, items: list[tuple[str, str]], sample_rate: int, seconds: float, frames: int,
+                 size: int) -> None:
+        self.items, self.sample_rate, self.seconds, self.frames, self.size = items, sample_rate, seconds, frames, size
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor | None, torch.Tensor | None, str | None]:
+        kind, path = self.items[index]
+        try:
+            video = load_frames(path, self.frames, self.size) if kind == "video" else None
+            wave = center_crop(load_audio(path, self.sample_rate), self.seconds, self.sample_rate)
+        except _DECODE_ERRORS as error:
+            return None, None, f"{Path(path).name}: {type(error).__name__}: {' '.join(str(error).split())}"
+        return quantize_audio(wave), video, None
+
+
+@dataclass
+class _Part:
+    """One part of the prepared file while it is decoded: clips are written to the next free row."""
+
+    name: str  # labeled, train or test
+    what: str  # for messages: AudioSet, VGGSound train, ...
+    paths: list[str]
+    audio: torch.Tensor
+    video: torch.Tensor | None
+    kept: list[int] = field(default_factory=list)      # indices into paths of the decoded clips
+    failures: list[str] = field(default_factory=list)  # "file: error" of the others
+
+    def add(self, index: int, audio: torch.Tensor, video: torch.Tensor | None) -> None:
+        row = len(self.kept)
+        self.audio[row] = audio
+        if self.video is not None:
+            self.video[row] = video
+        self.kept.append(index)
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The decoded rows; copied when clips failed, so the file does not hold the unused rows."""
+        if len(self.kept) == len(self.paths):
+            return self.audio, self.video
+        rows = len(self.kept)
+        return self.audio[:rows].clone(), None if self.video is None else self.video[:rows].clone()
+
+
+def _decode(parts: list[_Part], sample_rate: int, seconds: float, frames: int, size: int, workers: int,
+            progress: bool) -> None:
+    """Decode every part's clips into its tensors, in order, with ``workers`` DataLoader processes."""
+    items = [("audio" if part.video is None else "video", path) for part in parts for path in part.paths]
+    owners = [(part, index) for part in parts for index in range(len(part.paths))]
+    loader = DataLoader(_DecodeClips(items, sample_rate, seconds, frames, size), batch_size=None,
+                        num_workers=workers)
+    step = max(1, math.ceil(len(items) / 20))  # progress every ~5%
+    for done, ((part, index), (audio, video, error)) in enumerate(zip(owners, loader, strict=True), 1):
+        if error is None:
+            part.add(index, audio, video)
+        else:
+            part.failures.append(error)
+            warnings.warn(f"skipped {part.what} clip {error}", EventsDataWarning, stacklevel=3)
+        if progress and (done % step == 0 or done == len(items)):
+            print(f"prepared {done}/{len(items)} clips", flush=True)
+    for part in parts:
+        if not part.kept:
+            raise TaskDataError(f"none of the {len(part.paths)} {part.what} clips could be decoded; "
+                                f"first error: {part.failures[0]}")
+
+
+def _file_size(size: int) -> str:
+    """A byte count as people read it: 812 B, 3.4 MB, 61.2 GB."""
+    if size < 1000:
+        return f"{size} B"
+    scaled, unit = float(size), "B"
+    for unit in ("KB", "MB", "GB"):
+        scaled /= 1000
+        if scaled < 1000:
+            break
+    return f"{scaled:.1f} {unit}"
+
+
+def _dropped_text(dropped: Counter[str]) -> str:
+    return ", ".join(f"{count} {reason}" for reason, count in dropped.items() if count) or "none"
+
+
+def prepare_events(audioset_csv: str | os.PathLike[str], audio_root: str | os.PathLike[str],
+                   vggsound_csv: str | os.PathLike[str], video_root: str | os.PathLike[str],
+                   mapping_csv: str | os.PathLike[str], out: str | os.PathLike[str], *,
+                   class_indices_csv: str | os.PathLike[str] | None = None, seconds: float = 10.0, frames: int = 8,
+                   size: int = 112, keep_unmapped: bool = False, workers: int = 0, progress: bool = True) -> Path:
+    """Decode the clips once into one file at ``out`` (written atomically) for ``load_prepared_events``.
+
+    The labeled part is the AudioSet segments of ``audioset_csv`` with audio in ``audio_root``; segments with none
+    of the mapping's classes are dropped unless ``keep_unmapped`` (then they are all-zero negatives). The train and
+    test parts are the VGGSound rows of each split whose label is a class and whose video is in ``video_root``.
+    ``class_indices_csv`` (AudioSet's ``class_labels_indices.csv``), when given, checks the mapping's MIDs. Audio
+    is centre-cropped or zero-padded to ``seconds`` (see ``PreparedEvents``), videos give ``frames`` frames of
+    ``size`` x ``size``. ``workers`` DataLoader processes decode (0: this process); a clip that fails to decode is
+    skipped with an ``EventsDataWarning``. With ``progress``, progress and a summary line are printed to stdout.
+    Returns ``out``; TaskDataErrors name a missing or unusable input, ValueErrors a bad option.
+    """
+    if frames < 1 or size < 1:
+        raise ValueError(f"frames and size must be at least 1, not {frames} and {size}")
+    if workers < 0:
+        raise ValueError(f"workers must be at least 0, not {workers}")
+    length = _length(seconds, SAMPLE_RATE)
+    out = Path(out)
+    if out.is_dir():
+        raise ValueError(f"{out} is a folder; give the file to write, e.g. {out / 'events.pt'}")
+    indices = read_class_indices(class_indices_csv) if class_indices_csv is not None else None
+    mapping = ClassMapping.from_csv(mapping_csv, indices)
+    segments = read_audioset_segments(audioset_csv)
+    vggsound = read_vggsound(vggsound_csv)
+
+    labeled_paths, targets, labeled_dropped = _find_audioset(segments, audio_root, mapping,
+                                                             keep_unmapped=keep_unmapped)
+    found: dict[str, tuple[list[str], list[int], Counter[str]]] = {}
+    for split in _SPLITS:
+        rows = vggsound[vggsound.split == split]
+        if rows.empty:
+            raise TaskDataError(f"VGGSound CSV {vggsound_csv} has no {split} rows; the task needs both train and "
+                                f"test rows (the fourth field)")
+        found[split] = _find_vggsound(rows, video_root, mapping, what=f"VGGSound {split}")
+
+    def video(count: int) -> torch.Tensor:
+        return torch.empty(count, 3, frames, size, size, dtype=torch.uint8)
+
+    parts = [_Part("labeled", "AudioSet", labeled_paths, torch.empty(len(labeled_paths), length, dtype=torch.int16),
+                   None)]
+    parts += [_Part(split, f"VGGSound {split}", found[split][0],
+                    torch.empty(len(found[split][0]), length, dtype=torch.int16), video(len(found[split][0])))
+              for split in _SPLITS]
+    _decode(parts, SAMPLE_RATE, seconds, frames, size, workers, progress)
+
+    data: dict[str, Any] = {"format_version": PREPARED_FORMAT_VERSION, "classes": list(mapping.classes),
+                            "sample_rate": SAMPLE_RATE}
+    labeled = parts[0]
+    data["labeled_audio"] = labeled.tensors()[0]
+    data["labeled_targets"] = targets[labeled.kept].contiguous()
+    for part in parts[1:]:
+        data[f"{part.name}_audio"], data[f"{part.name}_video"] = part.tensors()
+        labels = found[part.name][1]
+        data[f"{part.name}_labels"] = torch.tensor([labels[index] for index in part.kept], dtype=torch.int64)
+    dropped = {"labeled": labeled_dropped, "train": found["train"][2], "test": found["test"][2]}
+    data["meta"] = {
+        "seconds": float(seconds), "frames": frames, "size": size,
+        "keep_unmapped": keep_unmapped, "audio_scale": AUDIO_SCALE,
+        "sources": {"audioset_csv": str(audioset_csv), "audio_root": str(audio_root),
+                    "vggsound_csv": str(vggsound_csv), "video_root": str(video_root),
+                    "mapping_csv": str(mapping_csv),
+                    "class_indices_csv": None if class_indices_csv is None else str(class_indices_csv)},
+        "dropped": {name: dict(counts) for name, counts in dropped.items()},
+        "failed": {part.name: part.failures for part in parts},
+        "files": {part.name: [Path(part.paths[index]).name for index in part.kept] for part in parts},
+    }
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temporary = out.with_name(f"{out.name}.tmp")
+    try:
+        torch.save(data, temporary)
+        os.replace(temporary, out)
+    finally:
+        temporary.unlink(missing_ok=True)
+    if progress:
+        counts = {part.name: len(part.kept) for part in parts}
+        failed = sum(len(part.failures) for part in parts)
+        print(f"prepared {counts['labeled']} labeled (AudioSet; dropped {_dropped_text(labeled_dropped)}), "
+              f"{counts['train']} train and {counts['test']} test clips (VGGSound; dropped train "
+              f"{_dropped_text(dropped['train'])}; test {_dropped_text(dropped['test'])}), {failed} failed to "
+              f"decode, {len(mapping)} classes -> {out} ({_file_size(out.stat().st_size)})", flush=True)
+    return out
+
+
+def load_prepared_events(path: str | os.PathLike[str]) -> PreparedEvents:
+    """Load and check a file written by ``prepare_events``, memory-mapped; a one-line TaskDataError names the
+    problem and how to make the file."""
+    path = Path(path)
+    hint = f"make it with: {PREPARE_COMMAND} {path}"
+    if not path.is_file():
+        raise TaskDataError(f"prepared events file {path} not found; {hint}")
+    try:
+        data = torch.load(path, mmap=True, weights_only=True, map_location="cpu")
+    except Exception as error:  # torch.load raises many types for a damaged or foreign file
+        raise TaskDataError(f"{path} cannot be read as a prepared events file ({type(error).__name__}); "
+                            f"{hint}") from error
+
+    def invalid(problem: str) -> TaskDataError:
+        return TaskDataError(f"{path} is not a valid prepared events file: {problem}; {hint}")
+
+    if not isinstance(data, dict) or set(_PREPARED_KEYS) - set(data):
+        raise invalid(f"expected a dict with keys {', '.join(_PREPARED_KEYS)}")
+    if data["format_version"] != PREPARED_FORMAT_VERSION:
+        raise invalid(f"format version {data['format_version']!r} is not {PREPARED_FORMAT_VERSION}")
+    classes, rate, meta = data["classes"], data["sample_rate"], data["meta"]
+    if not isinstance(classes, list) or not classes or not all(isinstance(name, str) for name in classes):
+        raise invalid("classes must be a non-empty list of names")
+    if not isinstance(rate, int) or rate < 1 or not isinstance(meta, dict):
+        raise invalid("sample_rate must be a positive int and meta a dict")
+    expected = {"labeled_audio": (torch.int16, 2), "labeled_targets": (torch.float32, 2),
+                **{f"{split}_{key}": kind for split in _SPLITS for key, kind in
+                   (("audio", (torch.int16, 2)), ("video", (torch.uint8, 5)), ("labels", (torch.int64, 1)))}}
+    for key, (dtype, ndim) in expected.items():
+        value = data[key]
+        if not isinstance(value, torch.Tensor) or value.dtype != dtype or value.ndim != ndim:
+            raise invalid(f"{key} must be a {ndim}-d {dtype} tensor")
+    length = data["labeled_audio"].shape[1]
+    if not len(data["labeled_audio"]) or data["labeled_targets"].shape != (len(data["labeled_audio"]), len(classes)):
+        raise invalid(f"labeled_targets must be [N, {len(classes)}] for the N > 0 rows of labeled_audio")
+    frames_shape = data["train_video"].shape[1:]
+    for split in _SPLITS:
+        audio, video, labels = (data[f"{split}_{key}"] for key in ("audio", "video", "labels"))
+        if not len(labels) or len(audio) != len(labels) or len(video) != len(labels):
+            raise invalid(f"{split}_audio, {split}_video and {split}_labels must have the same, non-zero length")
+        if audio.shape[1] != length:
+            raise invalid(f"{split}_audio clips must have labeled_audio's {length} samples")
+        if video.shape[1] != 3 or video.shape[3] != video.shape[4] or video.shape[1:] != frames_shape:
+            raise invalid(f"{split}_video must be [M, 3, frames, size, size] like train_video")
+        if labels.min() < 0 or labels.max() >= len(classes):
+            raise invalid(f"{split}_labels must lie in 0..{len(classes) - 1}")
+    return PreparedEvents(classes=tuple(classes), sample_rate=rate, labeled_audio=data["labeled_audio"],
+                          labeled_targets=data["labeled_targets"], train_audio=data["train_audio"],
+                          train_video=data["train_video"], train_labels=data["train_labels"],
+                          test_audio=data["test_audio"], test_video=data["test_video"],
+                          test_labels=data["test_labels"], meta=meta)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line: ``prepare`` a file; errors print one ``error: ...`` line to stderr and exit with 2."""
+    parser = argparse.ArgumentParser(prog="python -m mke_ray.data.events", description=(
+        "AudioSet -> VGGSound event classification data."))
+    commands = parser.add_subparsers(dest="command", required=True)
+    prepare = commands.add_parser("prepare", description=(
+        "Decode AudioSet audio and VGGSound videos once into one file that training reads (load_prepared_events)."))
+    prepare.add_argument("--audioset-csv", type=Path, required=True, help="AudioSet segment CSV, e.g. "
+                         "balanced_train_segments.csv")
+    prepare.add_argument("--audio-root", type=Path, required=True, help=f"folder of the AudioSet {AUDIOSET_LAYOUT}")
+    prepare.add_argument("--vggsound-csv", type=Path, required=True, help="vggsound.csv (train and test rows)")
+    prepare.add_argument("--video-root", type=Path, required=True, help=f"folder of the VGGSound {VGGSOUND_LAYOUT}")
+    prepare.add_argument("--mapping", type=Path, required=True, help=f"class mapping CSV, e.g. {EXAMPLE_MAPPING}")
+    prepare.add_argument("--class-indices", type=Path, default=None,
+                         help="AudioSet's class_labels_indices.csv, to check the mapping's MIDs")
+    prepare.add_argument("--frames", type=int, default=8, help="video frames per clip (default 8)")
+    prepare.add_argument("--size", type=int, default=112, help="frame side in pixels (default 112)")
+    prepare.add_argument("--seconds", type=float, default=10.0, help="audio seconds per clip (default 10)")
+    prepare.add_argument("--keep-unmapped", action="store_true",
+                         help="keep AudioSet segments with none of the classes, as all-zero targets")
+    prepare.add_argument("--workers", type=int, default=0, help="decoding processes (default 0: this one)")
+    prepare.add_argument("out", type=Path, metavar="OUT", help="the file to write (torch.save)")
+    args = parser.parse_args(argv)
+    try:
+        prepare_events(args.audioset_csv, args.audio_root, args.vggsound_csv, args.video_root, args.mapping,
+                       args.out, class_indices_csv=args.class_indices, seconds=args.seconds, frames=args.frames,
+                       size=args.size, keep_unmapped=args.keep_unmapped, workers=args.workers)
+    except (TaskDataError, ValueError, OSError) as error:
+        print(f"error: {' '.join(str(error).splitlines())}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from mke_ray.tasks.base import TaskDataError
+from mke_ray.errors import TaskDataError
 
 NUM_CLASSES = 40
 IGNORE = 255  # label of unlabeled pixels (class id 0 in the official file)

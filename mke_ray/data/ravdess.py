@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 import torchaudio
 
-from mke_ray.tasks.base import TaskDataError
+from mke_ray.errors import TaskDataError
 
 EMOTIONS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
 FORMAT_VERSION = 1

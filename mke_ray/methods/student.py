@@ -13,7 +13,7 @@ from mke_ray.methods import METHODS
 from mke_ray.methods.artifacts import write_run
 from mke_ray.spec import TrialSpec
 from mke_ray.tasks import Task, TrainSettings
-from mke_ray.training.loop import fit, predict
+from mke_ray.training.loop import fit
 
 
 def train_student(task: Task, trial: TrialSpec, settings: TrainSettings, pseudo_labels: torch.Tensor,
@@ -45,7 +45,7 @@ def fit_options(task: Task, settings: TrainSettings, mods: tuple[str, ...]) -> d
         if splits.val is None:
             raise ValueError(f"select: best_val needs a validation split, and task {type(task).__name__} has none")
         x_val = task.features(splits.val, mods)
-        score = lambda m: task.scores(predict(m, x_val, task.eval_batch), splits.val.y)[task.metric]  # noqa: E731
+        score = lambda m: task.scores(task.predict(m, x_val), splits.val.y)[task.metric]  # noqa: E731
     device = task.device()
     return {"epochs": settings.epochs, "lr": settings.lr, "batch_size": settings.batch_size,
             "momentum": settings.momentum, "score": score, "device": device, "amp": device.type == "cuda"}
@@ -67,7 +67,7 @@ def augmentation(task: Task, method, regularization: dict[str, float]):
 
 def student_targets(task: Task, method, pseudo_labels: torch.Tensor) -> torch.Tensor:
     """What a student learns from: the teacher's pseudo labels, or the truth (MM sup)."""
-    return pseudo_labels if method.targets == "pseudo" else task.splits().unlabeled.y
+    return pseudo_labels if method.targets == "pseudo" else task.as_targets(task.splits().unlabeled.y)
 
 
 def evaluate(task: Task, model, mods: tuple[str, ...]) -> dict[str, float]:
@@ -76,7 +76,7 @@ def evaluate(task: Task, model, mods: tuple[str, ...]) -> dict[str, float]:
     named = {"test": splits.test, "unlabeled": splits.unlabeled, **({"val": splits.val} if splits.val else {})}
     named = {name: split for name, split in named.items() if _labeled(task, split.y).any()}  # unlabeled frames
     return {f"{name}_{key}": value for name, split in named.items()
-            for key, value in task.scores(predict(model, task.features(split, mods), task.eval_batch), split.y).items()}
+            for key, value in task.scores(task.predict(model, task.features(split, mods)), split.y).items()}
 
 
 def finish_student(task: Task, trial: TrialSpec, model, history: list[dict[str, float]], seconds: float,
@@ -88,10 +88,11 @@ def finish_student(task: Task, trial: TrialSpec, model, history: list[dict[str, 
     labeled = _labeled(task, truth)
     result = {**evaluate(task, model, mods), "train_seconds": seconds}
     if labeled.any():  # expansion diagnostics, where the unlabeled set's truth is known (per sample or pixel)
-        on_unlabeled = predict(model, task.features(task.splits().unlabeled, mods), task.eval_batch)
-        pseudo_right = (pseudo_labels == truth) & labeled
-        pseudo_wrong = (pseudo_labels != truth) & labeled
-        result.update(pseudo_label_acc=label_accuracy(task, pseudo_labels, truth),
+        on_unlabeled = task.hard(task.predict(model, task.features(task.splits().unlabeled, mods)))
+        pseudo_classes = task.hard(pseudo_labels)
+        pseudo_right = (pseudo_classes == truth) & labeled
+        pseudo_wrong = (pseudo_classes != truth) & labeled
+        result.update(pseudo_label_acc=label_accuracy(task, pseudo_classes, truth),
                       corrected_share=_share(on_unlabeled[pseudo_wrong] == truth[pseudo_wrong]),
                       broken_share=_share(on_unlabeled[pseudo_right] != truth[pseudo_right]))
     folder.mkdir(parents=True, exist_ok=True)
@@ -106,7 +107,7 @@ def finish_student(task: Task, trial: TrialSpec, model, history: list[dict[str, 
 def label_accuracy(task: Task, pred: torch.Tensor, truth: torch.Tensor) -> float:
     """Percent of right labels (per sample, or per labeled pixel where the task marks unlabeled ones)."""
     labeled = _labeled(task, truth)
-    return _share((pred == truth)[labeled])
+    return _share((task.hard(pred) == truth)[labeled])
 
 
 def _labeled(task: Task, truth: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ from mke_ray.methods import TEACHER_LABEL
 from mke_ray.methods.artifacts import read_history, read_result, write_run
 from mke_ray.spec import spec_hash
 from mke_ray.tasks import Task, TrainSettings
-from mke_ray.training.loop import fit, predict
+from mke_ray.training.loop import fit
 from mke_ray.methods.student import evaluate, fit_options, label_accuracy
 
 PSEUDO_LABELS = "pseudo_labels.pt"
@@ -54,7 +54,7 @@ def train_teacher(task: Task, settings: TrainSettings, folder: Path, *,
     history = fit(model, x_train, splits.labeled.y, loss_fn=task.loss_fn(), log_every=log_every,
                   probe=lambda m: {k: v for k, v in evaluate(task, m, mods).items() if k.startswith("test_")},
                   **fit_options(task, settings, mods))
-    pseudo = predict(model, x_unl, task.eval_batch)
+    pseudo = task.pseudo_labels(task.predict(model, x_unl))
     scores = evaluate(task, model, mods)
     result = {"method": "um_teacher", **scores}
     if f"unlabeled_{task.metric}" in scores:  # the unlabeled set's truth is known
@@ -71,10 +71,11 @@ def train_teacher(task: Task, settings: TrainSettings, folder: Path, *,
     return TeacherRun(folder, result, history, cached=False)
 
 
-def _readable_labels(path: Path, expected: torch.Size) -> bool:
-    """Whether a cached pseudo-label file loads and has the unlabeled targets' shape (a label per sample or pixel)."""
+def _readable_labels(path: Path, truth: torch.Size) -> bool:
+    """Whether a cached pseudo-label file loads and fits the unlabeled set's labels of shape ``truth``: a label per
+    sample or pixel, or a row of class scores per sample."""
     try:
         labels = torch.load(path)
     except Exception:
         return False
-    return isinstance(labels, torch.Tensor) and labels.shape == expected
+    return isinstance(labels, torch.Tensor) and labels.shape[:len(truth)] == truth and labels.ndim <= len(truth) + 1

@@ -11,11 +11,10 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
+from mke_ray.errors import TaskDataError
 from mke_ray.registry import Registry
 
-
-class TaskDataError(Exception):
-    """A task's data cannot be used; the one-line message names the problem and the fix."""
+__all__ = ["TASKS", "Split", "Splits", "Task", "TaskDataError", "TrainSettings"]
 
 
 @dataclass(frozen=True)
@@ -96,6 +95,30 @@ class Task(ABC):
 
     eval_batch: ClassVar[int] = 1024  # samples per forward pass when predicting
 
+    def decide(self, logits: torch.Tensor) -> torch.Tensor:
+        """What the task predicts from a model's output: the class (per sample or pixel) by default;
+        a multi-label task returns per-class probabilities instead."""
+        return logits.argmax(dim=1)
+
+    def predict(self, model: nn.Module, x) -> torch.Tensor:
+        """``decide`` over ``x``, in batches of ``eval_batch``, on the CPU."""
+        from mke_ray.training.loop import predict
+
+        return predict(model, x, self.eval_batch, decide=self.decide)
+
+    def pseudo_labels(self, pred: torch.Tensor) -> torch.Tensor:
+        """The targets a student learns from, given the teacher's predictions (by default: the classes)."""
+        return pred
+
+    def hard(self, pred: torch.Tensor) -> torch.Tensor:
+        """Classes of predictions or pseudo labels, for the expansion diagnostics (how many pseudo labels the
+        student corrects); the identity where predictions are classes already."""
+        return pred
+
+    def as_targets(self, y: torch.Tensor) -> torch.Tensor:
+        """The true labels ``y`` in the form the loss takes (MM sup trains on them)."""
+        return y
+
     accelerate: ClassVar[bool] = False
     """Whether the task's models gain from a GPU (with bfloat16 autocast); small MLPs do not,
     and stay on the CPU so that their results do not depend on the machine."""
@@ -120,10 +143,9 @@ class Task(ABC):
                    pseudo_labels: torch.Tensor, title: str, path: Path) -> bool:
         """Draw what the trained model does (here: its confusion matrix on the test split)."""
         from mke_ray.report.plots import confusion_figure
-        from mke_ray.training.loop import predict
 
         test = self.splits().test
-        pred = predict(model, self.features(test, modalities), self.eval_batch)
+        pred = self.hard(self.predict(model, self.features(test, modalities)))
         confusion_figure(test.y, pred, self.class_names(), title, path)
         return True
 

@@ -194,12 +194,12 @@ class Nyu(Task):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        from mke_ray.training.loop import predict, take
+        from mke_ray.training.loop import take
 
         test = self.splits().test
         shown = min(3, len(test))
         x = take(self.features(test, modalities), slice(0, shown))
-        pred = predict(model, x, self.eval_batch)
+        pred = self.predict(model, x)
         truth = test.y[:shown].clone()
         fig, axes = plt.subplots(shown, 3, figsize=(9, 2.6 * shown), dpi=90, squeeze=False)
         n = len(self.class_names())

@@ -92,15 +92,21 @@ def fit(model: nn.Module, x: Inputs, y: torch.Tensor, *, epochs: int, lr: float,
     return history
 
 
+def argmax(logits: torch.Tensor) -> torch.Tensor:
+    return logits.argmax(dim=1)
+
+
 @torch.no_grad()
-def predict(model: nn.Module, x: Inputs, batch_size: int = EVAL_BATCH) -> torch.Tensor:
-    """Predicted classes, on the CPU; batches are moved to the model's device."""
+def predict(model: nn.Module, x: Inputs, batch_size: int = EVAL_BATCH,
+            decide: Callable[[torch.Tensor], torch.Tensor] = argmax) -> torch.Tensor:
+    """``decide(logits)`` (by default the predicted classes), on the CPU; batches are moved to the model's
+    device."""
     model.eval()
     device = next(model.parameters()).device
     n = size(x)
     if n <= batch_size and device.type == "cpu":
-        return model(x).argmax(dim=1)
-    return torch.cat([model(to_device(take(x, slice(i, i + batch_size)), device)).argmax(dim=1).cpu()
+        return decide(model(x))
+    return torch.cat([decide(model(to_device(take(x, slice(i, i + batch_size)), device))).cpu()
                       for i in range(0, n, batch_size)])
 
 
