@@ -1,18 +1,21 @@
-"""GPU check: the image/audio and RGB-D trainers on a GPU, in process and through Ray Train.
+"""GPU check: the image/audio, RGB-D and audio/video trainers on a GPU, in process and through Ray Train.
 
-On a machine with a GPU, for each task asked for (RAVDESS, NYU Depth V2) this
+On a machine with a GPU, for each task asked for (RAVDESS, NYU Depth V2, events) this
 
 1. starts a private local Ray and checks that it sees the GPU and that the task's
    ``trainer: auto`` resolves to Ray Train on GPU workers;
 2. trains the teacher in process on the GPU, an MM student in process, and the same
    MM student through a ``TorchTrainer`` with one GPU worker, on the task's synthetic
    stand-in at real sizes (RAVDESS: 64x64 faces, 40x256 MFCC maps, CNN widths
-   32/64/128; NYU: 240x320 RGB + HHA, DeepLabV3 on ResNet-101, ResNet-50 branches);
+   32/64/128; NYU: 240x320 RGB + HHA, DeepLabV3 on ResNet-101, ResNet-50 branches;
+   events: 10 s of 16 kHz audio cropped to 5 s, 257x500 spectrograms into ResNet-18,
+   8 frames of 112x112 into r3d_18);
 3. prints training samples/s (Ray start-up excluded), peak GPU memory and the score of
    each, and exits 1 if any trainer did not run on the GPU with bfloat16 autocast.
 
-    python benchmarks/gpu_check.py                    # both tasks, on a GPU machine (a few minutes)
+    python benchmarks/gpu_check.py                    # every task, on a GPU machine (a few minutes)
     python benchmarks/gpu_check.py --task nyu         # one of them
+    python benchmarks/gpu_check.py --in-process       # without Ray (steps 1 and the Ray Train run left out)
     python benchmarks/gpu_check.py --cpu --epochs 1   # a small dry run of the same steps on CPU
 """
 
@@ -40,23 +43,30 @@ CONFIGS = {  # task -> (options at real sizes, options for the CPU dry run, the 
             {"size": [48, 64], "depth": "normalized", "teacher_backbone": "small", "student_backbone": "small",
              "synthetic_scenes": 40},
             {**NO_REG, "augment": 1.0}),
+    "events": ({"synthetic_sample_rate": 16000, "synthetic_seconds": 10.0, "synthetic_frames": 8,
+                "synthetic_size": 112, "crop_seconds": 5.0, "n_fft": 512, "hop_length": 160,
+                "audio_backbone": "resnet18", "video_backbone": "r3d_18", "synthetic_labeled": 400,
+                "synthetic_unlabeled": 400, "synthetic_test": 200},
+               {"synthetic_labeled": 60, "synthetic_unlabeled": 60, "synthetic_test": 40},
+               {**NO_REG, "augment": 1.0}),
 }
 
 
-def check(task_name: str, cpu: bool, epochs: int, cluster: dict) -> tuple[list[tuple], bool]:
-    """Train the three ways; return table rows and whether everything ran where expected."""
-    from mke_ray.tuning.ray_train import train_student_distributed
-
+def check(task_name: str, cpu: bool, epochs: int, cluster: dict | None) -> tuple[list[tuple], bool]:
+    """Train the three ways (two without Ray: ``cluster`` None); return table rows and whether everything ran
+    where expected."""
     gpu = not cpu
     real, small, regularization = CONFIGS[task_name]
     spec = parse_spec({"name": f"gpu_{task_name}", "methods": ["mm_student"], "seeds": [0],
                        "task": {"name": task_name, "options": {"source": "synthetic", **(small if cpu else real)}},
                        "teacher": {"epochs": epochs}, "student": {"epochs": epochs},
                        "trainer": {"kind": "auto"} if gpu else {"kind": "ray_train", "workers": 1, "gpu": False}})
-    trainer = spec.trainer.resolve(spec.task.build(), cluster)
-    print(f"{task_name}: trainer {trainer.describe()}", flush=True)
-    ok = trainer.kind == "ray_train" and bool(trainer.gpu) == gpu
     task = spec.task.build()
+    ok = True
+    if cluster is not None:
+        trainer = spec.trainer.resolve(task, cluster)
+        print(f"{task_name}: trainer {trainer.describe()}", flush=True)
+        ok = trainer.kind == "ray_train" and bool(trainer.gpu) == gpu
     splits = task.splits()
     key = f"test_{task.metric}"
     trial = TrialSpec("mm_student", regularization, 0, 0)
@@ -76,6 +86,10 @@ def check(task_name: str, cpu: bool, epochs: int, cluster: dict) -> tuple[list[t
                               out / "local", log_every=0, plot=False)
         rows.append((f"{task_name} MM student, in process", len(splits.unlabeled) * student_settings.epochs,
                      local["train_seconds"], _peak(gpu), local[key], on_gpu))
+        if cluster is None:
+            return rows, ok
+        from mke_ray.tuning.ray_train import train_student_distributed
+
         ray_train = train_student_distributed(spec.task, trial, student_settings, teacher.pseudo_labels_path,
                                               out / "ray_train", str(out / "storage"), workers=trainer.workers,
                                               gpu=bool(trainer.gpu), log_every=0, plot=False)
@@ -98,17 +112,23 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", choices=sorted(CONFIGS), action="append", help="default: all")
     parser.add_argument("--cpu", action="store_true", help="a small dry run on CPU (checks the script, not a GPU)")
+    parser.add_argument("--in-process", action="store_true", help="leave Ray out: teacher and MM student in "
+                                                                     "this process only")
     parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args()
     if not args.cpu and not torch.cuda.is_available():
         print("error: no CUDA device visible; run on a GPU machine or pass --cpu for a dry run", file=sys.stderr)
         return 2
-    import ray
+    device = "CPU (dry run)" if args.cpu else torch.cuda.get_device_name(0)
+    cluster = None
+    if args.in_process:
+        print(f"device: {device}; Ray left out", flush=True)
+    else:
+        import ray
 
-    ray.init(address="local", include_dashboard=False, log_to_driver=False)
-    cluster = ray.cluster_resources()
-    print(f"device: {'CPU (dry run)' if args.cpu else torch.cuda.get_device_name(0)}; Ray sees "
-          f"{cluster.get('GPU', 0):g} GPU, {cluster.get('CPU', 0):g} CPU", flush=True)
+        ray.init(address="local", include_dashboard=False, log_to_driver=False)
+        cluster = ray.cluster_resources()
+        print(f"device: {device}; Ray sees {cluster.get('GPU', 0):g} GPU, {cluster.get('CPU', 0):g} CPU", flush=True)
     rows, ok = [], True
     for name in args.task or sorted(CONFIGS):
         task_rows, task_ok = check(name, args.cpu, args.epochs, cluster)
@@ -118,9 +138,12 @@ def main() -> int:
     for name, samples, seconds, peak, score, on in rows:
         print(f"{name:<34} {samples / seconds:>10.1f} {seconds:>8.1f} {peak:>13.0f} {score:>10.2f}%  {on}")
     print(f"(samples/s: training samples x epochs / time in the training loop, validation included; scores: "
-          f"accuracy for RAVDESS, mIoU for NYU; bfloat16 autocast: {not args.cpu})")
+          f"accuracy for RAVDESS, mIoU for NYU, mAP for events; bfloat16 autocast: {not args.cpu})")
     print("OK" if ok else "FAILED: a trainer did not run where expected")
-    ray.shutdown()
+    if cluster is not None:
+        import ray
+
+        ray.shutdown()
     return 0 if ok else 1
 
 

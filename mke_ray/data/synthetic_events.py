@@ -34,15 +34,17 @@ def _tones(g: torch.Generator, hz: torch.Tensor, amplitude: torch.Tensor, sample
 
 
 def synthetic_events(*, classes: int = 6, labeled: int = 600, unlabeled: int = 600, test: int = 300,
-                     sample_rate: int = 4000, seconds: float = 2.0, burst_seconds: float = 1.2, frames: int = 4,
+                     sample_rate: int = 4000, seconds: float = 2.0, burst: float = 0.6, frames: int = 4,
                      size: int = 16, second_class: float = 0.3, distractor: float = 1.5,
                      video_signal: float = 1.0, seed: int = 0) -> dict:
     """Fields of a prepared events file (see the module docstring); ``video_signal`` scales the class colours
-    against unit pixel noise, ``distractor`` bounds the loudness of the unlabeled clips' wrong tone."""
+    against unit pixel noise, ``distractor`` bounds the loudness of the unlabeled clips' wrong tone, ``burst`` is
+    the share of a clip that its tones last."""
     if classes < 2:
         raise ValueError(f"need at least 2 classes, not {classes}")
     g = torch.Generator().manual_seed(seed)
-    samples, burst = round(seconds * sample_rate), round(burst_seconds * sample_rate)
+    samples = round(seconds * sample_rate)
+    burst = max(1, round(burst * samples))
     top = sample_rate / 2 * 0.8
     hz_of_class = torch.linspace(top / (classes + 1), top, classes)  # well apart, below Nyquist
     palette = torch.randn(classes, 3, generator=g)

@@ -29,7 +29,7 @@ from mke_ray.models.events import AUDIO_BACKBONES, VIDEO_BACKBONES, EventsNet, L
 from mke_ray.tasks.base import TASKS, Split, Splits, Task, TaskDataError, TrainSettings
 
 AUDIO, VIDEO = "audio", "video"
-# the stand-in's defaults: its clips are 2 s at 4 kHz, 4 frames of 16 x 16
+# the stand-in's defaults: its clips are 2 s at 4 kHz, 4 frames of 16 x 16 (synthetic_* options)
 SYNTHETIC_DEFAULTS = {"crop_seconds": 1.0, "n_fft": 128, "hop_length": 32, "audio_backbone": "small",
                       "video_backbone": "small"}
 
@@ -63,6 +63,10 @@ class EventsOptions(BaseModel):
     synthetic_distractor: float = Field(1.5, ge=0, description="loudest wrong tone in unlabeled/test clips, "
                                                                "relative to the true one")
     synthetic_video_signal: float = Field(1.0, ge=0, description="class colour against unit pixel noise")
+    synthetic_sample_rate: int = Field(4000, ge=1000, description="the stand-in's audio rate (Hz)")
+    synthetic_seconds: float = Field(2.0, gt=0, description="the stand-in's clip length")
+    synthetic_frames: int = Field(4, ge=1, description="video frames per stand-in clip")
+    synthetic_size: int = Field(16, ge=8, description="side of the stand-in's frames")
     synthetic_seed: int = Field(0, ge=0)
 
     @model_validator(mode="before")
@@ -96,7 +100,10 @@ def _make_splits(options_json: str) -> tuple[Splits, tuple[str, ...], int]:
         data = synthetic_events(classes=options.synthetic_classes, labeled=options.synthetic_labeled,
                                 unlabeled=options.synthetic_unlabeled, test=options.synthetic_test,
                                 distractor=options.synthetic_distractor,
-                                video_signal=options.synthetic_video_signal, seed=options.synthetic_seed)
+                                video_signal=options.synthetic_video_signal,
+                                sample_rate=options.synthetic_sample_rate, seconds=options.synthetic_seconds,
+                                frames=options.synthetic_frames, size=options.synthetic_size,
+                                seed=options.synthetic_seed)
     else:
         from mke_ray.data.events import load_prepared_events
 

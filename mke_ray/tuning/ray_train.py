@@ -50,6 +50,7 @@ def train_student_distributed(task_spec: TaskSpec, trial: TrialSpec, settings: T
         model = task.build_model(mods, trial.regularization)
         model.load_state_dict(torch.load(Path(ckpt) / "student.pt", map_location="cpu"))
         history = [json.loads(line) for line in (Path(ckpt) / "history.jsonl").read_text().splitlines()]
+    model.to(task.device())  # measured where this process can: on its GPU, if the trial was given one
     out = finish_student(task, trial, model, history, seconds, torch.load(pseudo_path), folder, plot=plot)
     (folder / "ray_train_checkpoint.txt").write_text(f"{result.checkpoint.path}\n")
     # where and how the workers trained, and their time in the loop itself (no Ray start-up)
