@@ -65,7 +65,7 @@ def check(task_name: str, cpu: bool, epochs: int, cluster: dict | None) -> tuple
     ok = True
     if cluster is not None:
         trainer = spec.trainer.resolve(task, cluster)
-        print(f"{task_name}: trainer {trainer.describe()}", flush=True)
+        print(f"{task_name}: students trained {trainer.describe()}", flush=True)
         ok = trainer.kind == "ray_train" and bool(trainer.gpu) == gpu
     splits = task.splits()
     key = f"test_{task.metric}"

@@ -145,29 +145,40 @@ class TrainerSpec(_Spec):
     """Where a student is trained: in the trial's process, or by Ray Train over workers."""
 
     kind: Literal["auto", "local", "ray_train"] = Field(
-        "auto", description="local: in the trial's process (right for TwoMoon-sized work); ray_train: a "
-                            "TorchTrainer with DDP; auto: ray_train on GPUs when the cluster has them and the "
-                            "task's models gain from one, else local")
-    workers: int | None = Field(None, ge=1, le=1024, description="Ray Train workers per trial; default 1 per "
-                                                                 "trial on GPUs, 2 on CPUs")
+        "auto", description="local: in the trial's process, no Ray Train start-up (right for TwoMoon-sized work "
+                            "and smoke runs); ray_train: a TorchTrainer with DDP; auto: ray_train for the tasks "
+                            "whose networks gain from a GPU (RAVDESS, NYU, events), on GPUs when the cluster has "
+                            "them, else local")
+    workers: int | None = Field(None, ge=1, le=1024, description="Ray Train workers per trial; default on GPUs: "
+                                                                 "the cluster's GPUs shared by the trials (at least "
+                                                                 "1, at most 8), on CPUs: 1")
     gpu: bool | None = Field(None, description="one GPU per worker (NCCL, bfloat16 autocast); else CPU (gloo); "
                                                "default: a GPU when the cluster has one")
 
-    def resolve(self, task, cluster: dict[str, float]) -> TrainerSpec:
-        """The concrete trainer for ``task`` on a cluster with these resources."""
-        gpu = self.gpu if self.gpu is not None else cluster.get("GPU", 0.0) >= 1
+    def resolve(self, task, cluster: dict[str, float], trials: int = 1) -> TrainerSpec:
+        """The concrete trainer for ``task`` on a cluster with these resources, for a sweep of ``trials``
+        students; a SpecError if the cluster cannot hold one trial's workers (Ray Train would wait forever)."""
+        gpus, cpus = int(cluster.get("GPU", 0.0)), int(cluster.get("CPU", 0.0))
+        gpu = self.gpu if self.gpu is not None else gpus >= 1
         kind = self.kind
         if kind == "auto":
-            kind = "ray_train" if gpu and task.accelerate else "local"
+            kind = "ray_train" if task.accelerate else "local"
         if kind == "local":
             return TrainerSpec(kind="local", workers=1, gpu=False)
-        return TrainerSpec(kind="ray_train", gpu=gpu, workers=self.workers or (1 if gpu else 2))
+        workers = self.workers or (min(8, max(1, gpus // max(1, trials))) if gpu else 1)
+        have, unit = (gpus, "GPU") if gpu else (cpus, "CPU")
+        if workers > have:
+            fix = "set trainer.gpu: false, or add GPU nodes" if gpu and not gpus else \
+                f"lower trainer.workers to {have} or fewer, or add nodes"
+            raise SpecError(f"trainer: {workers} {unit} worker(s) per trial, but the cluster has {have} {unit}(s); "
+                            f"{fix}")
+        return TrainerSpec(kind="ray_train", gpu=gpu, workers=workers)
 
     def describe(self) -> str:
         if self.kind != "ray_train":
             return "in each trial's process"
         unit = "GPU" if self.gpu else "CPU"
-        return f"Ray Train, {self.workers} {unit} worker{'s' if self.workers != 1 else ''} per trial" + \
+        return f"by Ray Train, {self.workers} {unit} worker{'s' if self.workers != 1 else ''} per trial" + \
             (" (bfloat16 autocast)" if self.gpu else "")
 
 

@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         output, state = prepare_output(Path(args.output) if args.output else spec.output_dir(), spec, uri,
                                         resume=args.resume)
         recorder = Recorder(uri, spec.tracking.experiment)
-        _join_ray(args.address)
+        cluster = _join_ray(args.address)
+        spec.trainer.resolve(spec.task.build(), cluster, trials=_planned(spec))  # workers the cluster cannot hold
     except (SpecError, TrackingError, TaskDataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -68,7 +69,12 @@ def main(argv: list[str] | None = None) -> int:
                      storage=args.storage or str(output))
 
 
-def _join_ray(address: str | None) -> None:
+def _planned(spec: SweepSpec) -> int:
+    return spec.search.n_trials if spec.search.kind == "optuna" else len(spec.trials())
+
+
+def _join_ray(address: str | None) -> dict[str, float]:
+    """Start or join Ray; return the cluster's resources."""
     from mke_ray.tuning.runner import start_ray
 
     target = address or os.environ.get("RAY_ADDRESS")
@@ -81,7 +87,7 @@ def _join_ray(address: str | None) -> None:
                             f"'ray start --head --port {port}' or leave out --address and RAY_ADDRESS "
                             f"for a local Ray") from None
     try:
-        start_ray(address)
+        return start_ray(address)
     except (ConnectionError, RuntimeError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if not target:
@@ -97,7 +103,7 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
     say = lambda text: print(text, flush=True)  # noqa: E731
     optuna = spec.search.kind == "optuna"
     trials = [] if optuna else spec.trials()
-    planned = spec.search.n_trials if optuna else len(trials)
+    planned = _planned(spec)
     if optuna:
         say(f"sweep {spec.name}: Optuna search, {planned} trials of {spec.search.method} x "
             f"{len(spec.seeds)} seeds, objective {spec.search.metric} -> {output}")
@@ -201,7 +207,8 @@ def _run_with_ray(spec, trials, remaining, pseudo_labels, output, student_settin
     from mke_ray.tuning.trainable import TrialContext, run_search_trial, run_trial
     import ray
 
-    spec = spec.model_copy(update={"trainer": spec.trainer.resolve(spec.task.build(), ray.cluster_resources())})
+    trainer = spec.trainer.resolve(spec.task.build(), ray.cluster_resources(), trials=remaining)
+    spec = spec.model_copy(update={"trainer": trainer})
     print(f"students are trained {spec.trainer.describe()}", flush=True)
     context = TrialContext(task=spec.task, student=student_settings, pseudo_labels=pseudo_labels,
                            trials_dir=output / "trials", log_every=spec.tracking.log_every,

@@ -23,7 +23,7 @@ from mke_ray.data.events import (
     spectrogram,
 )
 from mke_ray.models.events import LogSpectrogram
-from mke_ray.spec import SpecError, parse_spec
+from mke_ray.spec import SpecError, load_spec, parse_spec
 from mke_ray.sweep import main
 from mke_ray.tasks.events import EventsOptions, map_scores
 from tests.conftest import ROOT
@@ -219,10 +219,20 @@ def test_options_need_data_for_prepared_and_scale_the_stand_in():
     # the defaults survive the sweep file's round trip (workers rebuild the task from these options)
     assert events_task(source="synthetic").options == synthetic
 
+    with pytest.raises(ValidationError, match="audio_backbone"):
+        EventsOptions.model_validate({"source": "synthetic", "audio_backbone": "vgg"})
     with pytest.raises(ValidationError, match="crop_secs"):
         EventsOptions.model_validate({"source": "synthetic", "crop_secs": 1.0})
     with pytest.raises(SpecError, match="crop_secs"):
         events_task(source="synthetic", crop_secs=1.0)
+
+
+def test_shipped_sweeps_are_valid():
+    grid = load_spec(ROOT / "sweeps" / "events_grid.yaml")
+    assert len(grid.trials()) == 18 and grid.student.select == "best_val" and grid.teacher.select == "best_val"
+    assert grid.task.options["source"] == "prepared" and grid.task.options["audio_backbone"] == "resnet18"
+    smoke = load_spec(ROOT / "sweeps" / "events_smoke.yaml")
+    assert len(smoke.trials()) == 6 and smoke.task.build().options.audio_backbone == "small"
 
 
 # --- real-size networks -----------------------------------------------------------------------------------------------

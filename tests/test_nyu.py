@@ -85,7 +85,7 @@ def test_smoke_sweep_reports_miou(tmp_path, ray_local):
     options = ", ".join(f"{k}: {v}" for k, v in TINY.items())
     sweep.write_text(f"name: nyu_fixture\ntask: {{name: nyu, options: {{{options}}}}}\n"
                      "teacher: {epochs: 2}\nstudent: {epochs: 2}\nmethods: [um_student, mm_student]\n"
-                     "regularizers: {augment: {no: 0.0, reg: 1.0}}\nseeds: [0]\n")
+                     "regularizers: {augment: {no: 0.0, reg: 1.0}}\nseeds: [0]\ntrainer: {kind: local}\n")
     code = main([str(sweep), "--output", str(tmp_path / "run"), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"])
     assert code == 0
     results = pd.read_csv(tmp_path / "run" / "results.csv")
@@ -140,13 +140,15 @@ def test_the_teacher_of_label_maps_is_cached(tmp_path):
 
 
 def test_smoke_sweep_on_official_layout(official, tmp_path, ray_local, capsys):
-    """Students learn from pseudo labels only; the diagnostics that need the truth are left out."""
+    """Students learn from pseudo labels only; the diagnostics that need the truth are left out. The trainer is
+    the default: Ray Train (one CPU worker here), as for every run of this task."""
     sweep = tmp_path / "nyu.yaml"
     options = ", ".join(f"{k}: {v}" for k, v in official.items())
     sweep.write_text(f"name: nyu_official\ntask: {{name: nyu, options: {{{options}}}}}\n"
                      "teacher: {epochs: 1}\nstudent: {epochs: 1}\nmethods: [mm_student]\nseeds: [0]\n")
     code = main([str(sweep), "--output", str(tmp_path / "run"), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"])
     assert code == 0
-    assert "teacher: test mIoU" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "teacher: test mIoU" in out and "students are trained by Ray Train, 1 CPU worker per trial" in out
     results = pd.read_csv(tmp_path / "run" / "results.csv")
     assert len(results) == 1 and "corrected_share" not in results and "unlabeled_miou" not in results

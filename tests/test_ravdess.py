@@ -131,7 +131,7 @@ def test_smoke_sweep_on_real_format_files(prepared, tmp_path, ray_local):
         "audio_channels: [4, 8], hidden: 16}}\n"
         "teacher: {epochs: 3}\nstudent: {epochs: 3}\n"
         "methods: [um_student, noisy_student, mm_student, mm_sup]\n"
-        "regularizers: {dropout: {no: 0.0, reg: 0.5}}\nseeds: [0]\n")
+        "regularizers: {dropout: {no: 0.0, reg: 0.5}}\nseeds: [0]\ntrainer: {kind: local}\n")
     code = main([str(sweep), "--output", str(tmp_path / "run"), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"])
     assert code == 0
     results = pd.read_csv(tmp_path / "run" / "results.csv")

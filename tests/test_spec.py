@@ -1,9 +1,11 @@
 """Bad sweep files: one line on stderr naming the key and the fix, exit code 2."""
 
 
+from types import SimpleNamespace
+
 import pytest
 
-from mke_ray.spec import SpecError, load_spec, parse_spec
+from mke_ray.spec import SpecError, TrainerSpec, load_spec, parse_spec
 from mke_ray.sweep import main
 from mke_ray.tasks import TASKS
 
@@ -164,3 +166,29 @@ def test_unreachable_ray_cluster_is_refused_fast(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and "cannot join the Ray cluster at 127.0.0.1:9" in err and "\n" not in err
     assert time.monotonic() - started < 30
+
+
+ACCELERATED, SMALL = SimpleNamespace(accelerate=True), SimpleNamespace(accelerate=False)
+
+
+@pytest.mark.parametrize("task, cluster, trials, expected", [
+    (ACCELERATED, {"CPU": 2}, 10, ("ray_train", False, 1)),          # distributed by default, on CPU too
+    (ACCELERATED, {"CPU": 16, "GPU": 8}, 2, ("ray_train", True, 4)),  # GPUs shared by the trials: DDP
+    (ACCELERATED, {"CPU": 16, "GPU": 8}, 18, ("ray_train", True, 1)),
+    (ACCELERATED, {"CPU": 64, "GPU": 32}, 1, ("ray_train", True, 8)),  # at most 8 workers per trial
+    (SMALL, {"CPU": 16, "GPU": 8}, 1, ("local", False, 1)),          # TwoMoon-sized: no Ray Train
+])
+def test_auto_trainer_follows_task_and_cluster(task, cluster, trials, expected):
+    trainer = TrainerSpec().resolve(task, cluster, trials=trials)
+    assert (trainer.kind, trainer.gpu, trainer.workers) == expected
+
+
+@pytest.mark.parametrize("trainer, cluster, names", [
+    ({"gpu": True}, {"CPU": 2}, ["1 GPU worker", "0 GPU", "gpu: false"]),
+    ({"kind": "ray_train", "workers": 4}, {"CPU": 2}, ["4 CPU worker", "2 CPU", "workers to 2"]),
+    ({"workers": 3}, {"CPU": 8, "GPU": 2}, ["3 GPU worker", "2 GPU", "workers to 2"]),
+])
+def test_trainer_the_cluster_cannot_hold_is_refused(trainer, cluster, names):
+    with pytest.raises(SpecError) as error:
+        TrainerSpec(**trainer).resolve(ACCELERATED, cluster)
+    assert all(name in str(error.value) for name in names), str(error.value)

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from mke_ray.spec import TrialSpec
@@ -74,3 +75,32 @@ def test_a_corrupt_teacher_cache_is_retrained(tmp_path):
     first.pseudo_labels_path.write_bytes(b"garbage")
     again = train_teacher(task, settings, tmp_path / "t", plot=False)
     assert not again.cached and torch.load(again.pseudo_labels_path).shape == (270,)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_host_resident_batches_train_exactly_like_device_resident_ones(workers):
+    """Data too large for the GPU stay on the host and loader processes gather the batches; the batches and so
+    the trained weights are the same as when the data are moved to the device first."""
+    from mke_ray.training.loop import fit
+
+    g = torch.Generator().manual_seed(0)
+    x = {"a": torch.randn(101, 5, generator=g), "b": torch.randn(101, 3, generator=g)}
+    y = torch.randint(0, 3, (101,), generator=g)
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(8, 3)
+
+        def forward(self, inputs):
+            return self.fc(torch.cat([inputs["a"], inputs["b"]], dim=1))
+
+    weights, losses = [], []
+    for resident in (True, False):
+        torch.manual_seed(1)
+        model = Net()
+        history = fit(model, x, y, epochs=3, lr=0.1, batch_size=20, loss_fn=torch.nn.functional.cross_entropy,
+                      resident=resident, loader_workers=workers)
+        weights.append(model.fc.weight.detach().clone())
+        losses.append(history[-1]["train_loss"])
+    assert torch.equal(weights[0], weights[1]) and losses[0] == losses[1]

@@ -28,14 +28,67 @@ def take(x: Inputs, index: torch.Tensor | slice) -> Inputs:
     return {k: v[index] for k, v in x.items()} if isinstance(x, dict) else x[index]
 
 
-def to_device(x: Inputs, device: torch.device) -> Inputs:
-    return {k: v.to(device) for k, v in x.items()} if isinstance(x, dict) else x.to(device)
+def to_device(x: Inputs, device: torch.device, non_blocking: bool = False) -> Inputs:
+    if isinstance(x, dict):
+        return {k: v.to(device, non_blocking=non_blocking) for k, v in x.items()}
+    return x.to(device, non_blocking=non_blocking)
+
+
+def nbytes(x: Inputs) -> int:
+    return sum(v.nbytes for v in x.values()) if isinstance(x, dict) else x.nbytes
+
+
+RESIDENT_SHARE = 0.25
+"""Training data up to this share of a GPU's memory is moved there once; larger sets stay in host memory and
+batches are gathered by loader processes into pinned memory and copied while the GPU computes."""
+
+
+class _Rows(torch.utils.data.Dataset):
+    """In-memory samples, gathered a whole batch at a time (``__getitems__``)."""
+
+    def __init__(self, x: Inputs, y: torch.Tensor):
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitems__(self, rows: list[int]) -> tuple[Inputs, torch.Tensor]:
+        index = torch.as_tensor(rows)
+        return take(self.x, index), self.y[index]
+
+
+class _Epochs(torch.utils.data.Sampler):
+    """Each epoch's batches of a shuffled order, drawn in the training process (so from its random stream)."""
+
+    def __init__(self, n: int, step: int, stop: int):
+        self.n, self.step, self.stop = n, step, stop
+
+    def __iter__(self):  # a generator: the order is drawn when the first batch is asked for, not before
+        order = torch.randperm(self.n) if self.step < self.n else torch.arange(self.n)
+        for start in range(0, self.stop, self.step):
+            yield order[start:start + self.step].tolist()
+
+    def __len__(self) -> int:
+        return len(range(0, self.stop, self.step))
+
+
+def _as_is(batch):
+    return batch
+
+
+def _host_batches(x: Inputs, y: torch.Tensor, step: int, stop: int, device: torch.device, workers: int):
+    """A loader of shuffled batches from host memory: ``workers`` processes gather them, pinned for the copy."""
+    return torch.utils.data.DataLoader(_Rows(x, y), batch_sampler=_Epochs(len(y), step, stop),
+                                       collate_fn=_as_is, num_workers=workers,
+                                       pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+                                       generator=torch.Generator())  # its seeds leave the training stream alone
 
 
 def fit(model: nn.Module, x: Inputs, y: torch.Tensor, *, epochs: int, lr: float, loss_fn: LossFn,
         log_every: int = 0, probe: Probe | None = None, batch_size: int = 0, momentum: float = 0.0,
         augment: Callable[[Inputs, torch.Tensor], tuple[Inputs, torch.Tensor]] | None = None, score: Callable[[nn.Module], float] | None = None,
-        device: torch.device | str | None = None, amp: bool = False) -> list[dict[str, float]]:
+        device: torch.device | str | None = None, amp: bool = False, resident: bool | None = None,
+        loader_workers: int = 2) -> list[dict[str, float]]:
     """SGD over ``epochs``; perturbations are drawn in the model's forward pass.
 
     ``batch_size`` 0 is one full-batch step per epoch (TwoMoon, as the paper ran it);
@@ -46,12 +99,24 @@ def fit(model: nn.Module, x: Inputs, y: torch.Tensor, *, epochs: int, lr: float,
     autocast on a GPU. Every ``log_every`` epochs (and after the last) the training
     loss and ``probe(model)``, measured in eval mode, are recorded. Neither probe nor
     score draws random numbers, so logging does not change the result.
+
+    The data are moved to the device once when ``resident`` (default: on a CPU, or when they take at most
+    ``RESIDENT_SHARE`` of the GPU's memory); otherwise they stay where they are and ``loader_workers`` processes
+    gather each batch into pinned memory while the GPU trains on the one before.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(device)
-    x, y = to_device(x, device), y.to(device)
     n = size(x)
     step = batch_size if 0 < batch_size < n else n
+    # a last batch of one sample is left out (batch norm cannot train on it); reshuffling varies who
+    stop = n - 1 if step < n and n % step == 1 else n
+    if resident is None:
+        resident = device.type != "cuda" or \
+            nbytes(x) + y.nbytes <= RESIDENT_SHARE * torch.cuda.get_device_properties(device).total_memory
+    if resident:
+        x, y = to_device(x, device), y.to(device)
+    else:
+        loader = _host_batches(x, y, step, stop, device, loader_workers)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     amp = amp and device.type == "cuda"
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext()
@@ -59,12 +124,15 @@ def fit(model: nn.Module, x: Inputs, y: torch.Tensor, *, epochs: int, lr: float,
     best: tuple[float, int, dict[str, torch.Tensor]] | None = None
     for epoch in range(1, epochs + 1):
         model.train()
-        order = torch.randperm(n).to(device) if step < n else None
         total, seen = 0.0, 0
-        # a last batch of one sample is left out (batch norm cannot train on it); reshuffling varies who
-        stop = n - 1 if step < n and n % step == 1 else n
-        for start in range(0, stop, step):
-            xb, yb = (x, y) if order is None else (take(x, order[start:start + step]), y[order[start:start + step]])
+        if resident:
+            order = torch.randperm(n).to(device) if step < n else None
+            batches = (((x, y) if order is None else (take(x, order[start:start + step]), y[order[start:start + step]]))
+                       for start in range(0, stop, step))
+        else:
+            batches = ((to_device(xb, device, non_blocking=True), yb.to(device, non_blocking=True))
+                       for xb, yb in loader)
+        for xb, yb in batches:
             if augment is not None:
                 xb, yb = augment(xb, yb)
             with autocast:
@@ -72,15 +140,16 @@ def fit(model: nn.Module, x: Inputs, y: torch.Tensor, *, epochs: int, lr: float,
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total += loss.item() * len(yb)
-            seen += len(yb)
+            if step < n:  # read once per epoch: no wait for the GPU at every step
+                total += loss.detach().double() * len(yb)
+                seen += len(yb)
         if score is not None:
             model.eval()
             value = score(model)
             if best is None or value > best[0]:
                 best = (value, epoch, copy.deepcopy(model.state_dict()))
         if epoch == epochs or (log_every and epoch % log_every == 0):
-            record = {"epoch": float(epoch), "train_loss": loss.item() if step == n else total / seen}
+            record = {"epoch": float(epoch), "train_loss": loss.item() if step == n else float(total) / seen}
             if probe is not None:
                 model.eval()
                 record.update(probe(model))
