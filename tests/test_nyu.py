@@ -32,6 +32,8 @@ def test_synthetic_splits_and_models():
     assert [len(s) for s in (splits.labeled, splits.unlabeled, splits.val, splits.test)] == [10, 20, 5, 5]
     x = task.features(splits.test, ("rgb", "depth"))
     assert x["rgb"].dtype == torch.uint8 and x["depth"].shape == (5, 1, 24, 32)
+    # label maps are a byte per pixel (classes and IGNORE); the loss widens them per batch
+    assert all(split.y.dtype == torch.uint8 for split in (splits.labeled, splits.unlabeled, splits.test))
     for mods in (("rgb",), ("rgb", "depth")):
         model = task.build_model(mods, {"dropout": 0.1}).eval()
         assert model({m: x[m] for m in mods}).shape == (5, 6, 24, 32)

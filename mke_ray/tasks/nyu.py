@@ -14,7 +14,6 @@ The score is mIoU over the classes present in truth or prediction, unlabeled pix
 
 from __future__ import annotations
 
-import functools
 import random
 from functools import lru_cache
 from pathlib import Path
@@ -78,7 +77,8 @@ class NyuOptions(BaseModel):
 
 def _split(images: torch.Tensor, depth: torch.Tensor, labels: torch.Tensor, rows) -> Split:
     rows = torch.as_tensor(rows, dtype=torch.long)
-    return Split(inputs={RGB: images[rows].contiguous(), DEPTH: depth[rows].contiguous()}, y=labels[rows])
+    return Split(inputs={RGB: images[rows].contiguous(), DEPTH: depth[rows].contiguous()},
+                 y=labels[rows].to(torch.uint8))  # 0..39 and IGNORE: a byte per pixel, widened per batch
 
 
 @lru_cache(maxsize=2)
@@ -107,7 +107,7 @@ def _make_splits(options_json: str) -> tuple[Splits, tuple[str, ...]]:
     if options.val_size >= len(train):
         raise TaskDataError(f"val_size {options.val_size} leaves no training image of {len(train)}; lower it")
     val, train = sorted(train[:options.val_size]), sorted(train[options.val_size:])
-    no_labels = torch.full((len(pairs.images), *size), IGNORE, dtype=torch.long)
+    no_labels = torch.full((len(pairs.images), *size), IGNORE, dtype=torch.uint8)
     unlabeled = Split(inputs={RGB: pairs.images, DEPTH: _encode_depth(pairs.depths, options.depth)}, y=no_labels)
     return Splits(labeled=_split(labeled.images, depth, labeled.labels, train), unlabeled=unlabeled,
                   val=_split(labeled.images, depth, labeled.labels, val),
@@ -119,6 +119,11 @@ def _encode_depth(depths: torch.Tensor, kind: str) -> torch.Tensor:
     from mke_ray.data.nyu import hha, normalized_depth
 
     return normalized_depth(depths) if kind == "normalized" else hha(depths)
+
+
+def segmentation_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-pixel cross-entropy; targets may be bytes (classes and IGNORE), unlabeled pixels left out."""
+    return F.cross_entropy(logits, targets.long(), ignore_index=IGNORE)
 
 
 def miou_scores(pred: torch.Tensor, truth: torch.Tensor, classes: int, ignore: int = IGNORE) -> dict[str, float]:
@@ -162,7 +167,10 @@ class Nyu(Task):
                                     regularization)
 
     def loss_fn(self):
-        return functools.partial(F.cross_entropy, ignore_index=IGNORE)
+        return segmentation_loss
+
+    def pseudo_labels(self, pred: torch.Tensor) -> torch.Tensor:
+        return pred.to(torch.uint8)  # a byte per pixel: an eighth of int64 for tens of thousands of label maps
 
     def scores(self, pred: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         return miou_scores(pred, y, len(self.class_names()))
@@ -185,7 +193,7 @@ class Nyu(Task):
             for key, value in inputs.items():
                 inputs[key][i] = _rescale(value[i], (sh, sw), (h, w), top, left, flip, "bilinear", 0.0)
             targets[i] = _rescale(targets[i][None].float(), (sh, sw), (h, w), top, left, flip, "nearest-exact",
-                                  float(IGNORE))[0].long()
+                                  float(IGNORE))[0].to(targets.dtype)
         return inputs, targets
 
     def plot_trial(self, model, modalities, pseudo_labels, title, path: Path) -> bool:
