@@ -147,8 +147,8 @@ class TrainerSpec(_Spec):
     kind: Literal["auto", "local", "ray_train"] = Field(
         "auto", description="local: in the trial's process, no Ray Train start-up (right for TwoMoon-sized work "
                             "and smoke runs); ray_train: a TorchTrainer with DDP; auto: ray_train for the tasks "
-                            "whose networks gain from a GPU (RAVDESS, NYU, events), on GPUs when the cluster has "
-                            "them, else local")
+                            "whose networks gain from a GPU (RAVDESS, NYU, events), on GPU workers when the "
+                            "cluster has GPUs and a CPU worker when it has none; local for the other tasks")
     workers: int | None = Field(None, ge=1, le=1024, description="Ray Train workers per trial; default on GPUs: "
                                                                  "the cluster's GPUs shared by the trials (at least "
                                                                  "1, at most 8), on CPUs: 1")

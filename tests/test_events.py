@@ -156,8 +156,8 @@ def test_map_is_the_mean_average_precision_of_the_classes_with_a_positive():
     assert "top1_acc" not in scores  # several labels per clip
 
     # a hand-worked class: positives ranked 1st and 3rd -> (1/1 + 2/3) / 2
-    one = map_scores(torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0.6, 0.4]]), torch.tensor([[1, 0], [0, 0],
-                                                                                                   [1, 0], [0, 0]]))
+    ranked = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0.6, 0.4]])
+    one = map_scores(ranked, torch.tensor([[1, 0], [0, 0], [1, 0], [0, 0]]))  # class 1: no positive
     assert one["map"] == pytest.approx(100 * (1 + 2 / 3) / 2)
 
     perfect = torch.nn.functional.one_hot(y, 5).float() * 0.5 + 0.1 * torch.rand(60, 5, generator=g)
@@ -308,7 +308,8 @@ def test_the_mm_student_expands_its_teacher_on_the_stand_in(tmp_path, ray_local)
     smoke = (ROOT / "sweeps" / "events_smoke.yaml").read_text()
     assert "source: synthetic" in smoke and "methods: [um_student, mm_student, mm_sup]" in smoke
     text = (smoke.replace("methods: [um_student, mm_student, mm_sup]", "methods: [mm_student]")
-            .replace("augment: {no: 0.0, reg: 1.0}", "augment: {no: 0.0}"))
+            .replace("augment: {no: 0.0, reg: 1.0}", "augment: {no: 0.0}")
+            + "trainer: {kind: local}\n")  # in the trial's process: Ray Train's start-up is slow on a CPU
     code, results, teacher = run_sweep(tmp_path, text)
     assert code == 0
     assert results["method"].tolist() == ["mm_student"]
@@ -327,7 +328,7 @@ def test_smoke_sweep_on_the_prepared_fixture(prepared, tmp_path, ray_local):
         f"task: {{name: events, options: {{source: prepared, data: {prepared}, audio_backbone: small, "
         "video_backbone: small, crop_seconds: 0.5, n_fft: 128, hop_length: 64, val_fraction: 0.0}}\n"
         "teacher: {epochs: 2, select: last}\nstudent: {epochs: 2, select: last}\n"
-        "methods: [um_student, mm_student, mm_sup]\nseeds: [0]\n"))
+        "methods: [um_student, mm_student, mm_sup]\nseeds: [0]\ntrainer: {kind: local}\n"))
     assert code == 0
     assert sorted(results["method"]) == ["mm_student", "mm_sup", "um_student"]
     assert results["test_map"].map(math.isfinite).all() and results["test_map"].between(0, 100).all()
@@ -348,3 +349,17 @@ def test_a_missing_prepared_file_is_one_line_and_exit_2(tmp_path):
     assert proc.stderr.count("\n") == 1 and str(missing) in proc.stderr
     assert "python -m mke_ray.data.events prepare" in proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("options, words", [
+    ({"crop_seconds": 0.01}, ["crop_seconds 0.01", "40 samples", "n_fft / 2 = 64"]),
+    ({"hop_length": 100000}, ["0 STFT frames", "at least 8 frames", "lower n_fft and hop_length"]),
+])
+def test_crops_too_short_for_the_spectrogram_are_one_line_errors(options, words):
+    from mke_ray.tasks import TaskDataError
+    from mke_ray.tasks.events import Events, EventsOptions
+
+    with pytest.raises(TaskDataError) as error:
+        Events(EventsOptions(source="synthetic", synthetic_labeled=10, synthetic_unlabeled=10, synthetic_test=10,
+                             **options)).splits()
+    assert all(word in str(error.value) for word in words) and "\n" not in str(error.value), str(error.value)

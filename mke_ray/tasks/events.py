@@ -29,6 +29,7 @@ from mke_ray.models.events import AUDIO_BACKBONES, VIDEO_BACKBONES, EventsNet, L
 from mke_ray.tasks.base import TASKS, Split, Splits, Task, TaskDataError, TrainSettings
 
 AUDIO, VIDEO = "audio", "video"
+MIN_FRAMES = 8  # spectrogram frames the audio networks need (the small one halves the time axis three times)
 # the stand-in's defaults: its clips are 2 s at 4 kHz, 4 frames of 16 x 16 (synthetic_* options)
 SYNTHETIC_DEFAULTS = {"crop_seconds": 1.0, "n_fft": 128, "hop_length": 32, "audio_backbone": "small",
                       "video_backbone": "small"}
@@ -111,6 +112,14 @@ def _make_splits(options_json: str) -> tuple[Splits, tuple[str, ...], int]:
         data = {name: getattr(prepared, name) for name in (
             "classes", "sample_rate", "labeled_audio", "labeled_targets", "train_audio", "train_video",
             "train_labels", "test_audio", "test_video", "test_labels")}
+    rate = int(data["sample_rate"])
+    crop = round(options.crop_seconds * rate)
+    frames = round(crop / options.hop_length)
+    if crop <= options.n_fft // 2 or frames < MIN_FRAMES:
+        raise TaskDataError(f"crop_seconds {options.crop_seconds:g} at {rate} Hz is {crop} samples, {frames} STFT "
+                            f"frames at hop_length {options.hop_length}; the networks need more than n_fft / 2 = "
+                            f"{options.n_fft // 2} samples and at least {MIN_FRAMES} frames: raise crop_seconds or "
+                            f"lower n_fft and hop_length")
     n_test = len(data["test_labels"])
     order = torch.randperm(n_test, generator=torch.Generator().manual_seed(options.split_seed))
     n_val = math.floor(options.val_fraction * n_test)
@@ -126,7 +135,7 @@ def _make_splits(options_json: str) -> tuple[Splits, tuple[str, ...], int]:
                     unlabeled=Split(inputs={AUDIO: data["train_audio"], VIDEO: data["train_video"]},
                                     y=data["train_labels"]),
                     val=part(order[:n_val]) if n_val else None, test=part(order[n_val:]))
-    return splits, tuple(data["classes"]), int(data["sample_rate"])
+    return splits, tuple(data["classes"]), rate
 
 
 def average_precision(scores: torch.Tensor, positive: torch.Tensor) -> float:
