@@ -144,11 +144,15 @@ class ResourcesSpec(_Spec):
 class TrainerSpec(_Spec):
     """Where a student is trained: in the trial's process, or by Ray Train over workers."""
 
-    kind: Literal["auto", "local", "ray_train"] = Field(
+    kind: Literal["auto", "local", "ray_train", "batched"] = Field(
         "auto", description="local: in the trial's process, no Ray Train start-up (right for TwoMoon-sized work "
                             "and smoke runs); ray_train: a TorchTrainer with DDP; auto: ray_train for the tasks "
                             "whose networks gain from a GPU (RAVDESS, NYU, events), on GPU workers when the "
-                            "cluster has GPUs and a CPU worker when it has none; local for the other tasks")
+                            "cluster has GPUs and a CPU worker when it has none; local for the other tasks; "
+                            "batched: the students of one method trained together as one stacked network, each "
+                            "with its own seed and random stream (TwoMoon)")
+    pack: int | None = Field(None, ge=1, description="batched: most students in one stack; default: a method's "
+                                                     "trials in as many stacks as the cluster has CPUs")
     workers: int | None = Field(None, ge=1, le=1024, description="Ray Train workers per trial; default on GPUs: "
                                                                  "the cluster's GPUs shared by the trials (at least "
                                                                  "1, at most 8), on CPUs: 1")
@@ -161,6 +165,11 @@ class TrainerSpec(_Spec):
         gpus, cpus = int(cluster.get("GPU", 0.0)), int(cluster.get("CPU", 0.0))
         gpu = self.gpu if self.gpu is not None else gpus >= 1
         kind = self.kind
+        if kind == "batched":
+            if not getattr(task, "stackable", False):
+                raise SpecError(f"trainer: batched trains small MLP students as one stack, which task "
+                                f"{type(task).__name__} does not support; use kind: auto")
+            return TrainerSpec(kind="batched", workers=1, gpu=False, pack=self.pack)
         if kind == "auto":
             kind = "ray_train" if task.accelerate else "local"
         if kind == "local":
@@ -175,6 +184,8 @@ class TrainerSpec(_Spec):
         return TrainerSpec(kind="ray_train", gpu=gpu, workers=workers)
 
     def describe(self) -> str:
+        if self.kind == "batched":
+            return "as stacks of students, one per method" + (f" (at most {self.pack} each)" if self.pack else "")
         if self.kind != "ray_train":
             return "in each trial's process"
         unit = "GPU" if self.gpu else "CPU"
@@ -285,6 +296,15 @@ class SweepSpec(_Spec):
                 raise _FieldError(where, f"{name} trains on input augmentation, which task "
                                                   f"{self.task.name!r} does not have; use um_student with "
                                                   f"a regularizer")
+        if self.trainer.kind == "batched":
+            student = self.student.resolve(task.student_defaults) if task.stackable else None
+            if self.search.kind != "grid":
+                raise _FieldError(("trainer", "kind"), "batched stacks the trials of a grid; an Optuna search "
+                                                       "chooses one trial at a time: use kind: auto")
+            if student is not None and (student.batch_size or student.momentum or student.select != "last"):
+                raise _FieldError(("trainer", "kind"), "batched trains full-batch SGD without momentum and keeps "
+                                                       "the last epoch; drop student batch_size, momentum and "
+                                                       "select, or use kind: auto")
         if task.augment is None and (self.fixed.get("augment") or any(self.regularizers.get("augment", {}).values())):
             raise _FieldError(("regularizers", "augment"), f"task {self.task.name!r} has no input augmentation; "
                                                            f"use input_noise, hidden_noise or dropout")

@@ -204,7 +204,7 @@ def _run_with_ray(spec, trials, remaining, pseudo_labels, output, student_settin
     from mke_ray.tuning.callbacks import MlflowTrials
     from mke_ray.tuning.progress import ProgressLine
     from mke_ray.tuning.runner import run_trials
-    from mke_ray.tuning.trainable import TrialContext, run_search_trial, run_trial
+    from mke_ray.tuning.trainable import TrialContext, run_pack, run_search_trial, run_trial
     import ray
 
     trainer = spec.trainer.resolve(spec.task.build(), ray.cluster_resources(), trials=remaining)
@@ -225,7 +225,8 @@ def _run_with_ray(spec, trials, remaining, pseudo_labels, output, student_settin
         metric = TASKS.get(spec.task.name).metric
         progress = ProgressLine(len(trials), describe_best=functools.partial(_describe_best, key=f"test_{metric}"),
                                 metric=metric)
-        run_trials(trials, run_trial, context, spec.resources, spec.trainer, f"{storage}/ray_results",
+        run_trials(trials, run_pack if spec.trainer.kind == "batched" else run_trial, context, spec.resources,
+                   spec.trainer, f"{storage}/ray_results",
                    [mlflow_trials, progress], retries=spec.retries)
     return mlflow_trials.failures
 

@@ -43,3 +43,74 @@ class PerturbedMLP(nn.Module):
         h = self.drop1(self.hidden_noise(torch.relu(self.fc1(x))))
         h = self.drop2(torch.relu(self.fc2(h)))
         return self.fc3(h)
+
+
+class StackedMLPs(nn.Module):
+    """Many ``PerturbedMLP``s of one shape as one network: weights stacked on a leading model axis.
+
+    Built from the models themselves (so each starts from the weights its own seed gave it), each with its
+    own regularization strengths and its own random stream ``generators[b]`` (the state the global stream
+    had when model b was built: the draws an individual training would make next). The forward pass takes
+    the inputs every model shares, ``[N, in]``, and returns logits ``[B, N, classes]``; matrix products are
+    batched, noise and dropout masks are drawn per model, in the order ``PerturbedMLP`` draws them.
+    ``unstack(b)`` gives model b back as a ``PerturbedMLP``.
+    """
+
+    def __init__(self, models: list[PerturbedMLP], generators: list[torch.Generator]):
+        super().__init__()
+        if not models or len(models) != len(generators):
+            raise ValueError("need one generator per model, and at least one model")
+        object.__setattr__(self, "models", list(models))  # kept, not registered: unstack() fills them
+        for name in ("fc1", "fc2", "fc3"):  # x @ W^T + b as baddbmm(b, x, W^T)
+            layers = [getattr(m, name) for m in models]
+            self.register_parameter(f"{name}_w", nn.Parameter(torch.stack([l.weight.detach().t() for l in layers])))
+            self.register_parameter(f"{name}_b", nn.Parameter(torch.stack([l.bias.detach()[None] for l in layers])))
+        self.s1 = [float(getattr(m.input_noise, "scale", 0.0)) for m in models]
+        self.s2 = [float(getattr(m.hidden_noise, "scale", 0.0)) for m in models]
+        self.p = [float(getattr(m.drop1, "p", 0.0)) for m in models]
+        self.generators = generators
+        self._noisy_inputs = [b for b, s in enumerate(self.s1) if s]
+        self._noisy_hidden = [b for b, s in enumerate(self.s2) if s]
+        self._dropping = [b for b, p in enumerate(self.p) if p]
+        self.register_buffer("_s1", torch.tensor(self.s1).view(-1, 1, 1), persistent=False)
+        self.register_buffer("_s2", torch.tensor(self.s2).view(-1, 1, 1), persistent=False)
+        self.register_buffer("_keep", torch.tensor([1 - p for p in self.p]).view(-1, 1, 1), persistent=False)
+
+    def __len__(self) -> int:
+        return len(self.generators)
+
+    def _noise(self, h: torch.Tensor, scales: torch.Tensor, active: list[int]) -> torch.Tensor:
+        """``h[b] + s_b * mean(|h[b]|) * N(0, 1)`` for the models ``active`` (mean over model b's tensor)."""
+        if not self.training or not active:
+            return h
+        draws = torch.zeros_like(h)  # models without noise keep zeros and draw nothing, as alone
+        for b in active:
+            torch.randn(h.shape[1:], generator=self.generators[b], out=draws[b])
+        return h + scales * h.abs().mean(dim=(1, 2), keepdim=True) * draws
+
+    def _dropout(self, h: torch.Tensor) -> torch.Tensor:
+        """Inverted dropout with model b's rate, its mask drawn as ``F.dropout`` draws one on a CPU."""
+        if not self.training or not self._dropping:
+            return h
+        masks = torch.ones_like(h)
+        for b in self._dropping:
+            masks[b].bernoulli_(1 - self.p[b], generator=self.generators[b])
+        return h * masks.div_(self._keep)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.expand(len(self), *x.shape)  # every model perturbs its own copy of the shared input
+        x = self._noise(x, self._s1, self._noisy_inputs)
+        h = torch.relu(torch.baddbmm(self.fc1_b, x, self.fc1_w))
+        h = self._dropout(self._noise(h, self._s2, self._noisy_hidden))
+        h = self._dropout(torch.relu(torch.baddbmm(self.fc2_b, h, self.fc2_w)))
+        return torch.baddbmm(self.fc3_b, h, self.fc3_w)
+
+    def unstack(self, b: int) -> PerturbedMLP:
+        """Model b, its weights set to the trained ones."""
+        model = self.models[b]
+        with torch.no_grad():
+            for name in ("fc1", "fc2", "fc3"):
+                layer = getattr(model, name)
+                layer.weight.copy_(getattr(self, f"{name}_w")[b].t())
+                layer.bias.copy_(getattr(self, f"{name}_b")[b, 0])
+        return model.eval()

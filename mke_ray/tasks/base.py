@@ -95,6 +95,11 @@ class Task(ABC):
 
     eval_batch: ClassVar[int] = 1024  # samples per forward pass when predicting
 
+    stackable: ClassVar[bool] = False
+    """Whether the students can be trained many at once as one stacked network (``trainer: {kind: batched}``,
+    ``methods.stacked``): small full-batch MLPs built by ``build_model`` as ``models.mlp.PerturbedMLP``, with
+    a ``stacked_loss()``."""
+
     def decide(self, logits: torch.Tensor) -> torch.Tensor:
         """What the task predicts from a model's output: the class (per sample or pixel) by default;
         a multi-label task returns per-class probabilities instead."""

@@ -11,6 +11,12 @@ from mke_ray.spec import TrialSpec
 from mke_ray.tracking.sweep_log import SweepLog, record_key
 
 
+def trials_of(config: dict) -> list[TrialSpec]:
+    """The trials a Tune trial ran: one, or a pack of them (``trainer: {kind: batched}``)."""
+    return [TrialSpec.from_dict(t) for t in config["pack"]] if "pack" in config else \
+        [TrialSpec.from_dict(config["trial"])]
+
+
 class MlflowTrials(Callback):
     """Turns each finished trial folder into an MLflow child run, on the driver."""
 
@@ -20,18 +26,18 @@ class MlflowTrials(Callback):
         self.failures: list[tuple[TrialSpec, str, Path | None]] = []
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        spec = TrialSpec.from_dict(trial.config["trial"])
         node = (trial.last_result or {}).get("node_id")
-        self.log.record_trial(spec, self.trials_dir / record_key(spec), tags={"mke.node": node} if node else None)
+        for spec in trials_of(trial.config):
+            self.log.record_trial(spec, self.trials_dir / record_key(spec), tags={"mke.node": node} if node else None)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        spec = TrialSpec.from_dict(trial.config["trial"])
         local = Path(trial.error_file) if trial.error_file else None
         message = error_summary(local) or "the trial failed without an error message"
         # where the traceback stays: the trial's folder in the sweep's storage
         stored = Path(trial.path) / "error.txt" if trial.path else local
-        self.failures.append((spec, message, stored))
-        self.log.record_failure(spec, message, local.parent if local else None)
+        for spec in trials_of(trial.config):
+            self.failures.append((spec, message, stored))
+            self.log.record_failure(spec, message, local.parent if local else None)
 
 
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Failure)\w*(:|$)")

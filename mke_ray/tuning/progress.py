@@ -50,8 +50,8 @@ class ProgressLine(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.running -= 1
-        self.done += 1
         result = trial.last_result or {}
+        self.done += int(result.get("trials", 1))  # a pack of stacked students counts as its trials
         score = self.describe_best(result)
         metric = f"val_{self.metric}" if f"val_{self.metric}" in result and self.best_by_val \
             else f"test_{self.metric}"
@@ -60,24 +60,27 @@ class ProgressLine(Callback):
         self._print(force=self.done == self.total)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        from mke_ray.spec import TrialSpec
         from mke_ray.tracking.sweep_log import record_key
         from mke_ray.tuning.callbacks import error_summary
 
+        from mke_ray.tuning.callbacks import trials_of
+
         self.running -= 1
-        self.failed += 1
-        key = record_key(TrialSpec.from_dict(trial.config["trial"]))
+        specs = trials_of(trial.config)
+        self.failed += len(specs)
+        key = record_key(specs[0]) + (f" (and the {len(specs) - 1} others stacked with it)" if len(specs) > 1 else "")
         message = error_summary(Path(trial.error_file) if trial.error_file else None) or "no error message"
         self.stream.write(("\r\033[K" if self.tty else "") + f"trial {key} failed: {message}\n")
         self._print(force=True)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
-        from mke_ray.spec import TrialSpec
         from mke_ray.tracking.sweep_log import record_key
         from mke_ray.tuning.callbacks import error_summary
 
+        from mke_ray.tuning.callbacks import trials_of
+
         self.running -= 1
-        key = record_key(TrialSpec.from_dict(trial.config["trial"]))
+        key = record_key(trials_of(trial.config)[0])
         message = error_summary(Path(trial.error_file) if trial.error_file else None) or "no error message"
         self.stream.write(("\r\033[K" if self.tty else "") + f"trial {key} crashed, retrying: {message}\n")
 

@@ -47,15 +47,38 @@ def trial_resources(resources: ResourcesSpec, trainer: TrainerSpec) -> tuple[dic
     return per_trial, max(1, int(cluster.get("CPU", 1.0) // resources.cpu))
 
 
+def packs(trials: list[TrialSpec], size: int | None, cpus: int) -> list[list[TrialSpec]]:
+    """Trials grouped for stacking: one method and one set of settings per pack, at most ``size`` each.
+
+    By default each group is cut into ``cpus`` equal packs when there are fewer than ``2 * cpus`` groups
+    (3 methods on 2 CPUs: 6 packs, 3 rounds of half stacks instead of 2 rounds of whole ones), else kept whole.
+    """
+    groups: dict[tuple, list[TrialSpec]] = {}
+    for trial in trials:
+        groups.setdefault((trial.method, tuple(sorted(trial.overrides.items()))), []).append(trial)
+    out = []
+    for group in groups.values():
+        pieces = max(1, cpus) if len(groups) < 2 * max(1, cpus) else 1
+        step = size or -(-len(group) // pieces)
+        out += [group[i:i + step] for i in range(0, len(group), step)]
+    return out
+
+
 def run_trials(trials: list[TrialSpec], trainable, context, resources: ResourcesSpec, trainer: TrainerSpec,
                storage: str, callbacks: list, retries: int = 0) -> None:
-    """Run every trial once as a grid (Tune's default generator), on a started Ray."""
+    """Run every trial once as a grid (Tune's default generator), on a started Ray; with a ``batched``
+    trainer, every pack of trials (see ``packs``) is one Tune trial."""
     from ray import tune
 
     per_trial, concurrent = trial_resources(resources, trainer)
+    if trainer.kind == "batched":
+        space = {"pack": tune.grid_search([[t.to_dict() for t in pack] for pack in
+                                           packs(trials, trainer.pack, concurrent)])}
+    else:
+        space = {"trial": tune.grid_search([t.to_dict() for t in trials])}
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(trainable, context=context), per_trial),
-        param_space={"trial": tune.grid_search([t.to_dict() for t in trials])},
+        param_space=space,
         tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=concurrent),
         run_config=tune.RunConfig(
             name="tune", storage_path=storage, callbacks=callbacks, verbose=0,

@@ -62,6 +62,20 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
     tune.report({**result, "trial_key": trial.key, "method": trial.method, "node_id": _node()})
 
 
+def run_pack(config: dict[str, Any], context: TrialContext) -> None:
+    """A stack of students of one method (``trainer: {kind: batched}``): each written to its own folder."""
+    from mke_ray.methods.stacked import train_students_stacked
+
+    trials = [TrialSpec.from_dict(t) for t in config["pack"]]
+    torch.set_num_threads(context.threads)
+    results = train_students_stacked(_task(context.task.model_dump_json()), trials, context.student,
+                                     _pseudo_labels(context.pseudo_labels), context.trials_dir,
+                                     log_every=context.log_every, plot=context.plots)
+    best = max(range(len(trials)), key=lambda i: results[i].get("test_acc", float("-inf")))
+    tune.report({**results[best], "trial_key": trials[best].key, "method": trials[best].method,
+                 "trials": len(trials), "node_id": _node()})
+
+
 def run_search_trial(config: dict[str, Any], context: TrialContext) -> None:
     """One Optuna trial: the suggested settings trained once per seed, scored by the mean."""
     base = TrialSpec.from_dict(config["trial"])

@@ -1,0 +1,59 @@
+"""Students of one method trained together as one stacked network (``trainer: {kind: batched}``).
+
+For tasks whose students are small full-batch MLPs (TwoMoon): each student is built from its own seed,
+keeps its own regularization and random stream, and is then measured, plotted and written exactly as
+a student trained alone (``student.finish_student``), one folder per trial.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mke_ray.methods import METHODS
+from mke_ray.methods.student import finish_student, student_targets
+from mke_ray.models.mlp import StackedMLPs
+from mke_ray.spec import TrialSpec
+from mke_ray.tasks import Task, TrainSettings
+from mke_ray.training.batched import fit_stacked, stacked_logits
+
+
+def train_students_stacked(task: Task, trials: list[TrialSpec], settings: TrainSettings, pseudo_labels: torch.Tensor,
+                           trials_dir: Path, *, log_every: int = 100, plot: bool = True) -> list[dict[str, Any]]:
+    """Train ``trials`` (one method, the same settings) as one stack; return each one's metrics."""
+    methods = {trial.method for trial in trials}
+    overrides = {tuple(sorted(trial.overrides.items())) for trial in trials}
+    if len(methods) != 1 or len(overrides) != 1:
+        raise ValueError(f"a stack trains one method with one set of settings, not {sorted(methods)}")
+    method = METHODS.get(trials[0].method)
+    settings = settings.model_copy(update=trials[0].overrides)
+    mods = method.modalities(task)
+    models, generators = [], []
+    for trial in trials:
+        torch.manual_seed(trial.seed)  # as train_student: the seed drives initialisation and every draw after it
+        models.append(task.build_model(mods, trial.regularization))
+        generator = torch.Generator()
+        generator.set_state(torch.get_rng_state())
+        generators.append(generator)
+    stack = StackedMLPs(models, generators)
+    splits = task.splits()
+    named = {"test": splits.test, "unlabeled": splits.unlabeled, **({"val": splits.val} if splits.val else {})}
+    inputs = {name: task.features(split, mods) for name, split in named.items()}
+
+    def probe(stack: StackedMLPs) -> list[dict[str, float]]:
+        logits = {name: stacked_logits(stack, x) for name, x in inputs.items()}
+        return [{f"{name}_{key}": value for name, split in named.items()
+                 for key, value in task.scores(task.decide(logits[name][b]), split.y).items()}
+                for b in range(len(stack))]
+
+    started = time.perf_counter()
+    histories = fit_stacked(stack, task.features(splits.unlabeled, mods), student_targets(task, method, pseudo_labels),
+                            epochs=settings.epochs, lr=settings.lr, loss=task.stacked_loss(), log_every=log_every,
+                            probe=probe)
+    share = (time.perf_counter() - started) / len(trials)  # each student's share of the stack's training time
+    return [finish_student(task, trial, stack.unstack(b), histories[b], share, pseudo_labels, trials_dir / trial.key,
+                           plot=plot)
+            for b, trial in enumerate(trials)]

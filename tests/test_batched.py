@@ -1,0 +1,97 @@
+"""trainer: {kind: batched}: students of one method trained as one stacked network, with the exact results
+of students trained one by one."""
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from mke_ray.methods.stacked import train_students_stacked
+from mke_ray.methods.student import train_student
+from mke_ray.models.mlp import StackedMLPs
+from mke_ray.spec import SpecError, TrainerSpec, TrialSpec, parse_spec
+from mke_ray.sweep import main
+from mke_ray.tasks import TASKS, TrainSettings
+from mke_ray.tracking import Recorder
+from mke_ray.training.batched import fit_stacked
+from mke_ray.training.loop import fit
+from mke_ray.tuning.runner import packs
+from tests.conftest import ROOT
+
+REGS = [{"input_noise": a, "hidden_noise": b, "dropout": c}
+        for a, b, c in [(0, 0, 0), (1, 0, 0), (2, 0, 0), (0, 5, 0), (0, 10, 0), (0, 0, 0.5), (0, 0, 0.8), (1, 5, 0.3)]]
+
+
+@pytest.mark.parametrize("loss", ["published", "corrected"])
+def test_a_stack_trains_every_model_exactly_as_alone(loss):
+    task = TASKS.get("twomoon")(TASKS.get("twomoon").Options(loss=loss))
+    splits, mods = task.splits(), ("a", "b")
+    x, y = task.features(splits.unlabeled, mods), splits.unlabeled.y
+    alone, models, generators = [], [], []
+    for seed, reg in enumerate(REGS):
+        torch.manual_seed(seed)
+        model = task.build_model(mods, reg)
+        fit(model, x, y, epochs=150, lr=0.01, loss_fn=task.loss_fn())
+        alone.append(model)
+        torch.manual_seed(seed)
+        models.append(task.build_model(mods, reg))
+        generators.append(torch.Generator())
+        generators[-1].set_state(torch.get_rng_state())
+    stack = StackedMLPs(models, generators)
+    histories = fit_stacked(stack, x, y, epochs=150, lr=0.01, loss=task.stacked_loss(), log_every=50)
+    assert [len(h) for h in histories] == [3] * len(REGS)
+    for b, model in enumerate(alone):
+        unstacked = stack.unstack(b)
+        for (name, mine), theirs in zip(unstacked.state_dict().items(), model.state_dict().values()):
+            assert torch.equal(mine, theirs), (REGS[b], name)
+
+
+def test_stacked_students_write_the_same_results_as_single_ones(tmp_path):
+    task = TASKS.get("twomoon")(TASKS.get("twomoon").Options(loss="published"))
+    settings = TrainSettings(epochs=120, lr=0.01)
+    pseudo = task.splits().unlabeled.y.flip(0)  # any labels will do
+    trials = [TrialSpec("mm_student", reg, seed, 0) for seed, reg in enumerate(REGS[:4])]
+    stacked = train_students_stacked(task, trials, settings, pseudo, tmp_path / "stack", log_every=40, plot=False)
+    for trial, result in zip(trials, stacked):
+        single = train_student(task, trial, settings, pseudo, tmp_path / "single" / trial.key, log_every=40, plot=False)
+        for key in ("test_acc", "unlabeled_acc", "val_acc", "corrected_share", "broken_share"):
+            assert result[key] == single[key], (trial.key, key)
+        assert (tmp_path / "stack" / trial.key / "student.pt").is_file()
+
+
+def test_packs_keep_one_method_per_stack_and_fill_the_cpus():
+    trials = [TrialSpec(m, {"dropout": d}, s, 0) for d in (0.0, 0.5) for m in ("um_student", "mm_student", "mm_sup")
+              for s in range(5)]
+    cut = packs(trials, None, cpus=2)
+    assert all(len({t.method for t in pack}) == 1 for pack in cut)
+    assert sorted(len(pack) for pack in cut) == [5] * 6 and sum(map(len, cut)) == len(trials)
+    assert [len(p) for p in packs(trials, 4, cpus=2)] == [4, 4, 2] * 3
+    assert len(packs(trials, None, cpus=1)) == 3
+
+
+def test_batched_is_refused_where_it_cannot_stack():
+    with pytest.raises(SpecError, match="does not support"):
+        TrainerSpec(kind="batched").resolve(TASKS.get("ravdess"), {"CPU": 2})
+    base = {"name": "b", "trainer": {"kind": "batched"}}
+    with pytest.raises(SpecError, match="momentum"):
+        parse_spec({**base, "student": {"momentum": 0.9}})
+    with pytest.raises(SpecError, match="Optuna"):
+        parse_spec({**base, "search": {"kind": "optuna"}})
+
+
+def test_a_batched_sweep_records_every_trial_with_the_exact_paths_results(tmp_path, ray_local):
+    grid = yaml.safe_load((ROOT / "sweeps" / "twomoon_grid.yaml").read_text())
+    grid.update(student={"epochs": 300, "lr": 0.01}, seeds=[81, 14], tracking={"experiment": "batched", "log_every": 100})
+    for kind in ("auto", "batched"):
+        sweep = tmp_path / f"{kind}.yaml"
+        sweep.write_text(yaml.safe_dump({**grid, "trainer": {"kind": kind}}))
+        code = main([str(sweep), "--output", str(tmp_path / kind), "--tracking-uri", f"sqlite:///{tmp_path / kind}.db"])
+        assert code == 0
+    exact, batched = (pd.read_csv(tmp_path / kind / "results.csv").set_index("trial").sort_index()
+                      for kind in ("auto", "batched"))
+    assert len(batched) == 42 and batched.index.equals(exact.index)
+    assert (batched["test_acc"] == exact["test_acc"]).all()  # every trial, bit for bit
+    recorder = Recorder(f"sqlite:///{tmp_path / 'batched'}.db", "batched")
+    (parent,) = recorder.client.search_runs([recorder.experiment_id], "tags.`mke.kind` = 'sweep'")
+    children = recorder.children(parent.info.run_id)
+    assert len(children) == 43  # one MLflow run per student, and the teacher
