@@ -1,16 +1,20 @@
 """Benchmark: the full TwoMoon sweep through mke_ray against a plain PyTorch loop.
 
-Both run in this one invocation, on this machine, as separate processes:
+Everything runs in this one invocation, on this machine, as separate processes:
 
-1. ``python -m mke_ray.sweep sweeps/twomoon_grid.yaml`` (Ray start-up, the teacher,
-   every trial, MLflow records, plots, the table), into a temporary folder;
-2. a plain sequential PyTorch loop in one process doing the same trainings (the
-   teacher and every student of the grid), with nothing else.
+1. a plain sequential PyTorch loop in one process doing the sweep's trainings (the
+   teacher and every student of the grid), with nothing else: the baseline;
+2. ``python -m mke_ray.sweep`` on the same grid, the default exact path (Ray start-up,
+   the teacher, every trial, MLflow records, plots, the table), into a temporary folder;
+3. the same with ``trainer: {kind: batched}``, the fastest documented option (a method's
+   students trained as one stacked network; still one folder and MLflow run per student);
+4. the scaling curve: all three at 1, 3 and 10 seeds, and the batched path at 30.
 
 It prints the wall time and peak memory (resident set of the whole process tree,
-sampled every 0.1 s) of each, their ratio, and checks the two agree trial by trial.
+sampled every 0.1 s) of each, their ratios to the loop, and checks that the three agree
+trial by trial.
 
-    python benchmarks/twomoon_sweep.py [--sweep sweeps/twomoon_grid.yaml]
+    python benchmarks/twomoon_sweep.py [--sweep sweeps/twomoon_grid.yaml] [--quick]
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+SEEDS_30 = list(range(30))
 
 
 def measure(cmd: list[str], cwd: Path) -> tuple[float, float, str]:
@@ -127,33 +132,84 @@ def plain_loop(sweep: Path, out: Path) -> None:
     out.write_text(json.dumps(accs))
 
 
+def with_seeds(sweep: Path, seeds: list[int], kind: str, out: Path) -> Path:
+    """A copy of ``sweep`` with these seeds and trainer kind."""
+    import yaml
+
+    data = yaml.safe_load(sweep.read_text())
+    data.update(seeds=seeds, trainer={"kind": kind})
+    out.write_text(yaml.safe_dump(data, sort_keys=False))
+    return out
+
+
+def run_loop(sweep: Path, tmp: Path, name: str) -> tuple[float, float, dict[str, float]]:
+    wall, peak, _ = measure([sys.executable, __file__, "--sweep", str(sweep), "--loop-only", str(tmp / f"{name}.json")],
+                            tmp)
+    return wall, peak, json.loads((tmp / f"{name}.json").read_text())
+
+
+def run_sweep(sweep: Path, tmp: Path, name: str) -> tuple[float, float, dict[str, float]]:
+    import pandas as pd
+
+    wall, peak, _ = measure([sys.executable, "-m", "mke_ray.sweep", str(sweep), "--output", str(tmp / name),
+                             "--tracking-uri", f"sqlite:///{tmp / name}.db"], tmp)
+    return wall, peak, pd.read_csv(tmp / name / "results.csv").set_index("trial")["test_acc"].to_dict()
+
+
+def same(a: dict[str, float], b: dict[str, float]) -> str:
+    equal = sum(1 for k in a if k in b and a[k] == b[k])
+    return f"{equal}/{len(a)} identical"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sweep", type=Path, default=ROOT / "sweeps" / "twomoon_grid.yaml")
+    parser.add_argument("--quick", action="store_true", help="the full grid only, no scaling curve")
     parser.add_argument("--loop-only", type=Path, help=argparse.SUPPRESS)  # internal: run the plain loop
     args = parser.parse_args()
     if args.loop_only:
         plain_loop(args.sweep.resolve(), args.loop_only)
         return
+    import yaml
 
-    import pandas as pd
-
+    base = args.sweep.resolve()
+    seeds = yaml.safe_load(base.read_text())["seeds"]
+    seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        print(f"benchmark: {args.sweep.relative_to(ROOT) if args.sweep.is_relative_to(ROOT) else args.sweep}")
-        loop_s, loop_mb, _ = measure([sys.executable, __file__, "--sweep", str(args.sweep.resolve()),
-                                      "--loop-only", str(tmp / "loop.json")], tmp)
-        print(f"plain PyTorch loop : {loop_s:7.1f} s   peak {loop_mb:7.0f} MiB")
-        sweep_s, sweep_mb, _ = measure([sys.executable, "-m", "mke_ray.sweep", str(args.sweep.resolve()),
-                                        "--output", str(tmp / "sweep"),
-                                        "--tracking-uri", f"sqlite:///{tmp / 'mlflow.db'}"], tmp)
-        print(f"mke_ray sweep      : {sweep_s:7.1f} s   peak {sweep_mb:7.0f} MiB  (Ray start-up, MLflow, plots included)")
-        print(f"ratio sweep / loop : {sweep_s / loop_s:7.2f}x wall time, {sweep_mb / loop_mb:.2f}x peak memory")
+        print(f"benchmark: {base.relative_to(ROOT) if base.is_relative_to(ROOT) else base}, {len(seeds)} seeds; "
+              f"wall time and peak memory of the whole process tree", flush=True)
+        loop_s, loop_mb, loop = run_loop(base, tmp, "loop")
+        print(f"plain PyTorch loop        : {loop_s:7.1f} s   peak {loop_mb:6.0f} MiB", flush=True)
+        exact_s, exact_mb, exact = run_sweep(with_seeds(base, seeds, "auto", tmp / "exact.yaml"), tmp, "exact")
+        print(f"mke_ray sweep, exact path : {exact_s:7.1f} s   peak {exact_mb:6.0f} MiB   "
+              f"{exact_s / loop_s:5.2f}x the loop's time   accuracies vs loop: {same(loop, exact)}", flush=True)
+        fast_s, fast_mb, fast = run_sweep(with_seeds(base, seeds, "batched", tmp / "fast.yaml"), tmp, "fast")
+        print(f"mke_ray sweep, batched    : {fast_s:7.1f} s   peak {fast_mb:6.0f} MiB   "
+              f"{fast_s / loop_s:5.2f}x the loop's time   accuracies vs exact: {same(exact, fast)}", flush=True)
+        print("(both sweeps: Ray start-up, the teacher, MLflow records of every trial, plots and tables included)")
+        if args.quick:
+            return
 
-        loop = json.loads((tmp / "loop.json").read_text())
-        sweep = pd.read_csv(tmp / "sweep" / "results.csv").set_index("trial")["test_acc"].to_dict()
-        differ = [k for k in loop if abs(loop[k] - sweep.get(k, float("nan"))) > 1e-9 or k not in sweep]
-        print(f"same accuracies    : {len(loop) - len(differ)}/{len(loop)} trials identical")
+        print("\nscaling: wall seconds (ratio to the plain loop at the same seeds)", flush=True)
+        print(f"{'seeds':>5} {'trials':>6} {'plain loop':>11} {'exact path':>16} {'batched':>16}")
+        curve = {len(seeds): (loop_s, exact_s, fast_s)}
+        for n in (1, 3):
+            picked = seeds[:n]
+            loop_n = run_loop(with_seeds(base, picked, "auto", tmp / f"loop{n}.yaml"), tmp, f"loop{n}")[0]
+            exact_n = run_sweep(with_seeds(base, picked, "auto", tmp / f"exact{n}.yaml"), tmp, f"exact{n}")[0]
+            fast_n = run_sweep(with_seeds(base, picked, "batched", tmp / f"fast{n}.yaml"), tmp, f"fast{n}")[0]
+            curve[n] = (loop_n, exact_n, fast_n)
+        per_setting = len(loop) // len(seeds)
+        for n, (lp, ex, fa) in sorted(curve.items()):
+            print(f"{n:>5} {n * per_setting:>6} {lp:>10.1f}s {ex:>7.1f}s ({ex / lp:4.2f}x) {fa:>7.1f}s ({fa / lp:4.2f}x)",
+                  flush=True)
+        fast_30, fast_30_mb, _ = run_sweep(with_seeds(base, SEEDS_30, "batched", tmp / "fast30.yaml"), tmp, "fast30")
+        loop_30 = loop_s / len(seeds) * 30  # the plain loop is sequential: its time grows with the trials
+        print(f"{30:>5} {30 * per_setting:>6} {loop_30:>9.1f}s* {'':>16} {fast_30:>7.1f}s ({fast_30 / loop_30:4.2f}x)  "
+              f"peak {fast_30_mb:.0f} MiB")
+        print(f"* the plain loop at 30 seeds is its {len(seeds)}-seed time x {30 / len(seeds):g} (not run: it is "
+              f"sequential, one training after another)")
 
 
 if __name__ == "__main__":
