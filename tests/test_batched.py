@@ -9,7 +9,7 @@ import yaml
 from mke_ray.methods.stacked import train_students_stacked
 from mke_ray.methods.student import train_student
 from mke_ray.models.mlp import StackedMLPs
-from mke_ray.spec import SpecError, TrainerSpec, TrialSpec, parse_spec
+from mke_ray.spec import SpecError, TrainerSpec, TrialSpec, parse_spec, read_yaml
 from mke_ray.sweep import main
 from mke_ray.tasks import TASKS, TrainSettings
 from mke_ray.tracking import Recorder
@@ -59,14 +59,16 @@ def test_stacked_students_write_the_same_results_as_single_ones(tmp_path):
         assert (tmp_path / "stack" / trial.key / "student.pt").is_file()
 
 
-def test_packs_keep_one_method_per_stack_and_fill_the_cpus():
+def test_packs_share_every_method_and_setting_and_fill_the_cpus():
     trials = [TrialSpec(m, {"dropout": d}, s, 0) for d in (0.0, 0.5) for m in ("um_student", "mm_student", "mm_sup")
-              for s in range(5)]
+              for s in range(6)]
     cut = packs(trials, None, cpus=2)
-    assert all(len({t.method for t in pack}) == 1 for pack in cut)
-    assert sorted(len(pack) for pack in cut) == [5] * 6 and sum(map(len, cut)) == len(trials)
-    assert [len(p) for p in packs(trials, 4, cpus=2)] == [4, 4, 2] * 3
-    assert len(packs(trials, None, cpus=1)) == 3
+    assert [len(pack) for pack in cut] == [18, 18] and sorted(sum(cut, []), key=str) == sorted(trials, key=str)
+    for pack in cut:  # an equal share of every method and setting: the packs take equally long
+        assert all(sum(1 for t in pack if (t.method, t.regularization["dropout"]) == (m, d)) == 3
+                   for m in ("um_student", "mm_student", "mm_sup") for d in (0.0, 0.5))
+    assert [len(p) for p in packs(trials, 4, cpus=2)] == [4] * 9
+    assert len(packs(trials, None, cpus=1)) == 1 and len(packs(trials[:1], None, cpus=8)) == 1
 
 
 def test_batched_is_refused_where_it_cannot_stack():
@@ -80,7 +82,7 @@ def test_batched_is_refused_where_it_cannot_stack():
 
 
 def test_a_batched_sweep_records_every_trial_with_the_exact_paths_results(tmp_path, ray_local):
-    grid = yaml.safe_load((ROOT / "sweeps" / "twomoon_grid.yaml").read_text())
+    grid = read_yaml(ROOT / "sweeps" / "twomoon_grid.yaml")
     grid.update(student={"epochs": 300, "lr": 0.01}, seeds=[81, 14], tracking={"experiment": "batched", "log_every": 100})
     for kind in ("auto", "batched"):
         sweep = tmp_path / f"{kind}.yaml"

@@ -100,6 +100,7 @@ class TwoMoon(Task):
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.colors import ListedColormap
 
         splits = self.splits()
         unl = splits.unlabeled
@@ -112,7 +113,9 @@ class TwoMoon(Task):
             region = model(torch.cat([grid[m] for m in modalities], dim=1)).argmax(1).reshape(gx.shape)
 
         fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
-        ax.contourf(gx, gy, region, levels=[-0.5, 0.5, 1.5], colors=["#f4c7c3", "#c6d9f1"], alpha=0.8)
+        # the predicted regions as an image: drawn in a few ms, where contourf takes ten times as long
+        ax.imshow(region.numpy(), extent=(lo[0], hi[0], lo[1], hi[1]), origin="lower", aspect="auto",
+                  cmap=ListedColormap(["#f4c7c3", "#c6d9f1"]), vmin=0, vmax=1, alpha=0.8, interpolation="nearest")
         colors = ["#c0392b", "#2e5fa3"]
         wrong = pseudo_labels != unl.y
         for cls in (0, 1):

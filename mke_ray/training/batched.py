@@ -31,7 +31,7 @@ def fit_stacked(stack: StackedMLPs, x: torch.Tensor, y: torch.Tensor, *, epochs:
     gradient is that of its own mean loss (the stack's loss is their sum). Every ``log_every`` epochs and
     after the last, each model's record holds its training loss and ``probe(stack)[b]`` (eval mode).
     """
-    optimizer = torch.optim.SGD(stack.parameters(), lr=lr)
+    params = list(stack.parameters())
     histories: list[list[dict[str, float]]] = [[] for _ in range(len(stack))]
     targets = y.repeat(len(stack))
     started = time.perf_counter()
@@ -42,9 +42,11 @@ def fit_stacked(stack: StackedMLPs, x: torch.Tensor, y: torch.Tensor, *, epochs:
             logits = F.softmax(logits, dim=2)
         per_model = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets, reduction="none") \
             .view(len(stack), -1).mean(dim=1)
-        optimizer.zero_grad()
+        for p in params:  # plain SGD, written out as in loop.fit
+            p.grad = None
         per_model.sum().backward()
-        optimizer.step()
+        with torch.no_grad():
+            torch._foreach_add_(params, [p.grad for p in params], alpha=-lr)
         if epoch == epochs or (log_every and epoch % log_every == 0):
             scores = probe(stack) if probe is not None else [{} for _ in range(len(stack))]
             for b, history in enumerate(histories):

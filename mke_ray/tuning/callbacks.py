@@ -25,10 +25,19 @@ class MlflowTrials(Callback):
         self.trials_dir = trials_dir
         self.failures: list[tuple[TrialSpec, str, Path | None]] = []
 
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        """A pack reports each stack it finished: its students are recorded now, not when the pack ends."""
+        finished = set(result.get("finished_trials", ()))
+        node = result.get("node_id")
+        for spec in trials_of(trial.config):
+            if spec.key in finished:
+                self.log.record_trial(spec, self.trials_dir / record_key(spec), tags={"mke.node": node} if node else None)
+
     def on_trial_complete(self, iteration, trials, trial, **info):
         node = (trial.last_result or {}).get("node_id")
         for spec in trials_of(trial.config):
-            self.log.record_trial(spec, self.trials_dir / record_key(spec), tags={"mke.node": node} if node else None)
+            if record_key(spec) not in self.log.logged:
+                self.log.record_trial(spec, self.trials_dir / record_key(spec), tags={"mke.node": node} if node else None)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         local = Path(trial.error_file) if trial.error_file else None
@@ -36,6 +45,8 @@ class MlflowTrials(Callback):
         # where the traceback stays: the trial's folder in the sweep's storage
         stored = Path(trial.path) / "error.txt" if trial.path else local
         for spec in trials_of(trial.config):
+            if record_key(spec) in self.log.logged:  # finished in an earlier stack of its pack
+                continue
             self.failures.append((spec, message, stored))
             self.log.record_failure(spec, message, local.parent if local else None)
 

@@ -36,6 +36,7 @@ class ProgressLine(Callback):
         self.started = time.monotonic()
         self.last_print = 0.0
         self.done = self.failed = self.running = 0
+        self.finished_keys: set[str] = set()  # students of packs, counted as their stacks finished
         self.best: dict | None = None
 
     @property
@@ -48,27 +49,39 @@ class ProgressLine(Callback):
     def on_trial_start(self, iteration, trials, trial, **info):
         self.running += 1
 
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if "finished_trials" in result:  # a pack finished a stack of students
+            self.finished_keys.update(result["finished_trials"])
+            self.done += len(result["finished_trials"])
+            self._consider(result)
+            self._print(force=self.done == self.total)
+
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.running -= 1
-        result = trial.last_result or {}
-        self.done += int(result.get("trials", 1))  # a pack of stacked students counts as its trials
+        if "pack" in trial.config:  # its students were counted as their stacks finished
+            self._print(force=True)
+            return
+        self.done += 1
+        self._consider(trial.last_result or {})
+        self._print(force=self.done == self.total)
+
+    def _consider(self, result: dict) -> None:
+        """Keep ``result`` as the best so far if it is."""
         score = self.describe_best(result)
         metric = f"val_{self.metric}" if f"val_{self.metric}" in result and self.best_by_val \
             else f"test_{self.metric}"
         if score is not None and (self.best is None or result[metric] > self.best[metric]):
             self.best = result
-        self._print(force=self.done == self.total)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         from mke_ray.tracking.sweep_log import record_key
-        from mke_ray.tuning.callbacks import error_summary
-
-        from mke_ray.tuning.callbacks import trials_of
+        from mke_ray.tuning.callbacks import error_summary, trials_of
 
         self.running -= 1
-        specs = trials_of(trial.config)
+        specs = [spec for spec in trials_of(trial.config) if spec.key not in self.finished_keys]
         self.failed += len(specs)
-        key = record_key(specs[0]) + (f" (and the {len(specs) - 1} others stacked with it)" if len(specs) > 1 else "")
+        shown = specs or trials_of(trial.config)
+        key = record_key(shown[0]) + (f" (and {len(specs) - 1} more of its pack)" if len(specs) > 1 else "")
         message = error_summary(Path(trial.error_file) if trial.error_file else None) or "no error message"
         self.stream.write(("\r\033[K" if self.tty else "") + f"trial {key} failed: {message}\n")
         self._print(force=True)

@@ -48,20 +48,25 @@ def trial_resources(resources: ResourcesSpec, trainer: TrainerSpec) -> tuple[dic
 
 
 def packs(trials: list[TrialSpec], size: int | None, cpus: int) -> list[list[TrialSpec]]:
-    """Trials grouped for stacking: one method and one set of settings per pack, at most ``size`` each.
-
-    By default each group is cut into ``cpus`` equal packs when there are fewer than ``2 * cpus`` groups
-    (3 methods on 2 CPUs: 6 packs, 3 rounds of half stacks instead of 2 rounds of whole ones), else kept whole.
-    """
+    """Trials dealt into packs, one Tune trial each: by default one pack per CPU, each holding an equal share of
+    every method's trials (so the packs take equally long); with ``size``, as many packs as it takes to hold at
+    most ``size`` trials each. A pack trains its trials one stack per method (``tuning.trainable.run_pack``)."""
+    count = max(1, cpus, -(-len(trials) // size) if size else 0)
+    out: list[list[TrialSpec]] = [[] for _ in range(min(count, len(trials)))]
     groups: dict[tuple, list[TrialSpec]] = {}
     for trial in trials:
-        groups.setdefault((trial.method, tuple(sorted(trial.overrides.items()))), []).append(trial)
-    out = []
-    for group in groups.values():
-        pieces = max(1, cpus) if len(groups) < 2 * max(1, cpus) else 1
-        step = size or -(-len(group) // pieces)
-        out += [group[i:i + step] for i in range(0, len(group), step)]
+        groups.setdefault(stack_key(trial), []).append(trial)
+    dealt = 0
+    for group in groups.values():  # round robin over every group: each pack gets a share of every setting
+        for trial in group:
+            out[dealt % len(out)].append(trial)
+            dealt += 1
     return out
+
+
+def stack_key(trial: TrialSpec) -> tuple:
+    """Trials with the same key can be trained as one stack: one method, one set of settings."""
+    return trial.method, tuple(sorted(trial.overrides.items()))
 
 
 def run_trials(trials: list[TrialSpec], trainable, context, resources: ResourcesSpec, trainer: TrainerSpec,

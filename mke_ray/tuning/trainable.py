@@ -63,17 +63,22 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
 
 
 def run_pack(config: dict[str, Any], context: TrialContext) -> None:
-    """A stack of students of one method (``trainer: {kind: batched}``): each written to its own folder."""
+    """A pack of students (``trainer: {kind: batched}``): one stack per method, each student written to its own
+    folder; after each stack a report names the students it finished, so that they are recorded at once."""
     from mke_ray.methods.stacked import train_students_stacked
+    from mke_ray.tuning.runner import stack_key
 
-    trials = [TrialSpec.from_dict(t) for t in config["pack"]]
     torch.set_num_threads(context.threads)
-    results = train_students_stacked(_task(context.task.model_dump_json()), trials, context.student,
-                                     _pseudo_labels(context.pseudo_labels), context.trials_dir,
-                                     log_every=context.log_every, plot=context.plots)
-    best = max(range(len(trials)), key=lambda i: results[i].get("test_acc", float("-inf")))
-    tune.report({**results[best], "trial_key": trials[best].key, "method": trials[best].method,
-                 "trials": len(trials), "node_id": _node()})
+    stacks: dict[tuple, list[TrialSpec]] = {}
+    for trial in (TrialSpec.from_dict(t) for t in config["pack"]):
+        stacks.setdefault(stack_key(trial), []).append(trial)
+    for trials in stacks.values():
+        results = train_students_stacked(_task(context.task.model_dump_json()), trials, context.student,
+                                         _pseudo_labels(context.pseudo_labels), context.trials_dir,
+                                         log_every=context.log_every, plot=context.plots)
+        best = max(range(len(trials)), key=lambda i: results[i].get("test_acc", float("-inf")))
+        tune.report({**results[best], "trial_key": trials[best].key, "method": trials[best].method,
+                     "finished_trials": [trial.key for trial in trials], "node_id": _node()})
 
 
 def run_search_trial(config: dict[str, Any], context: TrialContext) -> None:
