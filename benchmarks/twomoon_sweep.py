@@ -6,8 +6,9 @@ Everything runs in this one invocation, on this machine, as separate processes:
    teacher and every student of the grid), with nothing else: the baseline;
 2. ``python -m mke_ray.sweep`` on the same grid, the default exact path (Ray start-up,
    the teacher, every trial, MLflow records, plots, the table), into a temporary folder;
-3. the same with ``trainer: {kind: batched}``, the fastest documented option (a method's
-   students trained as one stacked network; still one folder and MLflow run per student);
+3. the same with ``trainer: {kind: batched}`` (a method's students trained as one stacked
+   network; still one folder and MLflow run per student), with and without per-trial plots
+   (``tracking.plots: false``: the fastest documented option);
 4. the scaling curve: all three at 1, 3 and 10 seeds, and the batched path at 30.
 
 It prints the wall time and peak memory (resident set of the whole process tree,
@@ -132,14 +133,16 @@ def plain_loop(sweep: Path, out: Path) -> None:
     out.write_text(json.dumps(accs))
 
 
-def with_seeds(sweep: Path, seeds: list[int], kind: str, out: Path) -> Path:
-    """A copy of ``sweep`` with these seeds and trainer kind."""
+def with_seeds(sweep: Path, seeds: list[int], kind: str, out: Path, plots: bool = True) -> Path:
+    """A copy of ``sweep`` with these seeds and trainer kind (and without per-trial plots)."""
     import yaml
 
     from mke_ray.spec import read_yaml
 
     data = read_yaml(sweep)
     data.update(seeds=seeds, trainer={"kind": kind})
+    if not plots:
+        data["tracking"] = {**data.get("tracking", {}), "plots": False}
     out.write_text(yaml.safe_dump(data, sort_keys=False))
     return out
 
@@ -189,7 +192,12 @@ def main() -> None:
         fast_s, fast_mb, fast = run_sweep(with_seeds(base, seeds, "batched", tmp / "fast.yaml"), tmp, "fast")
         print(f"mke_ray sweep, batched    : {fast_s:7.1f} s   peak {fast_mb:6.0f} MiB   "
               f"{fast_s / loop_s:5.2f}x the loop's time   accuracies vs exact: {same(exact, fast)}", flush=True)
-        print("(both sweeps: Ray start-up, the teacher, MLflow records of every trial, plots and tables included)")
+        bare_s, bare_mb, bare = run_sweep(with_seeds(base, seeds, "batched", tmp / "bare.yaml", plots=False), tmp,
+                                          "bare")
+        print(f"  ... and plots: false    : {bare_s:7.1f} s   peak {bare_mb:6.0f} MiB   "
+              f"{bare_s / loop_s:5.2f}x the loop's time   accuracies vs exact: {same(exact, bare)}", flush=True)
+        print("(every sweep: Ray start-up, the teacher, MLflow records of every trial and the tables included; plots "
+              "of every trial too, except in the last)")
         if args.quick:
             return
 
