@@ -151,8 +151,8 @@ class TrainerSpec(_Spec):
                             "cluster has GPUs and a CPU worker when it has none; local for the other tasks; "
                             "batched: the students of one method trained together as one stacked network, each "
                             "with its own seed and random stream (TwoMoon)")
-    pack: int | None = Field(None, ge=1, description="batched: most students in one stack; default: a method's "
-                                                     "trials in as many stacks as the cluster has CPUs")
+    pack: int | None = Field(None, ge=1, description="batched: most students in one pack (one Tune trial, a stack "
+                                                     "per method in it); default: one pack per CPU")
     workers: int | None = Field(None, ge=1, le=1024, description="Ray Train workers per trial; default on GPUs: "
                                                                  "the cluster's GPUs shared by the trials (at least "
                                                                  "1, at most 8), on CPUs: 1")
@@ -185,7 +185,8 @@ class TrainerSpec(_Spec):
 
     def describe(self) -> str:
         if self.kind == "batched":
-            return "as stacks of students, one per method" + (f" (at most {self.pack} each)" if self.pack else "")
+            return "as stacked networks, one per method in each pack of trials" + \
+                (f" (at most {self.pack} trials a pack)" if self.pack else " (a pack per CPU)")
         if self.kind != "ray_train":
             return "in each trial's process"
         unit = "GPU" if self.gpu else "CPU"
