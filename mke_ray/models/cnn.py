@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from mke_ray.regularizers import REGULARIZERS
+from mke_ray.regularizers import build_all
 
 IMAGE_MEAN = (0.485, 0.456, 0.406)  # ImageNet statistics
 IMAGE_STD = (0.229, 0.224, 0.225)
@@ -62,20 +62,11 @@ class FusionClassifier(nn.Module):
     def __init__(self, encoders: Mapping[str, ConvEncoder], hidden: int, classes: int,
                  regularization: Mapping[str, float] | None = None):
         super().__init__()
-        strengths = dict(regularization or {})
-        unknown = set(strengths) - set(REGULARIZERS.names())
-        if unknown:
-            raise KeyError(f"unknown regularizer(s) {sorted(unknown)}; known: {REGULARIZERS.names()}")
         self.encoders = nn.ModuleDict(encoders)
         features = sum(e.out_features for e in encoders.values())
         self.head = nn.ModuleList([nn.Linear(features, hidden), nn.Linear(hidden, hidden), nn.Linear(hidden, classes)])
-
-        def reg(name: str) -> nn.Module:
-            return REGULARIZERS.get(name).build(strengths.get(name, 0.0))
-
-        self.input_noise = reg("input_noise")
-        self.hidden_noise = reg("hidden_noise")
-        self.dropout = reg("dropout")
+        self.input_noise, self.hidden_noise, self.dropout = build_all(
+            regularization, "input_noise", "hidden_noise", "dropout")
 
     def forward(self, x: Mapping[str, torch.Tensor]) -> torch.Tensor:
         features = []

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from mke_ray.data.events import LOG_FLOOR, dequantize_audio
-from mke_ray.regularizers import REGULARIZERS
+from mke_ray.regularizers import build_all
 
 AUDIO_BACKBONES = ("resnet18", "small")
 VIDEO_BACKBONES = ("r3d_18", "small")
@@ -131,17 +131,13 @@ class EventsNet(nn.Module):
     def __init__(self, spectrogram: LogSpectrogram, encoders: Mapping[str, tuple[nn.Module, int]], classes: int,
                  regularization: Mapping[str, float] | None = None):
         super().__init__()
-        strengths = dict(regularization or {})
-        unknown = set(strengths) - set(REGULARIZERS.names())
-        if unknown:
-            raise KeyError(f"unknown regularizer(s) {sorted(unknown)}; known: {REGULARIZERS.names()}")
         self.spectrogram = spectrogram
         self.encoders = nn.ModuleDict({name: encoder for name, (encoder, _) in encoders.items()})
         self.head = nn.Linear(sum(features for _, features in encoders.values()), classes)
         self.register_buffer("video_mean", torch.tensor(VIDEO_MEAN).view(1, 3, 1, 1, 1), persistent=False)
         self.register_buffer("video_std", torch.tensor(VIDEO_STD).view(1, 3, 1, 1, 1), persistent=False)
-        self.input_noise, self.hidden_noise, self.dropout = (
-            REGULARIZERS.get(name).build(strengths.get(name, 0.0)) for name in ("input_noise", "hidden_noise", "dropout"))
+        self.input_noise, self.hidden_noise, self.dropout = build_all(
+            regularization, "input_noise", "hidden_noise", "dropout")
 
     def forward(self, x: Mapping[str, torch.Tensor]) -> torch.Tensor:
         features = []

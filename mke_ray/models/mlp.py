@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from mke_ray.regularizers import REGULARIZERS
+from mke_ray.regularizers import build_all
 
 
 class PerturbedMLP(nn.Module):
@@ -25,18 +25,8 @@ class PerturbedMLP(nn.Module):
         self.fc1 = nn.Linear(in_features, hidden)
         self.fc2 = nn.Linear(hidden, hidden)
         self.fc3 = nn.Linear(hidden, classes)
-        strengths = dict(regularization or {})
-        unknown = set(strengths) - set(REGULARIZERS.names())
-        if unknown:
-            raise KeyError(f"unknown regularizer(s) {sorted(unknown)}; known: {REGULARIZERS.names()}")
-
-        def reg(name: str) -> nn.Module:
-            return REGULARIZERS.get(name).build(strengths.get(name, 0.0))
-
-        self.input_noise = reg("input_noise")
-        self.hidden_noise = reg("hidden_noise")
-        self.drop1 = reg("dropout")
-        self.drop2 = reg("dropout")
+        self.input_noise, self.hidden_noise, self.drop1, self.drop2 = build_all(
+            regularization, "input_noise", "hidden_noise", "dropout", "dropout")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.input_noise(x)

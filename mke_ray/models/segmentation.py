@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mke_ray.models.cnn import IMAGE_MEAN, IMAGE_STD
-from mke_ray.regularizers import REGULARIZERS
+from mke_ray.regularizers import build_all
 
 BACKBONES = ("small", "resnet18", "resnet34", "resnet50", "resnet101")
 SMALL_WIDTHS = (16, 32, 64, 128)
@@ -87,13 +87,8 @@ def _normalise_rgb(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> to
 
 class _Regularized(nn.Module):
     def _regularizers(self, regularization: Mapping[str, float] | None) -> None:
-        strengths = dict(regularization or {})
-        unknown = set(strengths) - set(REGULARIZERS.names())
-        if unknown:
-            raise KeyError(f"unknown regularizer(s) {sorted(unknown)}; known: {REGULARIZERS.names()}")
-        self.input_noise = REGULARIZERS.get("input_noise").build(strengths.get("input_noise", 0.0))
-        self.hidden_noise = REGULARIZERS.get("hidden_noise").build(strengths.get("hidden_noise", 0.0))
-        self.dropout = nn.Dropout2d(strengths.get("dropout", 0.0))
+        self.input_noise, self.hidden_noise = build_all(regularization, "input_noise", "hidden_noise")
+        self.dropout = nn.Dropout2d(dict(regularization or {}).get("dropout", 0.0))  # whole feature maps
         self.register_buffer("mean", torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGE_STD).view(1, 3, 1, 1), persistent=False)
 
