@@ -210,13 +210,15 @@ def _run_with_ray(spec, trials, remaining, pseudo_labels, output, student_settin
     from mke_ray.tuning.trainable import TrialContext, run_pack, run_search_trial, run_trial
     import ray
 
-    trainer = spec.trainer.resolve(spec.task.build(), ray.cluster_resources(), trials=remaining)
+    task = spec.task.build()
+    trainer = spec.trainer.resolve(task, ray.cluster_resources(), trials=remaining)
     spec = spec.model_copy(update={"trainer": trainer})
     print(f"students are trained {spec.trainer.describe()}", flush=True)
     context = TrialContext(task=spec.task, student=student_settings, pseudo_labels=pseudo_labels,
                            trials_dir=output / "trials", log_every=spec.tracking.log_every,
                            plots=spec.tracking.plots, threads=max(1, int(spec.resources.cpu)),
-                           seeds=tuple(spec.seeds), trainer=spec.trainer, storage=f"{storage}/ray_train")
+                           seeds=tuple(spec.seeds), trainer=spec.trainer, storage=f"{storage}/ray_train",
+                           splits=task.splits() if task.small else None)
     mlflow_trials = MlflowTrials(log, output / "trials")
     if spec.search.kind == "optuna":
         from mke_ray.tuning.search import run_search

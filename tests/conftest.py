@@ -12,6 +12,8 @@ def ray_local():
     import ray
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    if ray.is_initialized():  # a sweep run by an earlier test (without this fixture) started one
+        ray.shutdown()
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()

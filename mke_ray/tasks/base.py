@@ -60,9 +60,25 @@ class Task(ABC):
 
     def __init__(self, options: BaseModel):
         self.options = options
+        self._splits: Splits | None = None
+
+    def splits(self) -> Splits:
+        """The task's splits, made (or loaded) once per task object."""
+        if self._splits is None:
+            self._splits = self.make_splits()
+        return self._splits
 
     @abstractmethod
-    def splits(self) -> Splits: ...
+    def make_splits(self) -> Splits: ...
+
+    small: ClassVar[bool] = False
+    """Whether the splits are small enough to be made once by the sweep's driver and sent to its trials
+    (``adopt``), sparing every trial process the making (for TwoMoon: importing scikit-learn, ~1.5 s)."""
+
+    def adopt(self, splits: Splits) -> "Task":
+        """This task, with ``splits`` that another process made from the same options."""
+        self._splits = splits
+        return self
 
     @abstractmethod
     def build_model(self, modalities: tuple[str, ...],

@@ -172,7 +172,7 @@ class Events(Task):
     def _made(self) -> tuple[Splits, tuple[str, ...], int]:
         return _make_splits(self.options.model_dump_json())
 
-    def splits(self) -> Splits:
+    def make_splits(self) -> Splits:
         return self._made()[0]
 
     def class_names(self) -> list[str]:

@@ -152,7 +152,7 @@ class Nyu(Task):
     teacher_defaults = TrainSettings(epochs=50, lr=0.01, momentum=0.9, batch_size=8, select="best_val")
     student_defaults = TrainSettings(epochs=50, lr=0.01, momentum=0.9, batch_size=8, select="best_val")
 
-    def splits(self) -> Splits:
+    def make_splits(self) -> Splits:
         return _make_splits(self.options.model_dump_json())[0]
 
     def class_names(self) -> list[str]:

@@ -137,7 +137,7 @@ class Ravdess(Task):
     student_defaults = TrainSettings(epochs=100, lr=0.01, momentum=0.9, batch_size=64, select="best_val")
     classes = 8
 
-    def splits(self) -> Splits:
+    def make_splits(self) -> Splits:
         return _make_splits(self.options.model_dump_json())
 
     def build_model(self, modalities, regularization) -> FusionClassifier:

@@ -360,7 +360,7 @@ class Tabular(Task):
         self.modalities = tuple(options.modalities)
         self.teacher_modality = options.teacher_modality or self.modalities[0]
 
-    def splits(self) -> Splits:
+    def make_splits(self) -> Splits:
         return _load(self.options).splits
 
     @property

@@ -78,7 +78,7 @@ class TwoMoon(Task):
     teacher_defaults = TrainSettings(epochs=1000, lr=0.01, seed=39)
     student_defaults = TrainSettings(epochs=2000, lr=0.01)
 
-    def splits(self) -> Splits:
+    def make_splits(self) -> Splits:
         return _make_splits(self.options)
 
     def build_model(self, modalities, regularization) -> nn.Module:
@@ -89,6 +89,7 @@ class TwoMoon(Task):
         return softmax_cross_entropy if self.options.loss == "published" else F.cross_entropy
 
     stackable = True  # students can be trained as one stacked network (trainer: {kind: batched})
+    small = True  # 500 points: made once by the sweep's driver, sent to the trials
 
     def stacked_loss(self) -> str:
         """``loss_fn`` by name, for ``training.batched.fit_stacked``."""

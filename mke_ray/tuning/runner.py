@@ -24,6 +24,10 @@ def start_ray(address: str | None) -> dict[str, float]:
     # failed trials are reported one line each by our callbacks, tracebacks kept in error.txt
     for name in ("ray.tune.execution.tune_controller", "ray.tune.tune"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
+    # MLflow and the trial folders keep every result: Tune's own CSV/JSON/TensorBoard files would repeat them
+    # (and Tune's result grid, which reads them back, is never used: it would warn that they are missing)
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     if not ray.is_initialized():
         extra = {"include_dashboard": False} if local else {}
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False, **extra)

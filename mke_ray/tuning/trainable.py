@@ -13,7 +13,7 @@ from ray import tune
 from mke_ray.methods.artifacts import RESULT, write_json
 from mke_ray.methods.student import train_student
 from mke_ray.spec import TaskSpec, TrainerSpec, TrialSpec
-from mke_ray.tasks import TrainSettings
+from mke_ray.tasks import Splits, TrainSettings
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ class TrialContext:
     seeds: tuple[int, ...] = ()
     trainer: TrainerSpec = TrainerSpec()
     storage: str | None = None  # Ray Train checkpoints: a folder or a URI
+    splits: Splits | None = None  # the task's splits, made by the driver (tasks marked ``small``)
 
 
 def _train(context: TrialContext, trial: TrialSpec, folder: Path) -> dict[str, Any]:
@@ -40,13 +41,18 @@ def _train(context: TrialContext, trial: TrialSpec, folder: Path) -> dict[str, A
                                          context.storage, workers=context.trainer.workers,
                                          gpu=context.trainer.gpu, log_every=context.log_every,
                                          plot=context.plots)
-    return train_student(_task(context.task.model_dump_json()), trial, context.student,
+    return train_student(_task(context), trial, context.student,
                          _pseudo_labels(context.pseudo_labels), folder, log_every=context.log_every,
                          plot=context.plots)
 
 
+def _task(context: TrialContext):
+    task = _built(context.task.model_dump_json())
+    return task.adopt(context.splits) if context.splits is not None else task
+
+
 @lru_cache(maxsize=4)
-def _task(spec_json: str):
+def _built(spec_json: str):
     return TaskSpec.model_validate_json(spec_json).build()
 
 
@@ -73,7 +79,7 @@ def run_pack(config: dict[str, Any], context: TrialContext) -> None:
     for trial in (TrialSpec.from_dict(t) for t in config["pack"]):
         stacks.setdefault(stack_key(trial), []).append(trial)
     for trials in stacks.values():
-        results = train_students_stacked(_task(context.task.model_dump_json()), trials, context.student,
+        results = train_students_stacked(_task(context), trials, context.student,
                                          _pseudo_labels(context.pseudo_labels), context.trials_dir,
                                          log_every=context.log_every, plot=context.plots)
         best = max(range(len(trials)), key=lambda i: results[i].get("test_acc", float("-inf")))
