@@ -43,60 +43,93 @@ class StackedMLPs(nn.Module):
     had when model b was built: the draws an individual training would make next). The forward pass takes
     the inputs every model shares, ``[N, in]``, and returns logits ``[B, N, classes]``; matrix products are
     batched, noise and dropout masks are drawn per model, in the order ``PerturbedMLP`` draws them.
-    ``unstack(b)`` gives model b back as a ``PerturbedMLP``.
+    Neighbouring models with the same perturbations switched on form a group (``_Group``): each group draws
+    and applies only its own, so a model without dropout pays nothing for its neighbours' masks (a stack
+    ordered by setting has a group per kind of regularizer). ``unstack(b)`` gives model b back.
     """
 
     def __init__(self, models: list[PerturbedMLP], generators: list[torch.Generator]):
         super().__init__()
         if not models or len(models) != len(generators):
             raise ValueError("need one generator per model, and at least one model")
+        kinds = [_kinds(m) for m in models]
+        starts = [b for b in range(len(models)) if b == 0 or kinds[b] != kinds[b - 1]]
+        bounds = list(zip(starts, starts[1:] + [len(models)]))
+        self.groups = nn.ModuleList(_Group(models[a:b], generators[a:b]) for a, b in bounds)
+        self._where = [(g, b - a) for g, (a, end) in enumerate(bounds) for b in range(a, end)]
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if len(self.groups) == 1:
+            return self.groups[0](x)
+        return torch.cat([group(x) for group in self.groups])
+
+    def unstack(self, b: int) -> PerturbedMLP:
+        """Model b, its weights set to the trained ones."""
+        group, i = self._where[b]
+        return self.groups[group].unstack(i)
+
+
+def _kinds(model: PerturbedMLP) -> tuple[bool, bool, bool]:
+    return (bool(getattr(model.input_noise, "scale", 0.0)), bool(getattr(model.hidden_noise, "scale", 0.0)),
+            bool(getattr(model.drop1, "p", 0.0)))
+
+
+class _Group(nn.Module):
+    """Models of a stack with the same perturbations switched on (at their own strengths): every one of them
+    draws and applies each perturbation the group has, and none other."""
+
+    def __init__(self, models: list[PerturbedMLP], generators: list[torch.Generator]):
+        super().__init__()
         object.__setattr__(self, "models", list(models))  # kept, not registered: unstack() fills them
         for name in ("fc1", "fc2", "fc3"):  # x @ W^T + b as baddbmm(b, x, W^T)
             layers = [getattr(m, name) for m in models]
             self.register_parameter(f"{name}_w", nn.Parameter(torch.stack([l.weight.detach().t() for l in layers])))
             self.register_parameter(f"{name}_b", nn.Parameter(torch.stack([l.bias.detach()[None] for l in layers])))
-        self.s1 = [float(getattr(m.input_noise, "scale", 0.0)) for m in models]
-        self.s2 = [float(getattr(m.hidden_noise, "scale", 0.0)) for m in models]
-        self.p = [float(getattr(m.drop1, "p", 0.0)) for m in models]
         self.generators = generators
-        self._noisy_inputs = [b for b, s in enumerate(self.s1) if s]
-        self._noisy_hidden = [b for b, s in enumerate(self.s2) if s]
-        self._dropping = [b for b, p in enumerate(self.p) if p]
-        self.register_buffer("_s1", torch.tensor(self.s1).view(-1, 1, 1), persistent=False)
-        self.register_buffer("_s2", torch.tensor(self.s2).view(-1, 1, 1), persistent=False)
-        self.register_buffer("_keep", torch.tensor([1 - p for p in self.p]).view(-1, 1, 1), persistent=False)
+        self.input_noise, self.hidden_noise, self.dropout = _kinds(models[0])
+        self.p = [float(getattr(m.drop1, "p", 0.0)) for m in models]
+        column = lambda values: torch.tensor(values).view(-1, 1, 1)  # noqa: E731
+        self.register_buffer("_s1", column([float(getattr(m.input_noise, "scale", 0.0)) for m in models]),
+                             persistent=False)
+        self.register_buffer("_s2", column([float(getattr(m.hidden_noise, "scale", 0.0)) for m in models]),
+                             persistent=False)
+        self.register_buffer("_keep", column([1 - p for p in self.p]), persistent=False)
 
     def __len__(self) -> int:
         return len(self.generators)
 
-    def _noise(self, h: torch.Tensor, scales: torch.Tensor, active: list[int]) -> torch.Tensor:
-        """``h[b] + s_b * mean(|h[b]|) * N(0, 1)`` for the models ``active`` (mean over model b's tensor)."""
-        if not self.training or not active:
-            return h
-        draws = torch.zeros_like(h)  # models without noise keep zeros and draw nothing, as alone
-        for b in active:
-            torch.randn(h.shape[1:], generator=self.generators[b], out=draws[b])
+    def _noise(self, h: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+        """``h[b] + s_b * mean(|h[b]|) * N(0, 1)`` (the mean over model b's tensor)."""
+        draws = torch.empty_like(h)
+        for b, generator in enumerate(self.generators):
+            torch.randn(h.shape[1:], generator=generator, out=draws[b])
         return h + scales * h.abs().mean(dim=(1, 2), keepdim=True) * draws
 
     def _dropout(self, h: torch.Tensor) -> torch.Tensor:
         """Inverted dropout with model b's rate, its mask drawn as ``F.dropout`` draws one on a CPU."""
-        if not self.training or not self._dropping:
-            return h
-        masks = torch.ones_like(h)
-        for b in self._dropping:
-            masks[b].bernoulli_(1 - self.p[b], generator=self.generators[b])
+        masks = torch.empty_like(h)
+        for b, generator in enumerate(self.generators):
+            masks[b].bernoulli_(1 - self.p[b], generator=generator)
         return h * masks.div_(self._keep)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.expand(len(self), *x.shape)  # every model perturbs its own copy of the shared input
-        x = self._noise(x, self._s1, self._noisy_inputs)
+        if self.training and self.input_noise:
+            x = self._noise(x, self._s1)
         h = torch.relu(torch.baddbmm(self.fc1_b, x, self.fc1_w))
-        h = self._dropout(self._noise(h, self._s2, self._noisy_hidden))
-        h = self._dropout(torch.relu(torch.baddbmm(self.fc2_b, h, self.fc2_w)))
+        if self.training and self.hidden_noise:
+            h = self._noise(h, self._s2)
+        if self.training and self.dropout:
+            h = self._dropout(h)
+        h = torch.relu(torch.baddbmm(self.fc2_b, h, self.fc2_w))
+        if self.training and self.dropout:
+            h = self._dropout(h)
         return torch.baddbmm(self.fc3_b, h, self.fc3_w)
 
     def unstack(self, b: int) -> PerturbedMLP:
-        """Model b, its weights set to the trained ones."""
         model = self.models[b]
         with torch.no_grad():
             for name in ("fc1", "fc2", "fc3"):
