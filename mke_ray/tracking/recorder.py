@@ -144,7 +144,11 @@ class Recorder:
         run_id = run.info.run_id
         self._log(run_id, params=params, history=history, metrics=metrics or {})
         if artifacts is not None and artifacts.is_dir():
-            _retry(lambda: self.client.log_artifacts(run_id, str(artifacts)), "log artifacts")
+            from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+            # the run's artifact store, from the run just created (the client would look the run up again)
+            repository = get_artifact_repository(run.info.artifact_uri)
+            _retry(lambda: repository.log_artifacts(str(artifacts)), "log artifacts")
         _retry(lambda: self.client.set_terminated(run_id, status), "end run")
         return run_id
 
@@ -168,11 +172,10 @@ class Recorder:
         last_step = int(max((r.get("epoch", 0) for r in history), default=0))
         batch_metrics += [Metric(k, float(v), now, last_step) for k, v in metrics.items()
                           if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        # MLflow takes at most 100 params and 1000 metrics per batch
-        for i in range(0, len(batch), 100):
-            _retry(lambda c=batch[i:i + 100]: self.client.log_batch(run_id, params=c), "log params")
-        for i in range(0, len(batch_metrics), 1000):
-            _retry(lambda c=batch_metrics[i:i + 1000]: self.client.log_batch(run_id, metrics=c), "log metrics")
+        # MLflow takes at most 100 params and 1000 metrics per batch: one batch for most runs
+        for i in range(max(-(-len(batch) // 100), -(-len(batch_metrics) // 1000))):
+            _retry(lambda p=batch[i * 100:(i + 1) * 100], m=batch_metrics[i * 1000:(i + 1) * 1000]:
+                   self.client.log_batch(run_id, params=p, metrics=m), "log params and metrics")
 
 
 def _check_reachable(uri: str) -> None:
