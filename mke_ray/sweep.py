@@ -56,15 +56,26 @@ def main(argv: list[str] | None = None) -> int:
         spec = load_spec(args.sweep)
         if args.smoke_test:
             spec = spec.smoke()
-        spec.check_data(spec.task.build().splits())  # a missing or malformed data file fails here, before Ray
         uri = resolve_tracking_uri(args.tracking_uri, spec.tracking.uri)
-        output, state = prepare_output(Path(args.output) if args.output else spec.output_dir(), spec, uri,
-                                        resume=args.resume)
-        with ThreadPoolExecutor(1) as pool:  # MLflow opens (or creates) its store while Ray starts: 3 s saved
-            opening = pool.submit(Recorder, uri, spec.tracking.experiment)
-            cluster = _join_ray(args.address)
-            recorder = opening.result()
-        spec.trainer.resolve(spec.task.build(), cluster, trials=_planned(spec))  # workers the cluster cannot hold
+
+        def ready() -> tuple[Path, dict | None, Recorder]:
+            spec.check_data(spec.task.build().splits())  # a missing or malformed data file fails here
+            output, state = prepare_output(Path(args.output) if args.output else spec.output_dir(), spec, uri,
+                                           resume=args.resume)
+            return output, state, Recorder(uri, spec.tracking.experiment)
+
+        with ThreadPoolExecutor(1) as pool:  # the data are read and MLflow's store opened while Ray starts
+            readying = pool.submit(ready)
+            cluster, ours = _join_ray(args.address)
+            try:
+                output, state, recorder = readying.result()
+                spec.trainer.resolve(spec.task.build(), cluster, trials=_planned(spec))  # workers it cannot hold
+            except BaseException:
+                if ours:  # bad input: the Ray this command started goes with it
+                    import ray
+
+                    ray.shutdown()
+                raise
     except (SpecError, TrackingError, TaskDataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -76,9 +87,13 @@ def _planned(spec: SweepSpec) -> int:
     return spec.search.n_trials if spec.search.kind == "optuna" else len(spec.trials())
 
 
-def _join_ray(address: str | None) -> dict[str, float]:
-    """Start or join Ray; return the cluster's resources."""
+def _join_ray(address: str | None) -> tuple[dict[str, float], bool]:
+    """Start or join Ray; return the cluster's resources, and whether this call connected (else a Ray this
+    process already had)."""
     from mke_ray.tuning.runner import start_ray
+
+    # not imported here before start_ray: it sets what Ray reads when imported (token authentication)
+    ours = "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
 
     target = address or os.environ.get("RAY_ADDRESS")
     host, _, port = (target or "").rpartition(":")
@@ -90,7 +105,7 @@ def _join_ray(address: str | None) -> dict[str, float]:
                             f"'ray start --head --port {port}' or leave out --address and RAY_ADDRESS "
                             f"for a local Ray") from None
     try:
-        return start_ray(address)
+        return start_ray(address), ours
     except (ConnectionError, RuntimeError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if not target:

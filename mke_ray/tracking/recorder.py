@@ -147,7 +147,7 @@ class Recorder:
             from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
             # the run's artifact store, from the run just created (the client would look the run up again)
-            repository = get_artifact_repository(run.info.artifact_uri)
+            repository = get_artifact_repository(run.info.artifact_uri, tracking_uri=self.uri)
             _retry(lambda: repository.log_artifacts(str(artifacts)), "log artifacts")
         _retry(lambda: self.client.set_terminated(run_id, status), "end run")
         return run_id
