@@ -1,14 +1,16 @@
 """trainer: {kind: batched}: students of one method trained as one stacked network, with the exact results
 of students trained one by one."""
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 
 from mke_ray.methods.stacked import train_students_stacked
 from mke_ray.methods.student import train_student
-from mke_ray.models.mlp import StackedMLPs
+from mke_ray.models.mlp import MaskStream, StackedMLPs
 from mke_ray.spec import SpecError, TrainerSpec, TrialSpec, parse_spec, read_yaml
 from mke_ray.sweep import main
 from mke_ray.tasks import TASKS, TrainSettings
@@ -97,3 +99,14 @@ def test_a_batched_sweep_records_every_trial_with_the_exact_paths_results(tmp_pa
     (parent,) = recorder.client.search_runs([recorder.experiment_id], "tags.`mke.kind` = 'sweep'")
     children = recorder.children(parent.info.run_id)
     assert len(children) == 43  # one MLflow run per student, and the teacher
+
+
+def test_numpy_draws_the_masks_dropout_draws():
+    assert MaskStream.matches_torch()  # else stacks fall back to bernoulli_ (still exact, slower)
+    torch.manual_seed(3)
+    generator = torch.Generator()
+    generator.set_state(torch.get_rng_state())
+    stream, ones = MaskStream(generator, 1 - 0.3), torch.ones(270, 32)
+    for _ in range(3):  # F.dropout draws from the global stream, which the generator copied
+        expected = F.dropout(ones, 0.3, training=True).flatten().numpy()
+        assert np.array_equal(stream.draw(np.empty(ones.numel(), dtype=np.float32)), expected)

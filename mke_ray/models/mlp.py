@@ -119,14 +119,13 @@ class _Group(nn.Module):
     def _dropout(self, h: torch.Tensor) -> torch.Tensor:
         """Inverted dropout with model b's rate, its mask drawn as ``F.dropout`` draws one on a CPU."""
         if self._masks is not None:
-            kept = np.empty((len(self), h[0].numel()), dtype=np.bool_)
+            drawn = np.empty((len(self), h[0].numel()), dtype=np.float32)
             for b, stream in enumerate(self._masks):
-                stream.draw(kept[b])
-            masks = torch.from_numpy(kept).view(h.shape).to(h.dtype)
-        else:
-            masks = torch.empty_like(h)
-            for b, generator in enumerate(self.generators):
-                masks[b].bernoulli_(1 - self.p[b], generator=generator)
+                stream.draw(drawn[b])
+            return h * torch.from_numpy(drawn).view(h.shape)
+        masks = torch.empty_like(h)
+        for b, generator in enumerate(self.generators):
+            masks[b].bernoulli_(1 - self.p[b], generator=generator)
         return h * masks.div_(self._keep)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -155,12 +154,12 @@ class _Group(nn.Module):
 
 class MaskStream:
     """Dropout masks drawn by NumPy from a PyTorch generator's Mersenne Twister state: bit for bit the masks
-    ``Tensor.bernoulli_(keep, generator)`` draws on a CPU, about twice as fast.
+    ``F.dropout`` multiplies by on a CPU (``bernoulli_(keep)``, then divided by ``keep``), about twice as fast.
 
-    On a CPU, PyTorch draws each element from two 32-bit outputs of the generator's MT19937: the low 53 bits of
-    ``first << 32 | second``, times 2**-53, below ``keep`` means kept. NumPy's MT19937 is the same generator;
-    this stream starts from the generator's state and then owns it (the generator is not advanced).
-    ``matches_torch()`` checks the equivalence on this installation; where it fails, callers use
+    On a CPU, ``bernoulli_`` draws each element from two 32-bit outputs of the generator's MT19937: the low 53
+    bits of ``first << 32 | second``, times 2**-53, below ``keep`` means kept. NumPy's MT19937 is the same
+    generator; this stream starts from the generator's state and then owns it (the generator is not
+    advanced). ``matches_torch()`` checks the equivalence on this installation; where it fails, callers use
     ``bernoulli_``.
     """
 
@@ -172,12 +171,13 @@ class MaskStream:
                            "state": {"key": state[24:24 + 624 * 8].view(np.uint64).astype(np.uint32),
                                      "pos": 625 - left}}
         self.below = np.uint64(math.ceil(keep * 2 ** 53))  # u * 2**-53 < keep  <=>  u < ceil(keep * 2**53)
+        self.kept_value = np.float32(1) / np.float32(keep)  # float32 division, as div_ does it
 
     def draw(self, out: np.ndarray) -> np.ndarray:
-        """Fill the flat boolean array ``out`` with the next mask (True: kept)."""
+        """Fill the flat float32 array ``out`` with the next mask: ``1 / keep`` where kept, else 0."""
         raw = self.bits.random_raw(2 * out.size)
-        np.less((raw[0::2] & np.uint64(2 ** 21 - 1)) << np.uint64(32) | raw[1::2], self.below, out=out)
-        return out
+        kept = np.less((raw[0::2] & np.uint64(2 ** 21 - 1)) << np.uint64(32) | raw[1::2], self.below)
+        return np.multiply(kept, self.kept_value, out=out)
 
     @staticmethod
     @lru_cache(maxsize=1)
@@ -187,10 +187,11 @@ class MaskStream:
             generator = torch.Generator().manual_seed(20)
             torch.randn(3, generator=generator)
             stream = MaskStream(generator, 0.7)
-            ours = [stream.draw(np.empty(n, dtype=np.bool_)) for n in (5, 700, 2000)]
-            theirs = [torch.empty(n).bernoulli_(0.7, generator=generator).numpy().astype(bool) for n in (5, 700, 2000)]
+            sizes = (5, 700, 2000)
+            ours = [stream.draw(np.empty(n, dtype=np.float32)) for n in sizes]
+            theirs = [torch.empty(n).bernoulli_(0.7, generator=generator).div_(0.7).numpy() for n in sizes]
+            after = MaskStream(generator, 0.7).draw(np.empty(99, dtype=np.float32))
             return all(np.array_equal(a, b) for a, b in zip(ours, theirs)) and \
-                np.array_equal(MaskStream(generator, 0.7).draw(np.empty(99, dtype=np.bool_)),
-                               stream.draw(np.empty(99, dtype=np.bool_)))
+                np.array_equal(after, stream.draw(np.empty(99, dtype=np.float32)))
         except Exception:  # another state layout: a PyTorch that keeps its generator differently
             return False
