@@ -31,6 +31,7 @@ def train_students_stacked(task: Task, trials: list[TrialSpec], settings: TrainS
     method = METHODS.get(trials[0].method)
     settings = settings.model_copy(update=trials[0].overrides)
     mods = method.modalities(task)
+    given, trials = trials, sorted(trials, key=_regularizers)  # a group per set of regularizers in the stack
     models, generators = [], []
     for trial in trials:
         torch.manual_seed(trial.seed)  # as train_student: the seed drives initialisation and every draw after it
@@ -54,6 +55,11 @@ def train_students_stacked(task: Task, trials: list[TrialSpec], settings: TrainS
                             epochs=settings.epochs, lr=settings.lr, loss=task.stacked_loss(), log_every=log_every,
                             probe=probe)
     share = (time.perf_counter() - started) / len(trials)  # each student's share of the stack's training time
-    return [finish_student(task, trial, stack.unstack(b), histories[b], share, pseudo_labels, trials_dir / trial.key,
-                           plot=plot)
-            for b, trial in enumerate(trials)]
+    results = {trial.key: finish_student(task, trial, stack.unstack(b), histories[b], share, pseudo_labels,
+                                         trials_dir / trial.key, plot=plot)
+               for b, trial in enumerate(trials)}
+    return [results[trial.key] for trial in given]
+
+
+def _regularizers(trial: TrialSpec) -> tuple[str, ...]:
+    return tuple(sorted(name for name, value in trial.regularization.items() if value))
