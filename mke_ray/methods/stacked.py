@@ -1,8 +1,9 @@
 """Students of one method trained together as one stacked network (``trainer: {kind: batched}``).
 
 For tasks whose students are small full-batch MLPs (TwoMoon): each student is built from its own seed,
-keeps its own regularization and random stream, and is then measured, plotted and written exactly as
-a student trained alone (``student.finish_student``), one folder per trial.
+keeps its own regularization and random stream (its weights are a lone student's up to the rounding of
+batched products), and is then measured, plotted and written by the code that finishes a student trained
+alone (``student.finish_student``), one folder per trial.
 """
 
 from __future__ import annotations

@@ -46,7 +46,9 @@ class StackedMLPs(nn.Module):
     own regularization strengths and its own random stream ``generators[b]`` (the state the global stream
     had when model b was built: the draws an individual training would make next). The forward pass takes
     the inputs every model shares, ``[N, in]``, and returns logits ``[B, N, classes]``; matrix products are
-    batched, noise and dropout masks are drawn per model, in the order ``PerturbedMLP`` draws them.
+    batched, noise and dropout masks are drawn per model, in the order ``PerturbedMLP`` draws them. So model b
+    computes what ``PerturbedMLP`` computes from the same numbers, up to the order in which the CPU's BLAS
+    rounds the batched products' sums (bit for bit on some CPUs, last bits apart on others).
     Neighbouring models with the same perturbations switched on form a group (``_Group``): each group draws
     and applies only its own, so a model without dropout pays nothing for its neighbours' masks (a stack
     ordered by setting has a group per kind of regularizer). ``unstack(b)`` gives model b back.

@@ -4,8 +4,9 @@ A TwoMoon student is a few thousand parameters trained by 2000 full-batch steps:
 is the per-step cost of Python, autograd and the optimizer, not arithmetic. Stacking B students
 (``models.mlp.StackedMLPs``) pays that cost once per step for all of them. Each model keeps its own
 initial weights, its own regularization and its own random stream, so it is trained as it would be
-alone, up to the rounding of batched matrix products (which can change a late prediction: the option
-is explicit, and its per-cell means are checked against the exact path).
+alone, up to the rounding of batched matrix products: bit for bit where the CPU's BLAS sums them in the
+same order as one product per model, otherwise weights a few units in the last place apart per step, which
+changes a decision only at a point within rounding of the boundary (``tests/test_batched.py``).
 """
 
 from __future__ import annotations
