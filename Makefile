@@ -1,10 +1,14 @@
 # make sweep: install into .venv and run the TwoMoon sweep (Table 2)
 # make test:  install into .venv and run the tests
+# make test-numerics: the floating-point tests again on 1 thread, with MKL, oneDNN and ATen held to AVX2 (CI runs it)
+# make test-matrix: the whole suite on 1 and 2 threads, each with the CPU's own dispatch and with AVX2
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: sweep smoke test test-fast bench
+AVX2 := MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2
+
+.PHONY: sweep smoke test test-fast test-numerics test-matrix bench
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +26,14 @@ test: $(VENV)/.installed
 
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -m "not slow"
+
+test-numerics: $(VENV)/.installed
+	MKE_TEST_THREADS=1 $(AVX2) $(PY) -m pytest -m numerics
+
+test-matrix: $(VENV)/.installed
+	for threads in 1 2; do \
+		MKE_TEST_THREADS=$$threads $(PY) -m pytest && MKE_TEST_THREADS=$$threads $(AVX2) $(PY) -m pytest || exit 1; \
+	done
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/twomoon_sweep.py

@@ -2,8 +2,23 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+DISPATCH = ("MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
+
+
+def pytest_configure(config):
+    """``MKE_TEST_THREADS=n`` runs the in-process tests on n PyTorch threads (``make test-matrix``)."""
+    threads = os.environ.get("MKE_TEST_THREADS")
+    if threads:
+        torch.set_num_threads(int(threads))
+
+
+def pytest_report_header(config):
+    forced = ", ".join(f"{name}={os.environ[name]}" for name in DISPATCH if name in os.environ)
+    return (f"torch {torch.__version__}: {torch.get_num_threads()} thread(s), CPU capability "
+            f"{torch.backends.cpu.get_cpu_capability()}" + (f", {forced}" if forced else ""))
 
 
 @pytest.fixture(scope="session")

@@ -248,7 +248,6 @@ def test_real_size_networks_run_and_load_local_weights(prepared, tmp_path):
     import torchvision
     from torchvision.models.video import r3d_18
 
-    torch.set_num_threads(2)
     task = events_task(source="prepared", data=str(prepared), val_fraction=0.0)
     classes = len(task.class_names())
     assert task.crop() == 5 * RATE
@@ -303,23 +302,29 @@ def test_real_size_networks_run_and_load_local_weights(prepared, tmp_path):
 
 # --- sweeps -----------------------------------------------------------------------------------------------------------
 
+@pytest.mark.numerics
 def test_the_mm_student_expands_its_teacher_on_the_stand_in(tmp_path, ray_local):
-    """events_smoke's teacher and MM student, through the sweep command: the video fixes the distracted teacher."""
+    """events_smoke's teacher and MM students of two seeds, through the sweep command: the video fixes the
+    distracted teacher.
+
+    ``benchmarks/effects.py`` measured the MM student ahead of its teacher by +16.9 and +19.5 mAP on this data
+    set (seeds 0, 1; teacher 68.2, its pseudo labels 73% right), and by +11.0 on average over data seeds 0-2
+    (+1.8 at worst, on data seed 1). Asserted on the two seeds' mean, with room for another CPU's rounding.
+    """
     smoke = (ROOT / "sweeps" / "events_smoke.yaml").read_text()
     assert "source: synthetic" in smoke and "methods: [um_student, mm_student, mm_sup]" in smoke
+    assert "seeds: [0]" in smoke and "trainer: {kind: local}" in smoke  # in process: no Ray Train start-up
     text = (smoke.replace("methods: [um_student, mm_student, mm_sup]", "methods: [mm_student]")
-            .replace("augment: {no: 0.0, reg: 1.0}", "augment: {no: 0.0}")
-            + "trainer: {kind: local}\n")  # in the trial's process: Ray Train's start-up is slow on a CPU
+            .replace("augment: {no: 0.0, reg: 1.0}", "augment: {no: 0.0}").replace("seeds: [0]", "seeds: [0, 1]"))
     code, results, teacher = run_sweep(tmp_path, text)
     assert code == 0
-    assert results["method"].tolist() == ["mm_student"]
-    mm = results.iloc[0]
-    # measured: teacher 68.2, MM student 85.1 mAP; teacher pseudo labels 73.3% right, 23.8% of them corrected
+    assert results["method"].tolist() == ["mm_student"] * 2
     assert 30 < teacher["test_map"] < 90
-    assert mm["test_map"] >= teacher["test_map"] + 5
-    assert teacher["pseudo_label_acc"] < 90 and mm["pseudo_label_acc"] == pytest.approx(teacher["pseudo_label_acc"])
-    assert mm["corrected_share"] > 0
-    assert 0 <= mm["test_top1_acc"] <= 100 and "val_map" in results
+    assert results["test_map"].mean() >= teacher["test_map"] + 8
+    assert teacher["pseudo_label_acc"] < 90
+    assert results["pseudo_label_acc"].tolist() == pytest.approx([teacher["pseudo_label_acc"]] * 2)
+    assert results["corrected_share"].mean() > 2 * results["broken_share"].mean()
+    assert results["test_top1_acc"].between(0, 100).all() and "val_map" in results
 
 
 def test_smoke_sweep_on_the_prepared_fixture(prepared, tmp_path, ray_local):

@@ -8,15 +8,13 @@ import pytest
 import torch
 
 from mke_ray.data.ravdess import prepare
-from mke_ray.methods.student import train_student
-from mke_ray.methods.teacher import train_teacher
-from mke_ray.spec import SpecError, TrialSpec, load_spec, parse_spec
+from mke_ray.spec import SpecError, load_spec, parse_spec
 from mke_ray.sweep import main
 from tests.conftest import ROOT
+from tests.expansion import SETTINGS, gain, mean, runs
 from tests.ravdess_fixture import write_ravdess_fixture
 
 TINY = {"image_channels": [4, 8], "audio_channels": [4, 8], "hidden": 16}
-NO_REG = {"input_noise": 0.0, "hidden_noise": 0.0, "dropout": 0.0}
 
 
 @pytest.fixture(scope="module")
@@ -77,21 +75,21 @@ def test_augmentation_is_seeded_random_and_keeps_shapes(prepared):
     assert 0.0 <= first.min() and first.max() <= 1.0
 
 
+@pytest.mark.numerics
 def test_synthetic_student_expands_its_teacher(tmp_path):
-    """The stand-in's point: faces alone are hard, audio fixes the pseudo labels."""
-    torch.set_num_threads(1)
-    task = ravdess_task(source="synthetic", image_channels=[8, 16, 32], audio_channels=[8, 16, 32], hidden=64,
-                        synthetic_clips_per_actor=60)
-    settings = task.student_defaults.model_copy(update={"epochs": 15})
-    teacher = train_teacher(task, task.teacher_defaults.model_copy(update={"epochs": 15}), tmp_path / "t",
-                            plot=False)
-    pseudo = torch.load(teacher.pseudo_labels_path)
-    mm = train_student(task, TrialSpec("mm_student", NO_REG, 0, 0), settings, pseudo, tmp_path / "mm", plot=False)
-    um = train_student(task, TrialSpec("um_student", NO_REG, 0, 0), settings, pseudo, tmp_path / "um", plot=False)
-    assert 40 < teacher.result["test_acc"] < 95
-    assert mm["test_acc"] > teacher.result["test_acc"] + 5
-    assert mm["test_acc"] > um["test_acc"] + 5
-    assert mm["corrected_share"] > 30  # most of the teacher's mistakes are corrected on the unlabeled data
+    """The stand-in's point: faces alone are hard, audio fixes the pseudo labels.
+
+    One run's gain moves with the seed and with the CPU's rounding: ``benchmarks/effects.py`` measured, over
+    data seeds 0-2 x student seeds 0-1, the MM student ahead of its teacher by +7.8 points on average (per data
+    seed +15.8, -0.4, +7.9; seed to seed within 3) and of the UM student by +15.3; 24% of the teacher's
+    mistakes corrected, 10% of its right labels broken. Asserted on the mean over the three data sets, with
+    room for another machine's rounding.
+    """
+    records = runs(SETTINGS["ravdess"], data_seeds=[0, 1, 2], seeds=[0], folder=tmp_path)
+    assert all(30 < r["teacher"] < 95 for r in records)
+    assert gain(records) > 3
+    assert gain(records, over="um_student") > 5
+    assert mean(records, "corrected_share") > mean(records, "broken_share") + 5
 
 
 def test_noisy_student_needs_a_task_with_augmentation():

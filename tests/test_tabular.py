@@ -1,5 +1,6 @@
 """task: tabular: CSV, Parquet and NPZ files, column groups, splits, scaling, errors, and MKE on digit halves."""
 
+import statistics
 from pathlib import Path
 
 import numpy as np
@@ -214,23 +215,21 @@ def test_errors_raise_the_documented_types(tmp_path):
         parse_spec({"name": "x", "task": {"name": "tabular", "options": write_bad(tmp_path, "bad teacher")}})
 
 
+@pytest.mark.numerics
 def test_the_mm_student_beats_its_teacher_on_digit_halves(tmp_path):
     """The shipped example: a left-half teacher on 5% of the digits, a two-half student with input noise.
 
     Measured with the task's defaults over split seeds 0-4 x student seeds 0-2: teacher 71-78 %, MM student
-    with input noise 2.0 ahead by 6.5 to 15 points (10.0 at split seed 0, seed 0, the case run here).
+    with input noise 2.0 ahead by 6.5 to 15 points in every single run; here the mean of three student seeds
+    must clear 4 (one run's figure moves with the CPU's rounding as it moves with the seed).
     """
     spec = load_spec(ROOT / "sweeps" / "tabular_example.yaml")
     task = spec.task.build()
-    trial = TrialSpec("mm_student", {"input_noise": spec.regularizers["input_noise"]["strong"]}, seed=0, repeat=0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a small MLP: one thread is fastest, and stays fast on a busy machine
-    try:
-        teacher = train_teacher(task, task.teacher_defaults, tmp_path / "teacher", log_every=0, plot=False)
-        pseudo = torch.load(teacher.pseudo_labels_path)
-        student = train_student(task, trial, task.student_defaults, pseudo, tmp_path / "student", log_every=0,
-                                plot=False)
-    finally:
-        torch.set_num_threads(threads)
+    teacher = train_teacher(task, task.teacher_defaults, tmp_path / "teacher", log_every=0, plot=False)
+    pseudo = torch.load(teacher.pseudo_labels_path, weights_only=True)
+    students = [train_student(task, TrialSpec("mm_student", {"input_noise": spec.regularizers["input_noise"]["strong"]},
+                                              seed=seed, repeat=0),
+                              task.student_defaults, pseudo, tmp_path / f"student{seed}", log_every=0, plot=False)
+                for seed in range(3)]
     assert 65 < teacher.result["test_acc"] < 85  # clearly imperfect: 90 labeled left halves
-    assert student["test_acc"] > teacher.result["test_acc"] + 4
+    assert statistics.fmean(s["test_acc"] for s in students) > teacher.result["test_acc"] + 4

@@ -77,6 +77,7 @@ def test_a_corrupt_teacher_cache_is_retrained(tmp_path):
     assert not again.cached and torch.load(again.pseudo_labels_path).shape == (270,)
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("workers", [0, 2])
 def test_host_resident_batches_train_exactly_like_device_resident_ones(workers):
     """Data too large for the GPU stay on the host and loader processes gather the batches; the batches and so
