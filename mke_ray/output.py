@@ -1,30 +1,100 @@
-"""The sweep's output folder: checked before anything runs, and its state for --resume."""
+"""The sweep's output folder: checked before anything runs, held by one driver, and its state for --resume."""
 
 from __future__ import annotations
 
+import datetime
+import fcntl
 import json
 import os
 import shutil
+import socket
 from pathlib import Path
 
 from mke_ray.spec import SpecError, SweepSpec, spec_hash
 
 STATE_FILE = "sweep.state.json"   # parent run, settings fingerprint, tracking URI, status
+MARKER_FILE = ".mke_ray-output"   # this folder is a sweep's: mke_ray may replace what it wrote in it
+LOCK_FILE = ".mke_ray-lock"        # flock-ed by the driver using the folder; holds its PID, host and start time
 MIN_FREE_BYTES = 256 * 2**20
 
 
-def prepare_output(output: Path, spec: SweepSpec, tracking_uri: str,
-                   resume: bool) -> tuple[Path, dict | None]:
-    """Check the output folder; return it and, for --resume, the interrupted run's state."""
-    output = output.resolve()
+class OutputLock:
+    """The one driver of an output folder: an exclusive ``flock`` on ``OUTPUT/.mke_ray-lock``.
+
+    The kernel drops the lock when its holder exits, however it dies, so a stale lock needs no cleaning:
+    the next driver takes it. The file's JSON (PID, host, start time) only names the holder in errors.
+    """
+
+    def __init__(self, output: Path):
+        self.path = output / LOCK_FILE
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by the processes Ray starts
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise SpecError(f"output folder {output} is in use by another sweep ({describe_holder(self.path)}); "
+                            f"wait for it to end, or pass --output DIR") from None
+        self.fd: int | None = fd
+        holder = {"pid": os.getpid(), "host": socket.gethostname(),
+                  "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder).encode(), 0)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the only descriptor releases the flock
+            self.fd = None
+
+
+def describe_holder(lock_file: Path) -> str:
+    """``PID 123 on host x, started 2026-01-01T10:00:00+00:00``, from a lock file's JSON."""
+    try:
+        holder = json.loads(lock_file.read_text())
+        return f"PID {holder['pid']} on host {holder['host']}, started {holder['started']}"
+    except (OSError, ValueError, KeyError, TypeError):  # its holder is still writing it
+        return "a driver that is just starting"
+
+
+def claim_output(output: Path) -> OutputLock:
+    """Make ``output`` (absolute) this driver's: create it, or accept it when empty or a sweep's; then lock it.
+
+    A folder holding anything else is refused and left as it is: a sweep replaces the files it wrote.
+    """
     try:
         output.mkdir(parents=True, exist_ok=True)
+        entries = sorted(p.name for p in output.iterdir())
+    except OSError as err:
+        raise SpecError(f"output directory {output} is not writable ({err.strerror}); pass --output DIR") from None
+    if entries and MARKER_FILE not in entries and STATE_FILE not in entries:  # a state file: a sweep of old
+        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        raise SpecError(f"output folder {output} is not empty and not a sweep's (it holds {shown}); "
+                        f"pass --output with a new or empty folder, or the output folder of a sweep")
+    try:
+        (output / MARKER_FILE).write_text("output folder of a mke_ray sweep; mke_ray replaces what it wrote here\n")
+        lock = OutputLock(output)
         probe = output / ".write-test"
         probe.write_text("")
         probe.unlink()
     except OSError as err:
         raise SpecError(f"output directory {output} is not writable ({err.strerror}); "
                         f"pass --output DIR") from None
+    return lock
+
+
+def prepare_output(output: Path, spec: SweepSpec, tracking_uri: str,
+                   resume: bool) -> tuple[Path, dict | None, OutputLock]:
+    """Check and lock the output folder; return it, for --resume the interrupted run's state, and the lock
+    (held until released or the process ends)."""
+    output = output.resolve()
+    lock = claim_output(output)
+    try:
+        return output, _check_state(output, spec, tracking_uri, resume), lock
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _check_state(output: Path, spec: SweepSpec, tracking_uri: str, resume: bool) -> dict | None:
     free = shutil.disk_usage(output).free
     if free < MIN_FREE_BYTES:
         raise SpecError(f"output directory {output} has only {free // 2**20} MiB free (a sweep needs "
@@ -40,7 +110,7 @@ def prepare_output(output: Path, spec: SweepSpec, tracking_uri: str,
             raise SpecError(f"--resume: the sweep in {output} records to {state['tracking_uri']}, not "
                             f"{tracking_uri}; pass --tracking-uri {state['tracking_uri']}")
         shutil.rmtree(output / "ray_results", ignore_errors=True)
-        return output, state
+        return state
     if state is not None and state.get("status") != "finished":
         raise SpecError(f"{output} holds an unfinished sweep; pass --resume to finish it, or --output DIR "
                         f"(or delete the folder) to start over")
@@ -48,7 +118,7 @@ def prepare_output(output: Path, spec: SweepSpec, tracking_uri: str,
     for stale in ("trials", "ray_results", "ray_train"):
         shutil.rmtree(output / stale, ignore_errors=True)
     (output / "optuna.db").unlink(missing_ok=True)
-    return output, None
+    return None
 
 
 def fingerprint(spec: SweepSpec) -> str:

@@ -222,6 +222,15 @@ class SweepSpec(_Spec):
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     output: str | None = Field(None, description="output directory; default runs/<name>")
 
+    @field_validator("name", mode="after")
+    @classmethod
+    def _plain_name(cls, name: str) -> str:
+        # the name becomes a folder under runs/: a path here would write (and replace) files elsewhere
+        if any(c in name for c in "/\\\0") or name in (".", "..") or name != name.strip():
+            raise _FieldError((), f"{name!r} is not a plain name (it names the output folder runs/<name>); "
+                                  f"use letters, digits, '-', '_' and '.', and set 'output:' for another folder")
+        return name
+
     @field_validator("methods", mode="after")
     @classmethod
     def _known_methods(cls, methods: list[str]) -> list[str]:

@@ -21,13 +21,14 @@ from mke_ray.methods.teacher import teacher_folder, train_teacher
 from mke_ray.report.plots import summary_figure
 from mke_ray.report.table import format_table, paper_table, results_frame, score_of
 from mke_ray.methods.artifacts import read_result
-from mke_ray.output import fingerprint, prepare_output, write_state
+from mke_ray.output import OutputLock, fingerprint, prepare_output, write_state
 from mke_ray.spec import SpecError, SweepSpec, TrialSpec, load_spec
 from mke_ray.tasks import TASKS, TaskDataError
 from mke_ray.tracking import Recorder, TrackingError, resolve_tracking_uri
 from mke_ray.tracking.sweep_log import SweepLog, record_key
 
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -52,35 +53,48 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     _quiet_logs()
+    locks: list[OutputLock] = []  # the output folder's, held until the sweep ends
     try:
-        spec = load_spec(args.sweep)
-        if args.smoke_test:
-            spec = spec.smoke()
-        uri = resolve_tracking_uri(args.tracking_uri, spec.tracking.uri)
+        try:
+            spec = load_spec(args.sweep)
+            if args.smoke_test:
+                spec = spec.smoke()
+            uri = resolve_tracking_uri(args.tracking_uri, spec.tracking.uri)
 
-        def ready() -> tuple[Path, dict | None, Recorder]:
-            spec.check_data(spec.task.build().splits())  # a missing or malformed data file fails here
-            output, state = prepare_output(Path(args.output) if args.output else spec.output_dir(), spec, uri,
-                                           resume=args.resume)
-            return output, state, Recorder(uri, spec.tracking.experiment)
+            def ready() -> tuple[Path, dict | None, Recorder]:
+                spec.check_data(spec.task.build().splits())  # a missing or malformed data file fails here
+                output, state, lock = prepare_output(Path(args.output) if args.output else spec.output_dir(), spec,
+                                                     uri, resume=args.resume)
+                locks.append(lock)
+                return output, state, Recorder(uri, spec.tracking.experiment)
 
-        with ThreadPoolExecutor(1) as pool:  # the data are read and MLflow's store opened while Ray starts
-            readying = pool.submit(ready)
-            cluster, ours = _join_ray(args.address)
-            try:
-                output, state, recorder = readying.result()
-                spec.trainer.resolve(spec.task.build(), cluster, trials=_planned(spec))  # workers it cannot hold
-            except BaseException:
-                if ours:  # bad input: the Ray this command started goes with it
-                    import ray
+            with ThreadPoolExecutor(1) as pool:  # the data are read and MLflow's store opened while Ray starts
+                readying = pool.submit(ready)
+                cluster, ours = _join_ray(args.address)
+                try:
+                    output, state, recorder = readying.result()
+                    spec.trainer.resolve(spec.task.build(), cluster, trials=_planned(spec))  # workers it cannot hold
+                except BaseException:
+                    if ours:  # bad input: the Ray this command started goes with it
+                        import ray
 
-                    ray.shutdown()
-                raise
-    except (SpecError, TrackingError, TaskDataError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    return run_sweep(spec, output, recorder, sweep_file=Path(args.sweep), state=state,
-                     storage=args.storage or str(output))
+                        ray.shutdown()
+                    raise
+        except (SpecError, TrackingError, TaskDataError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        except KeyboardInterrupt:
+            print("interrupted before the sweep started; nothing ran", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        try:
+            return run_sweep(spec, output, recorder, sweep_file=Path(args.sweep), state=state,
+                             storage=args.storage or str(output))
+        except KeyboardInterrupt:  # a third Ctrl-C, while the summary is written
+            print(f"interrupted; --resume finishes the sweep in {output}", file=sys.stderr)
+            return EXIT_INTERRUPTED
+    finally:
+        for lock in locks:
+            lock.release()
 
 
 def _planned(spec: SweepSpec) -> int:
@@ -133,9 +147,14 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
     task = spec.task.build()
     teacher_settings = spec.teacher.resolve(task.teacher_defaults)
     student_settings = spec.student.resolve(task.student_defaults)
-    teacher = train_teacher(task, teacher_settings,
-                            teacher_folder(output, spec.task.name, spec.task.options, teacher_settings),
-                            log_every=spec.tracking.log_every, plot=spec.tracking.plots)
+    try:
+        teacher = train_teacher(task, teacher_settings,
+                                teacher_folder(output, spec.task.name, spec.task.options, teacher_settings),
+                                log_every=spec.tracking.log_every, plot=spec.tracking.plots)
+    except KeyboardInterrupt:
+        print("interrupted while the teacher trained; no trial ran and nothing was recorded: run the same "
+              "command again" + (" with --resume" if state is not None else ""), file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
     score_key, score_name = score_of(spec)
     right = teacher.result.get("pseudo_label_acc")
     say(f"teacher: test {score_name} {teacher.result[score_key]:.2f}%"
@@ -144,54 +163,75 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
 
     common = {"sweep": spec.name, "task": spec.task.model_dump(), "student": student_settings.model_dump(),
               "teacher": teacher_settings.model_dump()}
-    if state is None:
+    new = state is None
+    if new:
         parent = recorder.start_parent(spec.name, params={**common, "methods": ",".join(spec.methods),
                                                           "seeds": ",".join(map(str, spec.seeds)),
                                                           "search": spec.search.kind, "trials": planned},
                                        tags={"mke.kind": "sweep"})
         state = {"parent_run": parent, "fingerprint": fingerprint(spec), "tracking_uri": recorder.uri}
-        (output / "sweep.resolved.yaml").write_text(_dump_spec(spec))
-        recorder.log_artifact(parent, output / "sweep.resolved.yaml")
-        if sweep_file is not None and sweep_file.is_file():
-            recorder.log_artifact(parent, sweep_file)
     else:
         parent = state["parent_run"]
         recorder.reopen(parent)
     write_state(output, {**state, "status": "running"})
-    log = SweepLog(recorder, spec, parent, common)
-    log.record_teacher(f"um_teacher-{teacher.folder.name}", f"um_teacher seed={teacher_settings.seed}",
-                       {"method": "um_teacher", "seed": teacher_settings.seed},
-                       teacher.result, teacher.history, teacher.folder)
-    done = _finished(output / "trials", trials, optuna)
-    for trial, folder in done:  # finished before an interruption: recorded now if the driver died first
-        log.record_trial(trial, folder)
-    finished_keys = {record_key(trial) for trial, _ in done}
-    todo = [t for t in trials if record_key(t) not in finished_keys]
-    remaining = planned - len(done)
-    if done:
-        say(f"resuming: {len(done)} trials already finished, {remaining} to run")
+    log = None
+    try:  # from here on the parent run ends FINISHED, FAILED or KILLED, whatever happens
+        if new:
+            (output / "sweep.resolved.yaml").write_text(_dump_spec(spec))
+            recorder.log_artifact(parent, output / "sweep.resolved.yaml")
+            if sweep_file is not None and sweep_file.is_file():
+                recorder.log_artifact(parent, sweep_file)
+        log = SweepLog(recorder, spec, parent, common)
+        log.record_teacher(f"um_teacher-{teacher.folder.name}", f"um_teacher seed={teacher_settings.seed}",
+                           {"method": "um_teacher", "seed": teacher_settings.seed},
+                           teacher.result, teacher.history, teacher.folder)
+        done = _finished(output / "trials", trials, optuna)
+        for trial, folder in done:  # finished before an interruption: recorded now if the driver died first
+            log.record_trial(trial, folder)
+        finished_keys = {record_key(trial) for trial, _ in done}
+        # a file where a trial's folder goes: the trial cannot run; it fails, and the line says what to move
+        failures = [(t, f"{output / 'trials' / t.key} is a file, not the trial's folder; move it away and "
+                        f"run again with --resume", None)
+                    for t in trials if record_key(t) not in finished_keys and (output / "trials" / t.key).is_file()]
+        for trial, message, _ in failures:
+            log.record_failure(trial, message, None)
+        failed_keys = {record_key(t) for t, _, _ in failures}
+        todo = [t for t in trials if record_key(t) not in finished_keys | failed_keys]
+        remaining = planned - len(done) - len(failures)
+        if done:
+            say(f"resuming: {len(done)} trials already finished, {remaining} to run")
 
-    failures, interrupted = [], False
-    try:
-        if remaining > 0:
-            failures = _run_with_ray(spec, todo, remaining, teacher.pseudo_labels_path, output,
-                                     student_settings, log, storage or str(output))
-    except KeyboardInterrupt:
-        interrupted = True
-    except BaseException:
-        recorder.end(parent, "FAILED")
-        raise
-    finally:
+        interrupted = False
+        try:
+            if remaining > 0:
+                failures += _run_with_ray(spec, todo, remaining, teacher.pseudo_labels_path, output,
+                                          student_settings, log, storage or str(output))
+        except KeyboardInterrupt:
+            interrupted = True
         report = _write_results(spec, output, trials, teacher.result[score_key])
-    # Tune stops on Ctrl-C by itself and returns: trials that never ran mean an interruption
-    finished = len(_finished(output / "trials", trials, optuna))
-    interrupted |= finished + len(failures) < planned
-    unrecorded = log.retry_pending()
-    for path in sorted(output.glob("*.csv")) + sorted(output.glob("*.md")) + sorted(output.glob("*.png")) \
-            + sorted(output.glob("best_sweep.yaml")):
-        recorder.log_artifact(parent, path)
-    recorder.log_metrics(parent, {f"teacher_{score_key}": teacher.result[score_key],
-                                  "trials_finished": finished, "trials_failed": len(failures)})
+        # Tune stops on Ctrl-C by itself and returns: trials that never ran mean an interruption
+        now_done = _finished(output / "trials", trials, optuna)
+        finished = len(now_done)
+        interrupted |= finished + len(failures) < planned
+        for trial, folder in now_done:  # those that finished after Ctrl-C: Tune did not hand them over
+            log.record_trial(trial, folder)
+        unrecorded = log.retry_pending()
+        for path in sorted(output.glob("*.csv")) + sorted(output.glob("*.md")) + sorted(output.glob("*.png")) \
+                + sorted(output.glob("best_sweep.yaml")):
+            recorder.log_artifact(parent, path)
+        recorder.log_metrics(parent, {f"teacher_{score_key}": teacher.result[score_key],
+                                      "trials_finished": finished, "trials_failed": len(failures)})
+    except BaseException as err:
+        stopped = isinstance(err, KeyboardInterrupt)
+        _end_quietly(recorder, parent, "KILLED" if stopped else "FAILED")
+        write_state(output, {**state, "status": "interrupted"})
+        if not stopped:
+            raise
+        done = _finished(output / "trials", trials, optuna)
+        unlogged = sum(record_key(t) not in log.logged for t, _ in done) if log is not None else len(done)
+        print(f"interrupted: {len(done)}/{planned} trials finished ({unlogged} of them not yet in MLflow); "
+              f"--resume records them and runs the other {planned - len(done)}", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
     recorder.end(parent, "KILLED" if interrupted else "FAILED" if failures else "FINISHED")
     write_state(output, {**state, "status": "interrupted" if interrupted else "finished"})
 
@@ -207,7 +247,15 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
     for key, error in unrecorded:
         say(f"NOT IN MLFLOW {key}: {error} (its files and result are in {output / 'trials' / key})")
     say(f"compare runs: mlflow ui --backend-store-uri {_ui_uri(recorder.uri)}  (parent run {parent})")
-    return 130 if interrupted else 1 if failures or unrecorded else 0
+    return EXIT_INTERRUPTED if interrupted else 1 if failures or unrecorded else 0
+
+
+def _end_quietly(recorder: Recorder, parent: str, status: str) -> None:
+    """End the parent run on the way out of a failure; the store's own error must not hide that failure."""
+    try:
+        recorder.end(parent, status)
+    except Exception:
+        pass
 
 
 def _finished(trials_dir: Path, trials: list[TrialSpec], optuna: bool) -> list[tuple[TrialSpec, Path]]:

@@ -1,7 +1,10 @@
 """Faults: crashed trials retried, interrupted sweeps resumed, bad output folders refused."""
 
+import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -109,3 +112,227 @@ def test_a_full_disk_is_refused_before_trials(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "MiB free" in err and "\n" not in err.strip()
     assert not (tmp_path / "mlflow.db").exists()
+
+
+# --- the output folder: mke_ray's or refused; one driver at a time ---------------------------------------------------
+
+def snapshot(folder):
+    """Every file under ``folder`` with its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def unrelated_folder(folder):
+    """A folder of someone's work whose entries carry the names a sweep writes."""
+    for name, data in {"trials/t1/notes.txt": b"keep me", "ray_results/r.bin": bytes(range(256)),
+                       "ray_train/ckpt": b"\x00\x01", "optuna.db": b"SQLite format 3\x00 not ours",
+                       "results.csv": b"a,b\n1,2\n", "table.md": b"| mine |\n", "thesis.tex": b"\\begin{document}"}.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    return snapshot(folder)
+
+
+def test_an_unrelated_folder_given_by_output_is_refused_and_left_untouched(tmp_path, ray_local, capsys):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    before = unrelated_folder(folder)
+    assert main(sweep_args(tmp_path)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: output folder {folder} is not empty and not a sweep's (it holds optuna.db, ray_results, "
+                   f"ray_train, ...); pass --output with a new or empty folder, or the output folder of a sweep")
+    assert snapshot(folder) == before  # byte for byte, and nothing added
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_an_unrelated_folder_named_in_the_sweep_file_is_refused(tmp_path, ray_local, capsys, monkeypatch):
+    """``output:`` is relative to the folder the command runs in."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "somewhere").mkdir()
+    before = unrelated_folder(tmp_path / "somewhere")
+    sweep = tmp_path / "sent.yaml"
+    sweep.write_text("name: sent\noutput: somewhere\nseeds: [0]\nmethods: [mm_student]\n")
+    assert main([str(sweep), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"output folder {tmp_path / 'somewhere'} is not empty and not a sweep's" in err
+    for resume in ([], ["--resume"]):
+        assert main([str(sweep), *resume, "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]) == 2
+    assert snapshot(tmp_path / "somewhere") == before
+
+
+def test_a_name_that_is_a_path_writes_nothing(tmp_path, capsys, monkeypatch):
+    work = tmp_path / "a" / "b" / "c"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    sweep = work / "sent.yaml"
+    sweep.write_text("name: ../../../somewhere\nseeds: [0]\n")
+    assert main([str(sweep)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: {sweep}: name: '../../../somewhere' is not a plain name (it names the output folder "
+                   f"runs/<name>); use letters, digits, '-', '_' and '.', and set 'output:' for another folder")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a", "b", "c", "sent.yaml"]
+
+
+def test_an_empty_folder_is_taken_and_a_sweeps_folder_reused(tmp_path):
+    from mke_ray.output import LOCK_FILE, MARKER_FILE, prepare_output
+    from mke_ray.spec import load_spec
+
+    spec = load_spec(SWEEP).smoke()
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    output, state, lock = prepare_output(folder, spec, "sqlite:///m.db", resume=False)
+    assert output == folder and state is None
+    assert {p.name for p in folder.iterdir()} == {MARKER_FILE, LOCK_FILE}
+    lock.release()
+    (folder / "trials" / "old").mkdir(parents=True)  # what a finished sweep left: a new run replaces it
+    (folder / "results.csv").write_text("trial\n")
+    (folder / "sweep.state.json").write_text('{"status": "finished"}')
+    *_, lock = prepare_output(folder, spec, "sqlite:///m.db", resume=False)
+    lock.release()
+    assert not (folder / "trials").exists() and (folder / "results.csv").exists()
+
+
+def test_a_second_driver_is_refused_while_the_first_holds_the_folder(tmp_path, ray_local, capsys):
+    from mke_ray.output import claim_output
+
+    lock = claim_output(tmp_path / "run")  # this process is the first driver
+    try:
+        second = subprocess.run([sys.executable, "-m", "mke_ray.sweep", *sweep_args(tmp_path)], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=300)
+        assert second.returncode == 2, second.stdout + second.stderr
+        line = second.stderr.strip().splitlines()[-1]
+        started = json.loads((tmp_path / "run" / ".mke_ray-lock").read_text())["started"]
+        assert line == (f"error: output folder {tmp_path / 'run'} is in use by another sweep (PID {os.getpid()} "
+                        f"on host {socket.gethostname()}, started {started}); wait for it to end, or pass --output DIR")
+        assert "Traceback" not in second.stderr
+        assert main(sweep_args(tmp_path, "--resume")) == 2  # --resume too: the first driver runs those trials
+        assert capsys.readouterr().err.strip() == line
+        assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [".mke_ray-lock", ".mke_ray-output"]
+    finally:
+        lock.release()
+
+
+HOLD_AND_WAIT = """
+import sys, time
+from pathlib import Path
+from mke_ray.output import claim_output
+lock = claim_output(Path(sys.argv[1]))
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_the_lock_of_a_killed_driver_is_taken_over(tmp_path, ray_local, capsys):
+    from mke_ray.output import OutputLock
+    from mke_ray.spec import SpecError
+
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_AND_WAIT, str(tmp_path / "run")], cwd=ROOT,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        try:
+            OutputLock(tmp_path / "run")
+            raise AssertionError("the lock of a live driver was taken")
+        except SpecError as err:
+            assert f"PID {holder.pid} on host" in str(err)
+    finally:
+        holder.kill()  # SIGKILL: no clean-up in the holder
+        holder.wait()
+    assert main(sweep_args(tmp_path)) == 0
+    assert len(pd.read_csv(tmp_path / "run" / "results.csv")) == 12
+    assert "error" not in capsys.readouterr().err
+
+
+CREATE_STORE = """
+import sys, time
+from mke_ray.tracking import Recorder
+start = float(sys.argv[2])
+while time.time() < start:
+    time.sleep(0.001)
+Recorder(sys.argv[1], "mke-twomoon")
+print("ok")
+"""
+
+
+def test_two_processes_create_one_new_sqlite_store(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'new.db'}"
+    start = str(time.time() + 5)  # both open the store at the same moment, once imports are done
+    procs = [subprocess.Popen([sys.executable, "-c", CREATE_STORE, uri, start], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert all(out == "ok\n" for out, _ in outputs)
+    assert Recorder(uri, "mke-twomoon").experiment_id
+
+
+# --- Ctrl-C and stray files -------------------------------------------------------------------------------------------
+
+def test_ctrl_c_while_the_teacher_trains_exits_130_in_one_line(tmp_path):
+    sweep = tmp_path / "slow_teacher.yaml"
+    sweep.write_text("name: slow\nteacher: {epochs: 100000000}\nmethods: [mm_student]\nseeds: [0]\n")
+    proc = subprocess.Popen([sys.executable, "-m", "mke_ray.sweep", str(sweep), "--output", str(tmp_path / "run"),
+                             "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        for line in proc.stdout:
+            if line.startswith("MLflow:"):  # printed just before the teacher starts
+                break
+        time.sleep(2)
+        assert proc.poll() is None
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends: the whole foreground group
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, out + err
+    assert "Traceback" not in out + err and "KeyboardInterrupt" not in out + err
+    assert err.strip().splitlines()[-1] == ("interrupted while the teacher trained; no trial ran and nothing was "
+                                            "recorded: run the same command again")
+
+
+def test_ctrl_c_during_the_trials_records_every_finished_one(tmp_path):
+    trials = tmp_path / "run" / "trials"
+    proc = subprocess.Popen([sys.executable, "-m", "mke_ray.sweep", *sweep_args(tmp_path)], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while len(list(trials.glob("*/result.json"))) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, "sweep ended before it could be stopped"
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, out + err
+    assert "Traceback" not in out + err
+    finished = {p.parent.name for p in trials.glob("*/result.json")}
+    assert set(pd.read_csv(tmp_path / "run" / "results.csv")["trial"]) == finished
+    parent, runs = child_runs(tmp_path)
+    recorded = {r.data.tags["mke.trial_key"] for r in runs if r.info.status == "FINISHED"}
+    assert recorded - {k for k in recorded if k.startswith("um_teacher")} == finished  # MLflow = results.csv
+    assert parent.info.status == "KILLED"
+    assert f"interrupted: {12 - len(finished)} trials did not run; --resume finishes the sweep" in out
+
+
+def test_a_stray_file_where_a_trial_folder_goes_fails_that_trial_only(tmp_path, ray_local, capsys):
+    assert main(sweep_args(tmp_path)) == 0
+    run = tmp_path / "run"
+    state = json.loads((run / "sweep.state.json").read_text())
+    (run / "sweep.state.json").write_text(json.dumps({**state, "status": "interrupted"}))
+    stray = sorted((run / "trials").iterdir())[0]  # as if that trial had never run, and a file had its name
+    shutil.rmtree(stray)
+    stray.write_text("not a folder")
+    _, runs = child_runs(tmp_path)
+    (record,) = [r for r in runs if r.data.tags["mke.trial_key"] == stray.name]
+    Recorder(f"sqlite:///{tmp_path / 'mlflow.db'}", "mke-twomoon").client.delete_run(record.info.run_id)
+    capsys.readouterr()
+    assert main(sweep_args(tmp_path, "--resume")) == 1
+    out = capsys.readouterr().out
+    assert (f"FAILED {stray.name}: {stray} is a file, not the trial's folder; move it away and run again with "
+            f"--resume") in out.splitlines()
+    assert "11/12 trials finished" in out
+    assert stray.read_text() == "not a folder"
+    assert len(pd.read_csv(run / "results.csv")) == 11
+    parent, runs = child_runs(tmp_path)
+    assert parent.info.status == "FAILED"
+    (failed,) = [r for r in runs if r.info.status == "FAILED"]
+    assert failed.data.tags["mke.trial_key"] == stray.name

@@ -45,6 +45,8 @@ BAD = [
     ("negative log interval", GOOD + "tracking: {log_every: -5}\n", ["tracking.log_every"]),
     ("fixed written at the top", GOOD + "fixed: {dropout: 0.1}\n", ["fixed", "under regularizers"]),
     ("empty file", "", ["empty"]),
+    ("name that is a path", GOOD.replace("name: ok", "name: ../x"), ["name:", "'../x' is not a plain name"]),
+    ("name that climbs out", GOOD.replace("name: ok", "name: ../../../somewhere"), ["name:", "not a plain name"]),
 ]
 
 

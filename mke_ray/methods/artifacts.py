@@ -26,7 +26,7 @@ def read_result(folder: Path) -> dict[str, Any] | None:
     """The finished run's result, or None when the run did not finish."""
     try:
         return json.loads((folder / RESULT).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):  # not a directory: a stray file
         return None
 
 

@@ -10,6 +10,8 @@ the SQLite lock), and a child run is never created twice for the same trial key.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import time
@@ -75,9 +77,10 @@ class Recorder:
         _check_reachable(uri)
         from mlflow.tracking import MlflowClient
 
-        self.client = MlflowClient(tracking_uri=uri)
         try:
-            self.experiment_id = _retry(self._experiment_id, "experiment lookup")
+            with _store_creation_lock(uri):
+                self.client = MlflowClient(tracking_uri=uri)
+                self.experiment_id = _retry(self._experiment_id, "experiment lookup")
         except Exception as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise TrackingError(
@@ -176,6 +179,24 @@ class Recorder:
         for i in range(max(-(-len(batch) // 100), -(-len(batch_metrics) // 1000))):
             _retry(lambda p=batch[i * 100:(i + 1) * 100], m=batch_metrics[i * 1000:(i + 1) * 1000]:
                    self.client.log_batch(run_id, params=p, metrics=m), "log params and metrics")
+
+
+@contextlib.contextmanager
+def _store_creation_lock(uri: str):
+    """One process at a time opens a SQLite store: the first creates its tables (MLflow's schema migrations),
+    which two processes doing at once would both try. A ``flock`` on ``<file>.lock`` beside the store."""
+    path = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else ":memory:"
+    try:
+        fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o644) if path != ":memory:" else None
+    except OSError:  # a read-only folder: nobody creates a store there
+        fd = None
+    try:
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 def _check_reachable(uri: str) -> None:
