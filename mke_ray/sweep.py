@@ -122,12 +122,7 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
     optuna = spec.search.kind == "optuna"
     trials = [] if optuna else spec.trials()
     planned = _planned(spec)
-    if optuna:
-        say(f"sweep {spec.name}: Optuna search, {planned} trials of {spec.search.method} x "
-            f"{len(spec.seeds)} seeds, objective {spec.search.metric} -> {output}")
-    else:
-        say(f"sweep {spec.name}: {planned} trials ({len(spec.settings())} regularization settings x "
-            f"{len(spec.methods)} methods x {len(spec.seeds)} seeds) -> {output}")
+    say(f"sweep {spec.name}: {spec.describe_plan()} -> {output}")
     say(f"MLflow: {recorder.uri}, experiment {recorder.experiment_name!r}")
 
     task = spec.task.build()
