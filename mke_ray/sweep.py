@@ -228,7 +228,7 @@ def _run_with_ray(spec, trials, remaining, pseudo_labels, output, student_settin
                            trials_dir=output / "trials", log_every=spec.tracking.log_every,
                            plots=spec.tracking.plots, threads=max(1, int(spec.resources.cpu)),
                            seeds=tuple(spec.seeds), trainer=spec.trainer, storage=f"{storage}/ray_train",
-                           splits=task.splits() if task.small else None)
+                           splits=task.splits() if task.send_splits else None)
     mlflow_trials = MlflowTrials(log, output / "trials")
     if spec.search.kind == "optuna":
         from mke_ray.tuning.search import run_search
