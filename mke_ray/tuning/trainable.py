@@ -58,7 +58,7 @@ def _built(spec_json: str):
 
 @lru_cache(maxsize=4)
 def _pseudo_labels(path: Path) -> torch.Tensor:
-    return torch.load(path)
+    return torch.load(path, weights_only=True)
 
 
 def run_trial(config: dict[str, Any], context: TrialContext) -> None:
