@@ -57,6 +57,9 @@ class TaskSpec(_Spec):
         except ValidationError as err:
             path, message = _describe(err.errors()[0], TASKS.get(self.name).Options)
             raise _FieldError(("options", *path), message) from None
+        for path, value in _numbers_in(options.model_dump()):  # a task's own options: finite, as every number here
+            if not math.isfinite(value):
+                raise _FieldError(("options", *path), f"must be a finite number (got {value!r})")
         # the options as the task reads them (relative paths made absolute by the task's
         # validators), so a Ray worker in another folder builds the same task
         object.__setattr__(self, "options", options.model_dump(mode="json", exclude_unset=True))
@@ -477,6 +480,18 @@ class TrialSpec:
     def from_dict(cls, d: dict[str, Any]) -> TrialSpec:
         return cls(d["method"], dict(d["regularization"]), int(d["seed"]), int(d["repeat"]),
                    dict(d.get("overrides", {})), d.get("label", ""))
+
+
+def _numbers_in(data: Any, path: tuple = ()):
+    """(key path, value) of every float in nested dicts and lists."""
+    if isinstance(data, float):
+        yield path, data
+    elif isinstance(data, dict):
+        for key, value in data.items():
+            yield from _numbers_in(value, (*path, key))
+    elif isinstance(data, (list, tuple)):
+        for i, value in enumerate(data):
+            yield from _numbers_in(value, (*path, i))
 
 
 def _is_number(value: Any) -> bool:

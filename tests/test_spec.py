@@ -37,6 +37,8 @@ BAD = [
     ("NaN strength", GOOD.replace("weak: 1.0", "weak: .nan"), ["regularizers.input_noise.weak", "finite", "nan"]),
     ("infinite strength", GOOD.replace("weak: 1.0", "weak: .inf"), ["regularizers.input_noise.weak", "finite"]),
     ("NaN dropout", GOOD + "regularizers: {dropout: .nan}\n", ["regularizers.dropout", "[0, 1)", "nan"]),
+    ("infinite task option", GOOD.replace("loss: published", "loss: published, noise: .inf"),
+     ["task.options.noise", "finite number", "inf"]),
     ("infinite learning rate", GOOD + "student: {lr: .inf}\n", ["student.lr", "finite number"]),
     ("NaN momentum", GOOD + "teacher: {momentum: .nan}\n", ["teacher.momentum", "finite number"]),
     ("infinite search bound", GOOD.replace("regularizers:\n  input_noise: {no: 0, weak: 1.0}\n", "")
