@@ -82,7 +82,7 @@ def check(task_name: str, cpu: bool, epochs: int, cluster: dict | None) -> tuple
         rows.append((f"{task_name} teacher, in process", len(splits.labeled) * teacher_settings.epochs,
                      teacher.result["train_seconds"], _peak(gpu), teacher.result[key], on_gpu))
         _reset_peak(gpu)
-        local = train_student(task, trial, student_settings, torch.load(teacher.pseudo_labels_path),
+        local = train_student(task, trial, student_settings, torch.load(teacher.pseudo_labels_path, weights_only=True),
                               out / "local", log_every=0, plot=False)
         rows.append((f"{task_name} MM student, in process", len(splits.unlabeled) * student_settings.epochs,
                      local["train_seconds"], _peak(gpu), local[key], on_gpu))

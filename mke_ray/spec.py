@@ -1,14 +1,16 @@
 """The sweep file: schema, loading and validation, and the trials a sweep expands to.
 
-A sweep file is plain YAML (a safe loader with YAML 1.2 booleans). Every key is declared here with its
-type, range and default; anything else is rejected before Ray starts, with the key's
-path, what is allowed, and exit code 2 (see ``SpecError``).
+A sweep file is plain YAML (a safe loader with YAML 1.2 booleans and numbers such as ``1e-3``; aliases that
+would expand past ``MAX_YAML_NODES`` values are refused). Every key is declared here with its type, range and
+default (numbers finite); anything else is rejected before Ray starts, with the key's path, what is allowed, and
+exit code 2 (see ``SpecError``). A sweep's plan, trials and student-epochs, is bounded by ``limits``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +37,11 @@ class _FieldError(ValueError):
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+
+
+MAX_EPOCHS = 1_000_000
+"""Most epochs one model may train (a TwoMoon student trains 2000)."""
 
 
 class TaskSpec(_Spec):
@@ -51,6 +57,9 @@ class TaskSpec(_Spec):
         except ValidationError as err:
             path, message = _describe(err.errors()[0], TASKS.get(self.name).Options)
             raise _FieldError(("options", *path), message) from None
+        for path, value in _numbers_in(options.model_dump()):  # a task's own options: finite, as every number here
+            if not math.isfinite(value):
+                raise _FieldError(("options", *path), f"must be a finite number (got {value!r})")
         # the options as the task reads them (relative paths made absolute by the task's
         # validators), so a Ray worker in another folder builds the same task
         object.__setattr__(self, "options", options.model_dump(mode="json", exclude_unset=True))
@@ -64,7 +73,7 @@ class TaskSpec(_Spec):
 class TrainSpec(_Spec):
     """Overrides of the task's training defaults; unset keys keep the task's value."""
 
-    epochs: int | None = Field(None, ge=1)
+    epochs: int | None = Field(None, ge=1, le=MAX_EPOCHS)
     lr: float | None = Field(None, gt=0)
     seed: int | None = Field(None, ge=0)
     batch_size: int | None = Field(None, ge=0, description="samples per step; 0 is one full-batch step per epoch")
@@ -114,6 +123,9 @@ class SearchSpaceSpec(_Spec):
         for name, rng in self.student.items():
             if rng.low <= 0:
                 raise _FieldError(("student", name, "low"), f"student {name} must be > 0 (got {rng.low:g})")
+            if name == "epochs" and rng.high > MAX_EPOCHS:
+                raise _FieldError(("student", name, "high"), f"student epochs must be at most {MAX_EPOCHS} "
+                                                             f"(got {rng.high:g})")
         return self
 
 
@@ -203,6 +215,15 @@ class TrackingSpec(_Spec):
 
 
 MAX_SEED = 2**32 - 1
+MAX_SEEDS = 10_000
+
+
+class LimitsSpec(_Spec):
+    """How large a sweep may be; a plan above either bound is refused before anything starts."""
+
+    trials: int = Field(100_000, ge=1, description="most student trials (an Optuna trial counts once per seed)")
+    student_epochs: int = Field(100_000_000, ge=1, description="most epochs of all students together (trials "
+                                                               "x student epochs)")
 
 
 class SweepSpec(_Spec):
@@ -221,6 +242,7 @@ class SweepSpec(_Spec):
     retries: int = Field(1, ge=0, le=100, description="times a crashed trial is run again before it counts as failed")
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     output: str | None = Field(None, description="output directory; default runs/<name>")
+    limits: LimitsSpec = Field(default_factory=LimitsSpec)
 
     @field_validator("name", mode="after")
     @classmethod
@@ -247,11 +269,13 @@ class SweepSpec(_Spec):
     @classmethod
     def _seeds(cls, value: Any) -> list[int]:
         if isinstance(value, int) and not isinstance(value, bool):
-            if not 1 <= value <= 10_000:
-                raise _FieldError((), f"a seed count must be in [1, 10000] (got {value})")
+            if not 1 <= value <= MAX_SEEDS:
+                raise _FieldError((), f"a seed count must be in [1, {MAX_SEEDS}] (got {value})")
             return list(range(value))
         if not isinstance(value, list) or not value:
             raise _FieldError((), f"give a non-empty list of seeds or a count (got {value!r})")
+        if len(value) > MAX_SEEDS:
+            raise _FieldError((), f"a seed list holds at most {MAX_SEEDS} seeds (got {len(value)}); list fewer")
         for i, seed in enumerate(value):
             if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
                 raise _FieldError((i,), f"a seed is an integer in [0, {MAX_SEED}] (got {seed!r})")
@@ -351,7 +375,47 @@ class SweepSpec(_Spec):
                                                        "options leave it empty")
         return self
 
+    @model_validator(mode="after")
+    def _plan_within_limits(self):
+        trials, epochs = self.plan()
+        if trials > self.limits.trials:
+            raise _FieldError(("limits", "trials"), f"the sweep plans {trials} trials ({self._plan_shape()}), more "
+                                                    f"than the limit of {self.limits.trials}; sweep fewer seeds, "
+                                                    f"methods or strengths, or raise limits.trials")
+        if epochs > self.limits.student_epochs:
+            raise _FieldError(("limits", "student_epochs"), f"the sweep plans {epochs} student-epochs ({trials} "
+                                                            f"trials x up to {epochs // trials} epochs), more than "
+                                                            f"the limit of {self.limits.student_epochs}; train fewer "
+                                                            f"epochs or trials, or raise limits.student_epochs")
+        return self
+
     # -- what the sweep runs ------------------------------------------------------
+    def plan(self) -> tuple[int, int]:
+        """(student trials, student-epochs at most) of the sweep, counted without expanding it; a search trial
+        counts once per seed, each at the most epochs its space allows."""
+        epochs = self.student.resolve(TASKS.get(self.task.name).student_defaults).epochs
+        if self.search.kind == "optuna":
+            trials = self.search.n_trials * len(self.seeds)
+            if "epochs" in self.search.space.student:
+                epochs = math.ceil(self.search.space.student["epochs"].high)
+        else:
+            trials = len(self.settings()) * len(self.methods) * len(self.seeds)
+        return trials, trials * epochs
+
+    def _plan_shape(self) -> str:
+        if self.search.kind == "optuna":
+            return f"{self.search.n_trials} search trials x {len(self.seeds)} seeds"
+        return (f"{len(self.settings())} regularization settings x {len(self.methods)} methods x "
+                f"{len(self.seeds)} seeds")
+
+    def describe_plan(self) -> str:
+        """One line: what the sweep runs and how much training that is."""
+        trials, epochs = self.plan()
+        what = (f"Optuna search, {self.search.n_trials} trials of {self.search.method} x {len(self.seeds)} seeds, "
+                f"objective {self.search.metric}" if self.search.kind == "optuna"
+                else f"{trials} trials ({self._plan_shape()})")
+        return f"{what}; {epochs} student-epochs at most"
+
     def output_dir(self) -> Path:
         return Path(self.output or f"runs/{self.name}")
 
@@ -363,13 +427,12 @@ class SweepSpec(_Spec):
     def settings(self) -> list[dict[str, float]]:
         """Distinct regularization settings: each grid entry with the others at 0."""
         zero = {name: 0.0 for name in self.regularizer_names()}
-        settings: list[dict[str, float]] = []
+        settings: dict[tuple, dict[str, float]] = {}  # keyed by the values, in order: a large grid stays cheap
         for name, grid in self.regularizers.items():
             for strength in grid.values():
                 setting = {**zero, **self.fixed, name: strength}
-                if setting not in settings:
-                    settings.append(setting)
-        return settings or [{**zero, **self.fixed}]
+                settings.setdefault(tuple(sorted(setting.items())), setting)
+        return list(settings.values()) or [{**zero, **self.fixed}]
 
     def trials(self) -> list[TrialSpec]:
         return [TrialSpec(method, setting, seed, repeat)
@@ -428,13 +491,25 @@ class TrialSpec:
                    dict(d.get("overrides", {})), d.get("label", ""))
 
 
+def _numbers_in(data: Any, path: tuple = ()):
+    """(key path, value) of every float in nested dicts and lists."""
+    if isinstance(data, float):
+        yield path, data
+    elif isinstance(data, dict):
+        for key, value in data.items():
+            yield from _numbers_in(value, (*path, key))
+    elif isinstance(data, (list, tuple)):
+        for i, value in enumerate(data):
+            yield from _numbers_in(value, (*path, i))
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _strength(info, value: Any, path: tuple) -> float:
-    if not _is_number(value):
-        raise _FieldError(path, f"a strength is a number in {info.allowed()} (got {value!r})")
+    if not _is_number(value) or not math.isfinite(value):
+        raise _FieldError(path, f"a strength is {info.allowed()} (got {value!r})")
     problem = info.check(float(value))
     if problem:
         raise _FieldError(path, f"{info.name} strength must be {problem} (got {value!r})")
@@ -442,8 +517,47 @@ def _strength(info, value: Any, path: tuple) -> float:
 
 
 # -- loading and error messages ------------------------------------------------------
-class _Loader(yaml.SafeLoader):
-    """YAML 1.2 booleans: only true/false, so a column labelled ``no`` stays a string."""
+MAX_YAML_NODES = 1_000_000
+"""Most values a sweep file may hold once its aliases are expanded (a 10,000-seed list is 10,001)."""
+
+
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml's parser where PyYAML has it: 3x faster
+    """YAML 1.2 booleans (only true/false, so a column labelled ``no`` stays a string) and numbers (``1e-3`` is a
+    float, as in YAML 1.2, where YAML 1.1 wants ``1.0e-3``); a document whose aliases would expand past
+    ``MAX_YAML_NODES`` values is refused as soon as it is composed, before any value is built."""
+
+    def get_single_node(self):
+        node = super().get_single_node()
+        if node is not None:
+            _expanded_size(node)
+        return node
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """How many values ``root`` stands for with every alias written out; a SpecError past ``MAX_YAML_NODES``
+    or for an alias inside itself. Each node is counted once (memoised), so this is linear in the file."""
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        if id(node) in open_:
+            raise SpecError("a YAML alias refers to a node that contains it; write the value out")
+        open_.add(id(node))
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            total += sum(size(child) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            total += sum(size(key) + size(value) for key, value in node.value)
+        open_.discard(id(node))
+        if total > MAX_YAML_NODES:
+            raise SpecError(f"the YAML expands to more than {MAX_YAML_NODES} values (through its aliases); "
+                            f"a sweep file needs far fewer: write the values out or use fewer aliases")
+        sizes[id(node)] = total
+        return total
+
+    return size(root)
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -452,11 +566,15 @@ _Loader.yaml_implicit_resolvers = {
 }
 _Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
                               list("tTfF"))
+# scientific notation without a dot (1e-3, 1e12, 5E+2): YAML 1.1's float pattern needs one
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float",
+                              re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+                              list("-+.0123456789"))
 
 
 def read_yaml(path: str | Path) -> Any:
     """A sweep file's YAML as plain data, read as ``load_spec`` reads it (a column labelled ``no`` stays a
-    string): for tools that edit a sweep and write it back."""
+    string, ``1e-3`` is a number): for tools that edit a sweep and write it back."""
     return yaml.load(Path(path).read_text(), Loader=_Loader)
 
 
@@ -473,6 +591,8 @@ def load_spec(path: str | Path) -> SweepSpec:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise SpecError(f"{path}: not valid YAML: {where}{problem}; fix the syntax") from None
+    except SpecError as err:
+        raise SpecError(f"{path}: {err}") from None
     if data is None:
         raise SpecError(f"{path}: the file is empty; a sweep needs at least a name")
     if not isinstance(data, dict):
@@ -506,6 +626,10 @@ def _describe(error: dict, model: type[BaseModel]) -> tuple[tuple, str]:
     if error["type"] == "value_error":  # a task's own validator: its message is already complete
         return loc, str(cause) if cause is not None else error["msg"].removeprefix("Value error, ")
     got = error.get("input")
+    if error["type"] == "finite_number":
+        return loc, f"must be a finite number (got {got!r})"
+    if error["type"] == "int_type" and isinstance(got, float) and got.is_integer():  # 1e12, 100.0
+        return loc, f"must be an integer written without a decimal point or exponent (got {got!r})"
     return loc, f"{error['msg'][0].lower()}{error['msg'][1:]} (got {got!r})"
 
 

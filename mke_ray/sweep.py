@@ -136,12 +136,7 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
     optuna = spec.search.kind == "optuna"
     trials = [] if optuna else spec.trials()
     planned = _planned(spec)
-    if optuna:
-        say(f"sweep {spec.name}: Optuna search, {planned} trials of {spec.search.method} x "
-            f"{len(spec.seeds)} seeds, objective {spec.search.metric} -> {output}")
-    else:
-        say(f"sweep {spec.name}: {planned} trials ({len(spec.settings())} regularization settings x "
-            f"{len(spec.methods)} methods x {len(spec.seeds)} seeds) -> {output}")
+    say(f"sweep {spec.name}: {spec.describe_plan()} -> {output}")
     say(f"MLflow: {recorder.uri}, experiment {recorder.experiment_name!r}")
 
     task = spec.task.build()
@@ -281,7 +276,7 @@ def _run_with_ray(spec, trials, remaining, pseudo_labels, output, student_settin
                            trials_dir=output / "trials", log_every=spec.tracking.log_every,
                            plots=spec.tracking.plots, threads=max(1, int(spec.resources.cpu)),
                            seeds=tuple(spec.seeds), trainer=spec.trainer, storage=f"{storage}/ray_train",
-                           splits=task.splits() if task.small else None)
+                           splits=task.splits() if task.send_splits else None)
     mlflow_trials = MlflowTrials(log, output / "trials")
     if spec.search.kind == "optuna":
         from mke_ray.tuning.search import run_search

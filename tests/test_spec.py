@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from mke_ray.spec import SpecError, TrainerSpec, load_spec, parse_spec
+from mke_ray.spec import SpecError, TrainerSpec, load_spec, parse_spec, read_yaml
 from mke_ray.sweep import main
 from mke_ray.tasks import TASKS
 
@@ -33,7 +33,29 @@ BAD = [
     ("unknown regularizer", GOOD.replace("input_noise:", "input_nois:"), ["regularizers.input_nois", "allowed:"]),
     ("strength out of range", GOOD.replace("input_noise: {no: 0, weak: 1.0}", "dropout: {weak: 1.5}"),
      ["regularizers.dropout.weak", "[0, 1)", "1.5"]),
-    ("negative strength", GOOD.replace("weak: 1.0", "weak: -1"), ["regularizers.input_noise.weak", "[0, inf)"]),
+    ("negative strength", GOOD.replace("weak: 1.0", "weak: -1"), ["regularizers.input_noise.weak", ">= 0"]),
+    ("NaN strength", GOOD.replace("weak: 1.0", "weak: .nan"), ["regularizers.input_noise.weak", "finite", "nan"]),
+    ("infinite strength", GOOD.replace("weak: 1.0", "weak: .inf"), ["regularizers.input_noise.weak", "finite"]),
+    ("NaN dropout", GOOD + "regularizers: {dropout: .nan}\n", ["regularizers.dropout", "[0, 1)", "nan"]),
+    ("infinite task option", GOOD.replace("loss: published", "loss: published, noise: .inf"),
+     ["task.options.noise", "finite number", "inf"]),
+    ("infinite learning rate", GOOD + "student: {lr: .inf}\n", ["student.lr", "finite number"]),
+    ("NaN momentum", GOOD + "teacher: {momentum: .nan}\n", ["teacher.momentum", "finite number"]),
+    ("infinite search bound", GOOD.replace("regularizers:\n  input_noise: {no: 0, weak: 1.0}\n", "")
+     + "search: {kind: optuna, space: {input_noise: {low: 0.1, high: .inf}}}\n",
+     ["search.space.input_noise.high", "finite number"]),
+    ("epochs in scientific notation", GOOD + "student: {epochs: 1e12}\n", ["student.epochs", "without a decimal point"]),
+    ("epochs beyond the bound", GOOD + "student: {epochs: 1000000000000}\n", ["student.epochs", "1000000"]),
+    ("a 100,000-seed list", GOOD.replace("seeds: 2", "seeds: [" + ", ".join(map(str, range(100_000))) + "]"),
+     ["seeds", "at most 10000 seeds", "100000"]),
+    ("more trials than the limit", GOOD.replace("seeds: 2", "seeds: 10000").replace("{no: 0, weak: 1.0}", "[0, 1, 2, 3, 4, 5]"),
+     ["limits.trials", "120000 trials (6 regularization settings x 2 methods x 10000 seeds)",
+      "limit of 100000", "raise limits.trials"]),
+    ("more student-epochs than the limit", GOOD + "limits: {student_epochs: 10000}\n",
+     ["limits.student_epochs", "16000 student-epochs", "limit of 10000", "raise limits.student_epochs"]),
+    ("YAML alias bomb", "name: x\n" + "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi")),
+     ["expands to more than 1000000 values", "aliases"]),
     ("strength of wrong type", GOOD.replace("weak: 1.0", "weak: strong"), ["regularizers.input_noise.weak", "number"]),
     ("seed of wrong type", GOOD.replace("seeds: 2", "seeds: [1, two]"), ["seeds.1", "integer"]),
     ("negative seed count", GOOD.replace("seeds: 2", "seeds: -3"), ["seeds", "count"]),
@@ -103,6 +125,27 @@ def test_good_file_parses_with_defaults(tmp_path):
     assert spec.regularizers == {"input_noise": {"no": 0.0, "weak": 1.0}}  # "no" stays a label
     assert spec.output_dir().as_posix() == "runs/ok"
     assert len(spec.trials()) == 2 * 2 * 2
+
+
+def test_scientific_notation_reads_as_numbers(tmp_path):
+    path = tmp_path / "sci.yaml"
+    path.write_text(GOOD.replace("weak: 1.0", "weak: 5E+2, tiny: 1e-3") + "student: {lr: 1e-3}\nteacher: {lr: 1E-2}\n")
+    spec = load_spec(path)
+    assert spec.student.lr == 0.001 and spec.teacher.lr == 0.01
+    assert spec.regularizers["input_noise"] == {"no": 0.0, "weak": 500.0, "tiny": 0.001}
+    assert read_yaml(path)["student"]["lr"] == 0.001
+
+
+def test_limits_can_be_raised_and_a_large_plan_is_counted_and_expanded():
+    data = {"name": "x", "methods": ["um_student", "mm_student", "mm_sup"], "seeds": 10_000,
+            "regularizers": {"input_noise": [0, 1, 2], "dropout": [0.1]}}
+    with pytest.raises(SpecError, match="limits.trials"):
+        parse_spec(data)
+    spec = parse_spec({**data, "limits": {"trials": 200_000, "student_epochs": 10**9}})
+    assert spec.plan() == (120_000, 240_000_000)
+    assert spec.describe_plan() == ("120000 trials (4 regularization settings x 3 methods x 10000 seeds); "
+                                    "240000000 student-epochs at most")
+    assert len(spec.trials()) == 120_000
 
 
 def test_list_of_strengths_and_fixed_strengths():

@@ -233,3 +233,49 @@ def test_the_mm_student_beats_its_teacher_on_digit_halves(tmp_path):
                 for seed in range(3)]
     assert 65 < teacher.result["test_acc"] < 85  # clearly imperfect: 90 labeled left halves
     assert statistics.fmean(s["test_acc"] for s in students) > teacher.result["test_acc"] + 4
+
+
+def test_a_trial_sent_the_splits_never_reads_the_file(tmp_path):
+    import pickle
+
+    frame().to_csv(tmp_path / "d.csv", index=False)
+    options = {"path": str(tmp_path / "d.csv"), "label": "kind", "modalities": GROUPS, "split_column": "split"}
+    driver = tabular(**options)
+    assert driver.send_splits  # the sweep's driver sends them (sweep._run_with_ray)
+    sent = pickle.loads(pickle.dumps(driver.splits()))  # as Ray's object store hands them to a trial process
+    (tmp_path / "d.csv").unlink()
+    trial = tabular(**options).adopt(sent)
+    assert trial.class_names() == ["cat", "dog", "emu"]
+    assert trial.build_model(("a", "b"), {}).fc3.out_features == 3
+    assert torch.equal(trial.splits().test.y, driver.splits().test.y)
+
+
+def many_classes(tmp_path, k: int) -> Tabular:
+    rng = np.random.default_rng(0)
+    data = pd.DataFrame(rng.normal(size=(4 * k, 3)), columns=["a1", "b1", "b2"])
+    data["kind"] = [f"class{i % k}" for i in range(4 * k)]
+    data["split"] = [["labeled", "unlabeled", "val", "test"][(i // k) % 4] for i in range(4 * k)]
+    data.to_csv(tmp_path / "d.csv", index=False)
+    return tabular(path=str(tmp_path / "d.csv"), label="kind", modalities={"a": ["a1"], "b": ["b1..b2"]},
+                   split_column="split")
+
+
+@pytest.mark.parametrize("k,drawn", [(12, "matrix"), (1000, "per_class")])
+def test_a_many_class_plot_is_a_per_class_summary_not_the_matrix(tmp_path, monkeypatch, k, drawn):
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    from mke_ray.report import plots
+
+    real, calls = ConfusionMatrixDisplay.from_predictions, []
+    monkeypatch.setattr(ConfusionMatrixDisplay, "from_predictions",
+                        lambda *a, **kw: calls.append(kw["labels"]) or real(*a, **kw))
+    task = many_classes(tmp_path, k)
+    torch.manual_seed(0)
+    model = task.build_model(("a", "b"), {})
+    path = tmp_path / "plot.png"
+    assert task.plot_trial(model, ("a", "b"), torch.zeros(len(task.splits().unlabeled), dtype=torch.long), "t", path)
+    assert path.stat().st_size > 0
+    assert len(task.class_names()) == k
+    assert calls == ([list(range(k))] if drawn == "matrix" else [])  # the K x K matrix only for few classes
+    truth = task.splits().test.y
+    assert plots.confusion_figure(truth, truth, task.class_names(), "t", tmp_path / "again.png") == drawn

@@ -180,3 +180,55 @@ def test_records_that_keep_failing_are_reported(tmp_path):
     trial = TrialSpec("mm_student", {"dropout": 0.0}, 1, 0)
     log.record_failure(trial, "boom", None)
     assert log.retry_pending() == [(trial.key, "No space left on device")]
+
+
+def test_http_settings_are_lowered_unless_the_user_set_them(monkeypatch):
+    from mlflow.environment_variables import (MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR, MLFLOW_HTTP_REQUEST_MAX_RETRIES,
+                                              MLFLOW_HTTP_REQUEST_TIMEOUT)
+
+    from mke_ray.tracking.recorder import use_http_settings
+
+    for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "45")
+    use_http_settings()
+    assert (MLFLOW_HTTP_REQUEST_MAX_RETRIES.get(), MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR.get(),
+            MLFLOW_HTTP_REQUEST_TIMEOUT.get()) == (2, 1, 45)
+
+
+def test_a_server_that_goes_away_is_reported_with_one_warning(monkeypatch, caplog):
+    """A tracking server answers while the sweep starts, then stops: the next write warns once (MLflow's own
+    retries lowered, so that comes within seconds, not minutes) and fails, for the sweep to keep the record."""
+    import http.server
+    import json
+    import logging
+
+    from mke_ray.tracking import recorder as module
+
+    for name in module.HTTP_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+
+    class Tracking(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b"OK" if self.path.startswith("/health") else json.dumps({"experiment": {
+                "experiment_id": "1", "name": "gone", "lifecycle_stage": "active"}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Tracking)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    recorder = Recorder(f"http://127.0.0.1:{server.server_address[1]}", "gone")
+    assert recorder.experiment_id == "1"
+    server.shutdown()
+    server.server_close()
+    monkeypatch.setattr(module.time, "sleep", lambda seconds: None)  # our own back-off; MLflow's is lowered
+    with caplog.at_level(logging.WARNING, logger=module.__name__), pytest.raises(Exception, match="(?i)connect"):
+        recorder.start_parent("sweep", {}, {})
+    warnings = [r.getMessage() for r in caplog.records if r.name == module.__name__]
+    assert len(warnings) == 1 and warnings[0].startswith("MLflow create run failed (") and "retrying" in warnings[0]

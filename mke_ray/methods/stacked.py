@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from mke_ray.errors import NonFiniteLossError
 from mke_ray.methods import METHODS
 from mke_ray.methods.student import finish_student, student_targets
 from mke_ray.models.mlp import StackedMLPs
@@ -23,8 +24,11 @@ from mke_ray.training.batched import fit_stacked, stacked_logits
 
 
 def train_students_stacked(task: Task, trials: list[TrialSpec], settings: TrainSettings, pseudo_labels: torch.Tensor,
-                           trials_dir: Path, *, log_every: int = 100, plot: bool = True) -> list[dict[str, Any]]:
-    """Train ``trials`` (one method, the same settings) as one stack; return each one's metrics."""
+                           trials_dir: Path, *, log_every: int = 100, plot: bool = True
+                           ) -> list[dict[str, Any] | NonFiniteLossError]:
+    """Train ``trials`` (one method, the same settings) as one stack; return each one's metrics, or for a student
+    whose training loss became NaN or infinite the ``NonFiniteLossError`` (also written to its folder's
+    ``error.txt``; it has no result)."""
     methods = {trial.method for trial in trials}
     overrides = {tuple(sorted(trial.overrides.items())) for trial in trials}
     if len(methods) != 1 or len(overrides) != 1:
@@ -56,10 +60,17 @@ def train_students_stacked(task: Task, trials: list[TrialSpec], settings: TrainS
                             epochs=settings.epochs, lr=settings.lr, loss=task.stacked_loss(), log_every=log_every,
                             probe=probe)
     share = (time.perf_counter() - started) / len(trials)  # each student's share of the stack's training time
-    results = {trial.key: finish_student(task, trial, stack.unstack(b), histories[b], share, pseudo_labels,
-                                         trials_dir / trial.key, plot=plot)
+    results = {trial.key: _failed(histories[b], trials_dir / trial.key) if isinstance(histories[b], Exception)
+               else finish_student(task, trial, stack.unstack(b), histories[b], share, pseudo_labels,
+                                   trials_dir / trial.key, plot=plot)
                for b, trial in enumerate(trials)}
     return [results[trial.key] for trial in given]
+
+
+def _failed(error: NonFiniteLossError, folder: Path) -> NonFiniteLossError:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "error.txt").write_text(f"{type(error).__module__}.{type(error).__name__}: {error}\n")
+    return error
 
 
 def _regularizers(trial: TrialSpec) -> tuple[str, ...]:

@@ -75,7 +75,7 @@ def _readable_labels(path: Path, truth: torch.Size) -> bool:
     """Whether a cached pseudo-label file loads and fits the unlabeled set's labels of shape ``truth``: a label per
     sample or pixel, or a row of class scores per sample."""
     try:
-        labels = torch.load(path)
+        labels = torch.load(path, weights_only=True)
     except Exception:
         return False
     return isinstance(labels, torch.Tensor) and labels.shape[:len(truth)] == truth and labels.ndim <= len(truth) + 1

@@ -66,7 +66,7 @@ def _load(net: nn.Module, weights: str | None) -> None:
     """Load a local state dict into ``net``, leaving out its classifier and any layer whose shape differs."""
     if not weights:
         return
-    state = torch.load(Path(weights), map_location="cpu")
+    state = torch.load(Path(weights), map_location="cpu", weights_only=True)
     own = net.state_dict()
     net.load_state_dict({k: v for k, v in state.items() if k in own and v.shape == own[k].shape}, strict=False)
 

@@ -57,7 +57,7 @@ def resnet_trunk(name: str, in_channels: int = 3, weights: str | None = None) ->
     net = getattr(torchvision.models, name)(weights=None,
                                             replace_stride_with_dilation=[False, True, True] if bottleneck else None)
     if weights:
-        state = torch.load(Path(weights), map_location="cpu")
+        state = torch.load(Path(weights), map_location="cpu", weights_only=True)
         net.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")}, strict=False)
     if not bottleneck:
         for layer in (net.layer3, net.layer4):

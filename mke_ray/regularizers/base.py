@@ -27,15 +27,17 @@ class RegularizerInfo:
     on_data: bool = False  # applied to the training batches by the trainer, not inside the model
 
     def check(self, strength: float) -> str | None:
-        """None when ``strength`` is allowed, else what is allowed."""
+        """None when ``strength`` is allowed, else what is allowed (NaN and infinity never are)."""
         too_high = strength > self.high if self.high_inclusive else strength >= self.high
-        if strength < self.low or too_high:
-            return f"a number in {self.allowed()}"
+        if not math.isfinite(strength) or strength < self.low or too_high:
+            return self.allowed()
         return None
 
     def allowed(self) -> str:
-        right = "]" if self.high_inclusive and self.high != math.inf else ")"
-        return f"[{self.low:g}, {self.high:g}{right}"
+        """The allowed strengths in words: ``a number in [0, 1)``, or ``a finite number >= 0``."""
+        if self.high == math.inf:
+            return f"a finite number >= {self.low:g}"
+        return f"a number in [{self.low:g}, {self.high:g}{']' if self.high_inclusive else ')'}"
 
 
 REGULARIZERS: Registry[RegularizerInfo] = Registry("regularizer")

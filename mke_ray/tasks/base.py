@@ -71,9 +71,12 @@ class Task(ABC):
     @abstractmethod
     def make_splits(self) -> Splits: ...
 
-    small: ClassVar[bool] = False
-    """Whether the splits are small enough to be made once by the sweep's driver and sent to its trials
-    (``adopt``), sparing every trial process the making (for TwoMoon: importing scikit-learn, ~1.5 s)."""
+    send_splits: ClassVar[bool] = False
+    """Whether the sweep's driver makes the splits once and sends them to its trials (``adopt``) through Ray's
+    object store (fetched once per node, unpickled once per trial process), sparing every trial process the
+    making: for TwoMoon, importing scikit-learn (~1.5 s); for a tabular file, parsing it (a 750 MB CSV takes
+    ~3 GiB in pandas; the splits are float32 tensors). Not for tasks whose splits are media decoded to disk and
+    memory-mapped (RAVDESS, NYU, events): each process maps the same files instead."""
 
     def adopt(self, splits: Splits) -> "Task":
         """This task, with ``splits`` that another process made from the same options."""
@@ -162,7 +165,9 @@ class Task(ABC):
 
     def plot_trial(self, model: nn.Module, modalities: tuple[str, ...],
                    pseudo_labels: torch.Tensor, title: str, path: Path) -> bool:
-        """Draw what the trained model does (here: its confusion matrix on the test split)."""
+        """Draw what the trained model does (here: its confusion matrix on the test split; above
+        ``report.plots.MAX_MATRIX_CLASSES`` classes, a per-class accuracy summary, whose cost does not grow with
+        the classes)."""
         from mke_ray.report.plots import confusion_figure
 
         test = self.splits().test

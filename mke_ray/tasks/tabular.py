@@ -166,12 +166,14 @@ def expand_range(entry: str) -> list[str]:
 
 
 @dataclass(frozen=True)
-class _Data:
-    splits: Splits
-    classes: tuple
+class TabularSplits(Splits):
+    """The splits and the label values they stand for (class ``i`` is ``classes[i]``), so that a trial sent the
+    splits by the driver (``Task.send_splits``) never reads the file."""
+
+    classes: tuple = ()
 
 
-def _load(options: TabularOptions) -> _Data:
+def _load(options: TabularOptions) -> TabularSplits:
     """The task's data; read once per process and options, and again when the file changes."""
     try:
         stat = os.stat(options.path)
@@ -182,7 +184,7 @@ def _load(options: TabularOptions) -> _Data:
 
 
 @lru_cache(maxsize=8)
-def _load_cached(options_json: str, mtime_ns: int, size: int) -> _Data:
+def _load_cached(options_json: str, mtime_ns: int, size: int) -> TabularSplits:
     """Read, check, split and scale; ``mtime_ns`` and ``size`` only key the cache."""
     from sklearn.preprocessing import StandardScaler
 
@@ -205,8 +207,8 @@ def _load_cached(options_json: str, mtime_ns: int, size: int) -> _Data:
                              for i, m in enumerate(names)},
                      y=torch.from_numpy(y[rows]))
 
-    return _Data(Splits(labeled=split(parts["labeled"]), unlabeled=split(parts["unlabeled"]),
-                        test=split(parts["test"]), val=split(parts["val"])), classes)
+    return TabularSplits(labeled=split(parts["labeled"]), unlabeled=split(parts["unlabeled"]),
+                         test=split(parts["test"]), val=split(parts["val"]), classes=classes)
 
 
 def _read(path: str) -> dict[str, np.ndarray]:
@@ -360,13 +362,15 @@ class Tabular(Task):
         self.modalities = tuple(options.modalities)
         self.teacher_modality = options.teacher_modality or self.modalities[0]
 
-    def make_splits(self) -> Splits:
-        return _load(self.options).splits
+    send_splits = True  # read once, by the sweep's driver; its trials are sent the splits
+
+    def make_splits(self) -> TabularSplits:
+        return _load(self.options)
 
     @property
     def classes(self) -> tuple:
         """The label values; class ``i`` of every model is ``classes[i]``."""
-        return _load(self.options).classes
+        return self.splits().classes
 
     def class_names(self) -> list[str]:
         return [str(c) for c in self.classes]

@@ -89,7 +89,7 @@ class TwoMoon(Task):
         return softmax_cross_entropy if self.options.loss == "published" else F.cross_entropy
 
     stackable = True  # students can be trained as one stacked network (trainer: {kind: batched})
-    small = True  # 500 points: made once by the sweep's driver, sent to the trials
+    send_splits = True  # 500 points: made once by the sweep's driver, sent to the trials
 
     def stacked_loss(self) -> str:
         """``loss_fn`` by name, for ``training.batched.fit_stacked``."""

@@ -38,9 +38,24 @@ def resolve_tracking_uri(cli: str | None, spec: str | None) -> str:
     return cli or spec or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
+HTTP_SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
+"""MLflow's HTTP client settings for a sweep's driver, unless set already: MLflow's own defaults (7 retries,
+backoff factor 2, 120 s timeout) keep one request to a server that went away retrying for minutes, silently."""
+RETRY_SECONDS = 15.0  # how long ``_retry`` keeps trying one write
+
+
+def use_http_settings() -> None:
+    """Set ``HTTP_SETTINGS`` in this process's environment where the user has not (MLflow reads them per
+    request)."""
+    for name, value in HTTP_SETTINGS.items():
+        os.environ.setdefault(name, value)
+
+
 def _retry(call: Callable[[], T], what: str, attempts: int = 12) -> T:
-    """Run ``call``, retrying while the store reports a lock or a dropped connection."""
-    delay = 0.05
+    """Run ``call``, retrying while the store reports a lock or a dropped connection, for at most ``attempts``
+    tries and about ``RETRY_SECONDS``; one warning line when the first try fails."""
+    delay, started = 0.05, time.monotonic()
     for attempt in range(attempts):
         try:
             return call()
@@ -48,9 +63,11 @@ def _retry(call: Callable[[], T], what: str, attempts: int = 12) -> T:
             text = str(err).lower()
             transient = any(s in text for s in ("database is locked", "database is busy",
                                                 "connection", "timed out", "503", "502"))
-            if not transient or attempt == attempts - 1:
+            if not transient or attempt == attempts - 1 or time.monotonic() - started > RETRY_SECONDS:
                 raise
-            log.warning("MLflow %s failed (%s); retrying in %.2fs", what, str(err).splitlines()[0], delay)
+            if attempt == 0:
+                log.warning("MLflow %s failed (%s); retrying for up to %.0fs", what,
+                            str(err).strip().splitlines()[0][:300], RETRY_SECONDS)
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
     raise AssertionError("unreachable")
@@ -74,6 +91,8 @@ class Recorder:
     def __init__(self, uri: str, experiment: str):
         self.uri = uri
         self.experiment_name = experiment
+        if uri.startswith(("http://", "https://")):
+            use_http_settings()
         _check_reachable(uri)
         from mlflow.tracking import MlflowClient
 

@@ -11,12 +11,14 @@ changes a decision only at a point within rounding of the boundary (``tests/test
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
+from mke_ray.errors import NonFiniteLossError
 from mke_ray.models.mlp import StackedMLPs
 
 # (model index, eval-mode logits [N, C] of that model on a split's inputs) -> its records' scores
@@ -25,16 +27,22 @@ Probe = Callable[[torch.Tensor], list[dict[str, float]]]
 
 def fit_stacked(stack: StackedMLPs, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr: float,
                 loss: str = "cross_entropy", log_every: int = 0,
-                probe: Callable[[StackedMLPs], list[dict[str, float]]] | None = None) -> list[list[dict[str, float]]]:
+                probe: Callable[[StackedMLPs], list[dict[str, float]]] | None = None
+                ) -> list[list[dict[str, float]] | NonFiniteLossError]:
     """Full-batch SGD of every stacked model on (``x``, ``y``) for ``epochs``; returns each model's history.
 
     ``loss`` is ``cross_entropy`` or ``softmax_cross_entropy`` (the published TwoMoon loss). Each model's
     gradient is that of its own mean loss (the stack's loss is their sum). Every ``log_every`` epochs and
     after the last, each model's record holds its training loss and ``probe(stack)[b]`` (eval mode).
+
+    A model whose loss becomes NaN or infinite gets a ``NonFiniteLossError`` (epoch, value) in place of its
+    history; the others train on unchanged (every model's forward pass, noise scale and gradient is its own),
+    and the stack stops early when all have diverged.
     """
     params = list(stack.parameters())
     histories: list[list[dict[str, float]]] = [[] for _ in range(len(stack))]
     targets = y.repeat(len(stack))
+    failed: dict[int, NonFiniteLossError] = {}
     started = time.perf_counter()
     for epoch in range(1, epochs + 1):
         stack.train()
@@ -48,14 +56,22 @@ def fit_stacked(stack: StackedMLPs, x: torch.Tensor, y: torch.Tensor, *, epochs:
         per_model.sum().backward()
         with torch.no_grad():
             torch._foreach_add_(params, [p.grad for p in params], alpha=-lr)
+        losses = per_model.tolist()  # one read per epoch, also what the records show
+        for b, value in enumerate(losses):
+            if not math.isfinite(value) and b not in failed:
+                failed[b] = NonFiniteLossError(epoch, value)
+        if len(failed) == len(stack):
+            break
         if epoch == epochs or (log_every and epoch % log_every == 0):
             scores = probe(stack) if probe is not None else [{} for _ in range(len(stack))]
             for b, history in enumerate(histories):
-                history.append({"epoch": float(epoch), "train_loss": per_model[b].item(), **scores[b]})
+                if b not in failed:
+                    history.append({"epoch": float(epoch), "train_loss": losses[b], **scores[b]})
     stack.eval()
     for history in histories:
-        history[-1]["stack_seconds"] = time.perf_counter() - started
-    return histories
+        if history:
+            history[-1]["stack_seconds"] = time.perf_counter() - started
+    return [failed.get(b, history) for b, history in enumerate(histories)]
 
 
 @torch.no_grad()

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 from typing import Callable, Union
 
 import torch
 from torch import nn
+
+from mke_ray.errors import NonFiniteLossError
 
 Inputs = Union[torch.Tensor, dict[str, torch.Tensor]]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -98,7 +101,8 @@ def fit(model: nn.Module, x: Inputs, y: torch.Tensor, *, epochs: int, lr: float,
     kept; the last record then says which epoch that was. ``amp`` trains in bfloat16
     autocast on a GPU. Every ``log_every`` epochs (and after the last) the training
     loss and ``probe(model)``, measured in eval mode, are recorded. Neither probe nor
-    score draws random numbers, so logging does not change the result.
+    score draws random numbers, so logging does not change the result. An epoch whose
+    training loss is NaN or infinite raises ``NonFiniteLossError`` (the run diverged).
 
     The data are moved to the device once when ``resident`` (default: on a CPU, or when they take at most
     ``RESIDENT_SHARE`` of the GPU's memory); otherwise they stay where they are and ``loader_workers`` processes
@@ -155,13 +159,16 @@ def fit(model: nn.Module, x: Inputs, y: torch.Tensor, *, epochs: int, lr: float,
             if step < n:  # read once per epoch: no wait for the GPU at every step
                 total += loss.detach().double() * len(yb)
                 seen += len(yb)
+        epoch_loss = loss.item() if step == n else float(total) / seen
+        if not math.isfinite(epoch_loss):
+            raise NonFiniteLossError(epoch, epoch_loss)
         if score is not None:
             model.eval()
             value = score(model)
             if best is None or value > best[0]:
                 best = (value, epoch, copy.deepcopy(model.state_dict()))
         if epoch == epochs or (log_every and epoch % log_every == 0):
-            record = {"epoch": float(epoch), "train_loss": loss.item() if step == n else float(total) / seen}
+            record = {"epoch": float(epoch), "train_loss": epoch_loss}
             if probe is not None:
                 model.eval()
                 record.update(probe(model))

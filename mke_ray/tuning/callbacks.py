@@ -26,17 +26,24 @@ class MlflowTrials(Callback):
         self.failures: list[tuple[TrialSpec, str, Path | None]] = []
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        """A pack reports each stack it finished: its students are recorded now, not when the pack ends."""
+        """A pack reports each stack it finished: its students are recorded now, not when the pack ends; those
+        whose training diverged (``failed_trials``: key -> error) as failed."""
         finished = set(result.get("finished_trials", ()))
+        failed = result.get("failed_trials") or {}
         node = result.get("node_id")
+        tags = {"mke.node": node} if node else None
         for spec in trials_of(trial.config):
+            folder = self.trials_dir / record_key(spec)
             if spec.key in finished:
-                self.log.record_trial(spec, self.trials_dir / record_key(spec), tags={"mke.node": node} if node else None)
+                self.log.record_trial(spec, folder, tags=tags)
+            elif spec.key in failed:
+                self.failures.append((spec, failed[spec.key], folder / "error.txt"))
+                self.log.record_failure(spec, failed[spec.key], folder)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         node = (trial.last_result or {}).get("node_id")
         for spec in trials_of(trial.config):
-            if record_key(spec) not in self.log.logged:
+            if record_key(spec) not in self.log.logged and not any(f[0] == spec for f in self.failures):
                 self.log.record_trial(spec, self.trials_dir / record_key(spec), tags={"mke.node": node} if node else None)
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -45,8 +52,8 @@ class MlflowTrials(Callback):
         # where the traceback stays: the trial's folder in the sweep's storage
         stored = Path(trial.path) / "error.txt" if trial.path else local
         for spec in trials_of(trial.config):
-            if record_key(spec) in self.log.logged:  # finished in an earlier stack of its pack
-                continue
+            if record_key(spec) in self.log.logged or any(f[0] == spec for f in self.failures):
+                continue  # finished, or diverged, in an earlier stack of its pack
             self.failures.append((spec, message, stored))
             self.log.record_failure(spec, message, local.parent if local else None)
 

@@ -53,6 +53,10 @@ class ProgressLine(Callback):
         if "finished_trials" in result:  # a pack finished a stack of students
             self.finished_keys.update(result["finished_trials"])
             self.done += len(result["finished_trials"])
+            for key, message in (result.get("failed_trials") or {}).items():  # diverged: no result
+                self.finished_keys.add(key)
+                self.failed += 1
+                self.stream.write(("\r\033[K" if self.tty else "") + f"trial {key} failed: {message}\n")
             self._consider(result)
             self._print(force=self.done == self.total)
 

@@ -48,10 +48,11 @@ def train_student_distributed(task_spec: TaskSpec, trial: TrialSpec, settings: T
     mods = METHODS.get(trial.method).modalities(task)
     with result.checkpoint.as_directory() as ckpt:
         model = task.build_model(mods, trial.regularization)
-        model.load_state_dict(torch.load(Path(ckpt) / "student.pt", map_location="cpu"))
+        model.load_state_dict(torch.load(Path(ckpt) / "student.pt", map_location="cpu", weights_only=True))
         history = [json.loads(line) for line in (Path(ckpt) / "history.jsonl").read_text().splitlines()]
     model.to(task.device())  # measured where this process can: on its GPU, if the trial was given one
-    out = finish_student(task, trial, model, history, seconds, torch.load(pseudo_path), folder, plot=plot)
+    out = finish_student(task, trial, model, history, seconds, torch.load(pseudo_path, weights_only=True), folder,
+                         plot=plot)
     (folder / "ray_train_checkpoint.txt").write_text(f"{result.checkpoint.path}\n")
     # where and how the workers trained, and their time in the loop itself (no Ray start-up)
     return {**out, "workers": workers, **{k: result.metrics[k] for k in ("fit_seconds", "on_gpu", "amp", "peak_gpu_mib")}}
@@ -70,7 +71,7 @@ def _train_worker(config: dict[str, Any]) -> None:
     method = METHODS.get(trial.method)
     mods = method.modalities(task)
     x = task.features(task.splits().unlabeled, mods)
-    y = student_targets(task, method, torch.load(config["pseudo_labels"]))
+    y = student_targets(task, method, torch.load(config["pseudo_labels"], weights_only=True))
     shard = torch.arange(rank, len(y) // world * world, world)  # equal shards: DDP steps in lockstep
     x, y = take(x, shard), y[shard]
 

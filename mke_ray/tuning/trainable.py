@@ -58,7 +58,7 @@ def _built(spec_json: str):
 
 @lru_cache(maxsize=4)
 def _pseudo_labels(path: Path) -> torch.Tensor:
-    return torch.load(path)
+    return torch.load(path, weights_only=True)
 
 
 def run_trial(config: dict[str, Any], context: TrialContext) -> None:
@@ -70,7 +70,8 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
 
 def run_pack(config: dict[str, Any], context: TrialContext) -> None:
     """A pack of students (``trainer: {kind: batched}``): one stack per method, each student written to its own
-    folder; after each stack a report names the students it finished, so that they are recorded at once."""
+    folder; after each stack a report names the students it finished, so that they are recorded at once, and
+    those whose training loss became NaN or infinite, with the reason (recorded as failed)."""
     from mke_ray.methods.stacked import train_students_stacked
     from mke_ray.tuning.runner import stack_key
 
@@ -82,9 +83,13 @@ def run_pack(config: dict[str, Any], context: TrialContext) -> None:
         results = train_students_stacked(_task(context), trials, context.student,
                                          _pseudo_labels(context.pseudo_labels), context.trials_dir,
                                          log_every=context.log_every, plot=context.plots)
-        best = max(range(len(trials)), key=lambda i: results[i].get("test_acc", float("-inf")))
-        tune.report({**results[best], "trial_key": trials[best].key, "method": trials[best].method,
-                     "finished_trials": [trial.key for trial in trials], "node_id": _node()})
+        done = [i for i, result in enumerate(results) if isinstance(result, dict)]
+        failed = {trials[i].key: f"{type(results[i]).__module__}.{type(results[i]).__name__}: {results[i]}"
+                  for i in range(len(trials)) if i not in done}  # as a lone trial's error reads
+        best = max(done, key=lambda i: results[i].get("test_acc", float("-inf")), default=None)
+        tune.report({**({**results[best], "trial_key": trials[best].key, "method": trials[best].method}
+                        if best is not None else {}),
+                     "finished_trials": [trials[i].key for i in done], "failed_trials": failed, "node_id": _node()})
 
 
 def run_search_trial(config: dict[str, Any], context: TrialContext) -> None:
