@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from mke_ray.errors import NonFiniteLossError
 from mke_ray.methods import METHODS
 from mke_ray.methods.teacher import teacher_folder, train_teacher
 from mke_ray.report.plots import summary_figure
@@ -27,6 +28,7 @@ from mke_ray.tasks import TASKS, TaskDataError
 from mke_ray.tracking import Recorder, TrackingError, resolve_tracking_uri
 from mke_ray.tracking.sweep_log import SweepLog, record_key
 
+EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 
@@ -146,6 +148,9 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
         teacher = train_teacher(task, teacher_settings,
                                 teacher_folder(output, spec.task.name, spec.task.options, teacher_settings),
                                 log_every=spec.tracking.log_every, plot=spec.tracking.plots)
+    except NonFiniteLossError as err:  # the teacher diverged: no pseudo labels, so no trial can run
+        print(f"error: the teacher diverged: {err} (teacher.lr, teacher.epochs in {spec.name})", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print("interrupted while the teacher trained; no trial ran and nothing was recorded: run the same "
               "command again" + (" with --resume" if state is not None else ""), file=sys.stderr, flush=True)

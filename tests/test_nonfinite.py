@@ -89,3 +89,14 @@ def test_a_diverged_trial_is_recorded_as_failed(tmp_path, ray_local, capsys, kin
     assert failed.info.status == "FAILED" and "training loss is nan at epoch" in failed.data.tags["mke.error"]
     assert "test_acc" not in failed.data.metrics
     assert runs["mm_student-noreg-seed=3-rep=0"].info.status == "FINISHED"
+
+
+def test_a_diverged_teacher_is_one_line_and_exit_1(tmp_path, capsys, ray_local):
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text("name: s\nteacher: {lr: 1.0e+6, epochs: 50}\nstudent: {epochs: 5}\nmethods: [mm_student]\n"
+                     "regularizers: {input_noise: {no: 0.0}}\nseeds: [0]\n")
+    code = main([str(sweep), "--output", str(tmp_path / "o"), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.startswith("error: the teacher diverged: training loss is ") and err.count("\n") == 1
+    assert "(teacher.lr, teacher.epochs in s)" in err and not (tmp_path / "o" / "results.csv").exists()
