@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.expansion import SETTINGS, runs  # noqa: E402
+from tests.expansion import SETTINGS, run  # noqa: E402
 
 
 def summary(records: list[dict], column: str, over: str) -> str:
@@ -49,11 +49,13 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         for name in args.tasks:
             setting = SETTINGS[name]
-            started = time.perf_counter()
-            records = runs(setting, args.data_seeds, args.seeds, Path(scratch) / name)
-            for r in records:
-                print(f"{name} data {r['data_seed']} seed {r['seed']}: "
-                      + ", ".join(f"{k} {v:.2f}" for k, v in r.items() if k not in ("data_seed", "seed")), flush=True)
+            started, records = time.perf_counter(), []
+            for data_seed in args.data_seeds:  # printed as each data set finishes
+                records += run(setting, data_seed, args.seeds, Path(scratch) / name)
+                for r in records[-len(args.seeds):]:
+                    print(f"{name} data {r['data_seed']} seed {r['seed']}: "
+                          + ", ".join(f"{k} {v:.2f}" for k, v in r.items() if k not in ("data_seed", "seed")),
+                          flush=True)
             print(f"{name} ({time.perf_counter() - started:.0f} s): {summary(records, 'mm_student', 'teacher')}")
             if "um_student" in setting.methods:
                 print(f"{name}: {summary(records, 'mm_student', 'um_student')}")
