@@ -100,3 +100,18 @@ def test_a_diverged_teacher_is_one_line_and_exit_1(tmp_path, capsys, ray_local):
     assert code == 1
     assert err.startswith("error: the teacher diverged: training loss is ") and err.count("\n") == 1
     assert "(teacher.lr, teacher.epochs in s)" in err and not (tmp_path / "o" / "results.csv").exists()
+
+
+@pytest.mark.parametrize("lazy", [False, True], ids=["read each epoch (CPU)", "kept on the device (GPU)"])
+def test_divergence_finds_each_models_first_bad_epoch(lazy):
+    from mke_ray.training.loop import Divergence
+
+    watch = Divergence(torch.device("cpu"), models=3)
+    watch.lazy = lazy  # a GPU's way, on the CPU: nothing read until check()
+    inf, nan = float("inf"), float("nan")
+    for epoch, losses in enumerate([[1.0, 1.0, 1.0], [1.0, inf, 1.0], [nan, nan, 1.0], [nan, nan, 0.5]], start=1):
+        watch.update(epoch, torch.tensor(losses))
+    found = watch.check()
+    assert sorted(found) == [0, 1]
+    assert (found[0].epoch, found[1].epoch) == (3, 2)
+    assert found[1].value == inf and found[0].value != found[0].value  # inf, then nan

@@ -7,6 +7,7 @@ import torch
 from mke_ray.spec import SpecError, parse_spec
 from mke_ray.sweep import main
 from mke_ray.tasks.nyu import IGNORE, miou_scores
+from tests.expansion import SETTINGS, gain, mean, runs
 from tests.nyu_fixture import write_class_mapping, write_nyu_labeled, write_pairs, write_splits
 
 TINY = {"source": "synthetic", "depth": "normalized", "size": [24, 32], "teacher_backbone": "small",
@@ -56,23 +57,19 @@ def test_augmentation_moves_label_maps_with_images():
     assert torch.equal(none_y, y) and torch.allclose(none_x["rgb"], x["rgb"].float() / 255)
 
 
+@pytest.mark.numerics
 def test_synthetic_student_expands_its_teacher(tmp_path):
-    """Look-alike classes under pixel noise: the RGB teacher errs, depth lets the student correct it."""
-    from mke_ray.methods.student import train_student
-    from mke_ray.methods.teacher import train_teacher
-    from mke_ray.spec import TrialSpec
+    """Look-alike classes under pixel noise: the RGB teacher errs, depth lets the student correct it.
 
-    torch.set_num_threads(2)
-    task = nyu_task(size=[48, 64], synthetic_scenes=400)
-    settings = task.student_defaults.model_copy(update={"epochs": 30})
-    teacher = train_teacher(task, task.teacher_defaults.model_copy(update={"epochs": 30}), tmp_path / "t",
-                            plot=False)
-    trial = TrialSpec("mm_student", {"input_noise": 0.0, "hidden_noise": 0.0, "dropout": 0.0, "augment": 1.0}, 0, 0)
-    mm = train_student(task, trial, settings, torch.load(teacher.pseudo_labels_path), tmp_path / "mm", plot=False)
-    # measured: teacher 67.6, student 73.8 mIoU (another data seed: 62.7 and 67.9)
-    assert 40 < teacher.result["test_miou"] < 85
-    assert mm["test_miou"] > teacher.result["test_miou"] + 2
-    assert mm["corrected_share"] > 2 * mm["broken_share"]
+    ``benchmarks/effects.py`` measured, over data seeds 0-2 x student seeds 0-1, the MM student ahead of its
+    teacher by +6.5 mIoU on average (sd 1.3, +5.2 at worst; teachers 63-68), 46% of the teacher's mistaken
+    pixels corrected and 1.8% of its right ones broken. Asserted on the mean over two data sets, with room for
+    another CPU's rounding.
+    """
+    records = runs(SETTINGS["nyu"], data_seeds=[0, 1], seeds=[0], folder=tmp_path)
+    assert all(40 < r["teacher"] < 85 for r in records)
+    assert gain(records) > 3
+    assert mean(records, "corrected_share") > 5 * mean(records, "broken_share")
 
 
 def test_prepared_source_names_its_files():

@@ -11,7 +11,6 @@ changes a decision only at a point within rounding of the boundary (``tests/test
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Callable
 
@@ -20,6 +19,10 @@ import torch.nn.functional as F
 
 from mke_ray.errors import NonFiniteLossError
 from mke_ray.models.mlp import StackedMLPs
+from mke_ray.training.loop import Divergence
+
+CHECK_EVERY = 100
+"""On a GPU, epochs between reads of which students diverged (to stop a stack whose students all did)."""
 
 # (model index, eval-mode logits [N, C] of that model on a split's inputs) -> its records' scores
 Probe = Callable[[torch.Tensor], list[dict[str, float]]]
@@ -42,6 +45,7 @@ def fit_stacked(stack: StackedMLPs, x: torch.Tensor, y: torch.Tensor, *, epochs:
     params = list(stack.parameters())
     histories: list[list[dict[str, float]]] = [[] for _ in range(len(stack))]
     targets = y.repeat(len(stack))
+    divergence = Divergence(x.device, len(stack))
     failed: dict[int, NonFiniteLossError] = {}
     started = time.perf_counter()
     for epoch in range(1, epochs + 1):
@@ -56,13 +60,13 @@ def fit_stacked(stack: StackedMLPs, x: torch.Tensor, y: torch.Tensor, *, epochs:
         per_model.sum().backward()
         with torch.no_grad():
             torch._foreach_add_(params, [p.grad for p in params], alpha=-lr)
-        losses = per_model.tolist()  # one read per epoch, also what the records show
-        for b, value in enumerate(losses):
-            if not math.isfinite(value) and b not in failed:
-                failed[b] = NonFiniteLossError(epoch, value)
+        divergence.update(epoch, per_model.detach())
+        failed = divergence.check() if not divergence.lazy or epoch == epochs or epoch % CHECK_EVERY == 0 else failed
         if len(failed) == len(stack):
             break
         if epoch == epochs or (log_every and epoch % log_every == 0):
+            failed = divergence.check()
+            losses = per_model.tolist()
             scores = probe(stack) if probe is not None else [{} for _ in range(len(stack))]
             for b, history in enumerate(histories):
                 if b not in failed:
@@ -71,6 +75,7 @@ def fit_stacked(stack: StackedMLPs, x: torch.Tensor, y: torch.Tensor, *, epochs:
     for history in histories:
         if history:
             history[-1]["stack_seconds"] = time.perf_counter() - started
+    failed = divergence.check()
     return [failed.get(b, history) for b, history in enumerate(histories)]
 
 

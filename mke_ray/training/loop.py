@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import math
 from typing import Callable, Union
 
 import torch
@@ -39,6 +38,41 @@ def to_device(x: Inputs, device: torch.device, non_blocking: bool = False) -> In
 
 def nbytes(x: Inputs) -> int:
     return sum(v.nbytes for v in x.values()) if isinstance(x, dict) else x.nbytes
+
+
+class Divergence:
+    """The first epoch at which each of a run's losses (one per model; a stack has several) became NaN or
+    infinite, and its value, found without making a GPU wait at every step.
+
+    On a CPU the losses are read every epoch (a read costs nothing there). On a GPU the first bad epoch and
+    value are kept on the device, and read by ``check()`` only when a record is written or training ends: a
+    diverged model's weights stay non-finite, so a later read loses nothing, and the epoch is still the first.
+    """
+
+    def __init__(self, device: torch.device, models: int = 1):
+        self.lazy = device.type == "cuda"
+        self.epoch = torch.zeros(models, dtype=torch.long, device=device)
+        self.value = torch.zeros(models, device=device)
+        self.found: dict[int, NonFiniteLossError] = {}
+
+    def update(self, epoch: int, losses: torch.Tensor) -> None:
+        """Losses of ``epoch`` (one per model, detached)."""
+        first = ~torch.isfinite(losses) & (self.epoch == 0)
+        if self.lazy:
+            self.epoch = torch.where(first, epoch, self.epoch)
+            self.value = torch.where(first, losses.float(), self.value)
+        elif first.any():
+            for b in first.nonzero().flatten().tolist():
+                self.found[b] = NonFiniteLossError(epoch, losses[b].item())
+                self.epoch[b] = epoch
+
+    def check(self) -> dict[int, NonFiniteLossError]:
+        """Every model that diverged so far (index -> error)."""
+        if self.lazy:
+            for b, (epoch, value) in enumerate(zip(self.epoch.tolist(), self.value.tolist())):
+                if epoch and b not in self.found:
+                    self.found[b] = NonFiniteLossError(epoch, value)
+        return self.found
 
 
 RESIDENT_SHARE = 0.25
@@ -129,6 +163,7 @@ def fit(model: nn.Module, x: Inputs, y: torch.Tensor, *, epochs: int, lr: float,
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext()
     history: list[dict[str, float]] = []
     best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+    divergence = Divergence(device)
     model.train()
     for epoch in range(1, epochs + 1):
         if not model.training:  # a probe or score left it in eval mode
@@ -159,16 +194,18 @@ def fit(model: nn.Module, x: Inputs, y: torch.Tensor, *, epochs: int, lr: float,
             if step < n:  # read once per epoch: no wait for the GPU at every step
                 total += loss.detach().double() * len(yb)
                 seen += len(yb)
-        epoch_loss = loss.item() if step == n else float(total) / seen
-        if not math.isfinite(epoch_loss):
-            raise NonFiniteLossError(epoch, epoch_loss)
+        epoch_loss = loss.detach() if step == n else total / seen
+        divergence.update(epoch, epoch_loss.reshape(1))
+        last = epoch == epochs or (log_every and epoch % log_every == 0)
+        if (score is not None or last) and divergence.check():
+            raise divergence.check()[0]
         if score is not None:
             model.eval()
             value = score(model)
             if best is None or value > best[0]:
                 best = (value, epoch, copy.deepcopy(model.state_dict()))
-        if epoch == epochs or (log_every and epoch % log_every == 0):
-            record = {"epoch": float(epoch), "train_loss": epoch_loss}
+        if last:
+            record = {"epoch": float(epoch), "train_loss": float(epoch_loss)}
             if probe is not None:
                 model.eval()
                 record.update(probe(model))
