@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime
+import errno
 import fcntl
 import json
 import os
 import shutil
 import socket
+import sys
 from pathlib import Path
 
 from mke_ray.spec import SpecError, SweepSpec, spec_hash
@@ -16,6 +18,7 @@ STATE_FILE = "sweep.state.json"   # parent run, settings fingerprint, tracking U
 MARKER_FILE = ".mke_ray-output"   # this folder is a sweep's: mke_ray may replace what it wrote in it
 LOCK_FILE = ".mke_ray-lock"        # flock-ed by the driver using the folder; holds its PID, host and start time
 MIN_FREE_BYTES = 256 * 2**20
+NO_FLOCK = {errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP}  # file systems without flock (some Lustre, FUSE)
 
 
 class OutputLock:
@@ -34,11 +37,21 @@ class OutputLock:
             os.close(fd)
             raise SpecError(f"output folder {output} is in use by another sweep ({describe_holder(self.path)}); "
                             f"wait for it to end, or pass --output DIR") from None
+        except OSError as err:
+            if err.errno not in NO_FLOCK:
+                os.close(fd)
+                raise
+            print(f"warning: the file system of {output} has no file locks ({err.strerror}): nothing stops a "
+                  f"second sweep from using this folder at the same time", file=sys.stderr, flush=True)
         self.fd: int | None = fd
         holder = {"pid": os.getpid(), "host": socket.gethostname(),
                   "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(holder).encode(), 0)
+        except OSError:
+            self.release()
+            raise
 
     def release(self) -> None:
         if self.fd is not None:
@@ -123,7 +136,7 @@ def _check_state(output: Path, spec: SweepSpec, tracking_uri: str, resume: bool)
 
 def fingerprint(spec: SweepSpec) -> str:
     """What decides a sweep's results; a resumed sweep must not change it."""
-    return spec_hash(spec.model_dump(exclude={"tracking", "resources", "retries", "output"}))
+    return spec_hash(spec.model_dump(exclude={"tracking", "resources", "retries", "output", "limits"}))
 
 
 def read_state(output: Path) -> dict | None:

@@ -173,9 +173,9 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
     else:
         parent = state["parent_run"]
         recorder.reopen(parent)
-    write_state(output, {**state, "status": "running"})
     log = None
     try:  # from here on the parent run ends FINISHED, FAILED or KILLED, whatever happens
+        write_state(output, {**state, "status": "running"})
         if new:
             (output / "sweep.resolved.yaml").write_text(_dump_spec(spec))
             recorder.log_artifact(parent, output / "sweep.resolved.yaml")
@@ -214,7 +214,8 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
         finished = len(now_done)
         interrupted |= finished + len(failures) < planned
         for trial, folder in now_done:  # those that finished after Ctrl-C: Tune did not hand them over
-            log.record_trial(trial, folder)
+            if record_key(trial) not in log.pending:  # one that MLflow refused is retried once, below
+                log.record_trial(trial, folder)
         unrecorded = log.retry_pending()
         for path in sorted(output.glob("*.csv")) + sorted(output.glob("*.md")) + sorted(output.glob("*.png")) \
                 + sorted(output.glob("best_sweep.yaml")):

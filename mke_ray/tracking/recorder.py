@@ -11,6 +11,7 @@ the SQLite lock), and a child run is never created twice for the same trial key.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -200,6 +201,9 @@ class Recorder:
                    self.client.log_batch(run_id, params=p, metrics=m), "log params and metrics")
 
 
+NO_FLOCK = {errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP}  # file systems without flock (some Lustre, FUSE)
+
+
 @contextlib.contextmanager
 def _store_creation_lock(uri: str):
     """One process at a time opens a SQLite store: the first creates its tables (MLflow's schema migrations),
@@ -211,7 +215,11 @@ def _store_creation_lock(uri: str):
         fd = None
     try:
         if fd is not None:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError as err:  # a file system without flock: open the store unserialized, as before
+                if err.errno not in NO_FLOCK:
+                    raise
         yield
     finally:
         if fd is not None:

@@ -36,7 +36,7 @@ class MlflowTrials(Callback):
             folder = self.trials_dir / record_key(spec)
             if spec.key in finished:
                 self.log.record_trial(spec, folder, tags=tags)
-            elif spec.key in failed:
+            elif spec.key in failed and not any(f[0] == spec for f in self.failures):  # not again on a retry
                 self.failures.append((spec, failed[spec.key], folder / "error.txt"))
                 self.log.record_failure(spec, failed[spec.key], folder)
 

@@ -12,6 +12,7 @@ from ray import tune
 
 from mke_ray.methods.artifacts import RESULT, write_json
 from mke_ray.methods.student import train_student
+from mke_ray.errors import NonFiniteLossError
 from mke_ray.spec import TaskSpec, TrainerSpec, TrialSpec
 from mke_ray.tasks import Splits, TrainSettings
 
@@ -30,7 +31,7 @@ class TrialContext:
     seeds: tuple[int, ...] = ()
     trainer: TrainerSpec = TrainerSpec()
     storage: str | None = None  # Ray Train checkpoints: a folder or a URI
-    splits: Splits | None = None  # the task's splits, made by the driver (tasks marked ``small``)
+    splits: Splits | None = None  # the task's splits, made by the driver (tasks marked ``send_splits``)
 
 
 def _train(context: TrialContext, trial: TrialSpec, folder: Path) -> dict[str, Any]:
@@ -64,7 +65,15 @@ def _pseudo_labels(path: Path) -> torch.Tensor:
 def run_trial(config: dict[str, Any], context: TrialContext) -> None:
     trial = TrialSpec.from_dict(config["trial"])
     torch.set_num_threads(context.threads)
-    result = _train(context, trial, context.trials_dir / trial.key)
+    folder = context.trials_dir / trial.key
+    try:
+        result = _train(context, trial, folder)
+    except NonFiniteLossError as err:  # the same training diverges again: reported as failed, not retried
+        reason = f"{type(err).__module__}.{type(err).__name__}: {err}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "error.txt").write_text(reason + "\n")
+        tune.report({"failed_trials": {trial.key: reason}, "node_id": _node()})
+        return
     tune.report({**result, "trial_key": trial.key, "method": trial.method, "node_id": _node()})
 
 
