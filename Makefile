@@ -1,6 +1,7 @@
 # make sweep: install into .venv and run the TwoMoon sweep (Table 2)
 # make test:  install into .venv and run the tests
-# make test-numerics: the floating-point tests again on 1 thread, with MKL, oneDNN and ATen held to AVX2 (CI runs it)
+# make test-numerics: the floating-point tests (but the slow ones) again on 1 thread, with MKL, oneDNN and ATen
+#                    held to AVX2 (CI runs it)
 # make test-matrix: the whole suite on 1 and 2 threads, each with the CPU's own dispatch and with AVX2
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -28,7 +29,7 @@ test-fast: $(VENV)/.installed
 	$(PY) -m pytest -m "not slow"
 
 test-numerics: $(VENV)/.installed
-	MKE_TEST_THREADS=1 $(AVX2) $(PY) -m pytest -m numerics
+	MKE_TEST_THREADS=1 $(AVX2) $(PY) -m pytest -m "numerics and not slow"
 
 test-matrix: $(VENV)/.installed
 	for threads in 1 2; do \

@@ -57,6 +57,7 @@ def test_augmentation_moves_label_maps_with_images():
     assert torch.equal(none_y, y) and torch.allclose(none_x["rgb"], x["rgb"].float() / 255)
 
 
+@pytest.mark.slow  # four segmentation trainings: minutes
 @pytest.mark.numerics
 def test_synthetic_student_expands_its_teacher(tmp_path):
     """Look-alike classes under pixel noise: the RGB teacher errs, depth lets the student correct it.
