@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 from typing import Callable, Union
 
 import torch
@@ -57,14 +58,14 @@ class Divergence:
 
     def update(self, epoch: int, losses: torch.Tensor) -> None:
         """Losses of ``epoch`` (one per model, detached)."""
-        first = ~torch.isfinite(losses) & (self.epoch == 0)
         if self.lazy:
+            first = ~torch.isfinite(losses) & (self.epoch == 0)
             self.epoch = torch.where(first, epoch, self.epoch)
             self.value = torch.where(first, losses.float(), self.value)
-        elif first.any():
-            for b in first.nonzero().flatten().tolist():
-                self.found[b] = NonFiniteLossError(epoch, losses[b].item())
-                self.epoch[b] = epoch
+            return
+        for b, value in enumerate(losses.tolist()):  # one read: a few tensor ops cost more on a CPU
+            if not math.isfinite(value) and b not in self.found:
+                self.found[b] = NonFiniteLossError(epoch, value)
 
     def check(self) -> dict[int, NonFiniteLossError]:
         """Every model that diverged so far (index -> error)."""
