@@ -88,10 +88,13 @@ def check(task_name: str, cpu: bool, epochs: int, cluster: dict | None) -> tuple
                      local["train_seconds"], _peak(gpu), local[key], on_gpu))
         if cluster is None:
             return rows, ok
+        from mke_ray.tuning.delivery import open_delivery
         from mke_ray.tuning.ray_train import train_student_distributed
 
-        ray_train = train_student_distributed(spec.task, trial, student_settings, teacher.pseudo_labels_path,
-                                              out / "ray_train", str(out / "storage"), workers=trainer.workers,
+        ray_train = train_student_distributed(spec.task, trial, student_settings,
+                                              torch.load(teacher.pseudo_labels_path, weights_only=True),
+                                              open_delivery(out), "ray_train", str(out / "storage"),
+                                              workers=trainer.workers,
                                               gpu=bool(trainer.gpu), log_every=0, plot=False)
         ok &= bool(ray_train["on_gpu"]) == gpu and bool(ray_train["amp"]) == gpu
         rows.append((f"{task_name} MM student, Ray Train", len(splits.unlabeled) * student_settings.epochs,

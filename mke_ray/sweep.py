@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+from dataclasses import replace
 import logging
 import os
 import socket
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from mke_ray.errors import NonFiniteLossError
 from mke_ray.methods import METHODS
-from mke_ray.methods.teacher import teacher_folder, train_teacher
+from mke_ray.methods.teacher import cached_teacher, teacher_folder, train_teacher
 from mke_ray.report.plots import summary_figure
 from mke_ray.report.table import format_table, paper_table, results_frame, score_of
 from mke_ray.methods.artifacts import read_result
@@ -27,6 +28,7 @@ from mke_ray.spec import SpecError, SweepSpec, TrialSpec, load_spec
 from mke_ray.tasks import TASKS, TaskDataError
 from mke_ray.tracking import Recorder, TrackingError, resolve_tracking_uri
 from mke_ray.tracking.sweep_log import SweepLog, record_key
+from mke_ray.tuning.delivery import open_delivery
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -144,10 +146,9 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
     task = spec.task.build()
     teacher_settings = spec.teacher.resolve(task.teacher_defaults)
     student_settings = spec.student.resolve(task.student_defaults)
+    delivery = open_delivery(output)
     try:
-        teacher = train_teacher(task, teacher_settings,
-                                teacher_folder(output, spec.task.name, spec.task.options, teacher_settings),
-                                log_every=spec.tracking.log_every, plot=spec.tracking.plots)
+        teacher = _teacher(spec, task, teacher_settings, output, delivery, storage or str(output))
     except NonFiniteLossError as err:  # the teacher diverged: no pseudo labels, so no trial can run
         print(f"error: the teacher diverged: {err} (teacher.lr, teacher.epochs in {spec.name})", file=sys.stderr)
         return EXIT_FAILED
@@ -205,7 +206,7 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
         try:
             if remaining > 0:
                 failures += _run_with_ray(spec, todo, remaining, teacher.pseudo_labels_path, output,
-                                          student_settings, log, storage or str(output))
+                                          student_settings, log, storage or str(output), delivery)
         except KeyboardInterrupt:
             interrupted = True
         report = _write_results(spec, output, trials, teacher.result[score_key])
@@ -267,19 +268,43 @@ def _finished(trials_dir: Path, trials: list[TrialSpec], optuna: bool) -> list[t
     return [(t, trials_dir / t.key) for t in trials if read_result(trials_dir / t.key) is not None]
 
 
-def _run_with_ray(spec, trials, remaining, pseudo_labels, output, student_settings, log, storage: str):
+def _teacher(spec: SweepSpec, task, settings, output: Path, delivery, storage: str):
+    """The teacher, from the cache or trained: by Ray Train on the cluster's workers when the students' trainer
+    is Ray Train (its folder shipped back), else in this process."""
+    import ray
+
+    folder = teacher_folder(output, spec.task.name, spec.task.options, settings)
+    trainer = spec.trainer.resolve(task, ray.cluster_resources())
+    if trainer.kind == "ray_train" and cached_teacher(task, folder) is None:
+        from mke_ray.tuning.ray_train import train_teacher_distributed
+
+        print(f"teacher: trained {trainer.describe().replace(' per trial', '')}", flush=True)
+        train_teacher_distributed(spec.task, settings, delivery, str(folder.relative_to(output)),
+                                  f"{storage}/ray_train", workers=trainer.workers, gpu=bool(trainer.gpu),
+                                  log_every=spec.tracking.log_every, plot=spec.tracking.plots,
+                                  splits=task.splits() if task.send_splits else None)
+        run = cached_teacher(task, folder)
+        if run is None:
+            raise RuntimeError(f"the teacher trained by Ray Train left no complete folder in {folder}")
+        return replace(run, cached=False)
+    return train_teacher(task, settings, folder, log_every=spec.tracking.log_every, plot=spec.tracking.plots)
+
+
+def _run_with_ray(spec, trials, remaining, pseudo_labels, output, student_settings, log, storage: str, delivery):
     from mke_ray.tuning.callbacks import MlflowTrials
     from mke_ray.tuning.progress import ProgressLine
     from mke_ray.tuning.runner import run_trials
     from mke_ray.tuning.trainable import TrialContext, run_pack, run_search_trial, run_trial
     import ray
+    import torch
 
     task = spec.task.build()
     trainer = spec.trainer.resolve(task, ray.cluster_resources(), trials=remaining)
     spec = spec.model_copy(update={"trainer": trainer})
     print(f"students are trained {spec.trainer.describe()}", flush=True)
-    context = TrialContext(task=spec.task, student=student_settings, pseudo_labels=pseudo_labels,
-                           trials_dir=output / "trials", log_every=spec.tracking.log_every,
+    context = TrialContext(task=spec.task, student=student_settings,
+                           pseudo_labels=ray.put(torch.load(pseudo_labels, weights_only=True)),
+                           delivery=delivery, log_every=spec.tracking.log_every,
                            plots=spec.tracking.plots, threads=max(1, int(spec.resources.cpu)),
                            seeds=tuple(spec.seeds), trainer=spec.trainer, storage=f"{storage}/ray_train",
                            splits=task.splits() if task.send_splits else None)

@@ -9,6 +9,7 @@ from mke_ray.spec import TaskSpec, TrialSpec
 from mke_ray.sweep import main
 from mke_ray.tasks import TrainSettings
 from mke_ray.tracking import Recorder
+from mke_ray.tuning.delivery import open_delivery
 from mke_ray.tuning.ray_train import train_student_distributed
 
 
@@ -22,8 +23,8 @@ def test_ddp_student_reaches_the_in_process_accuracy(tmp_path, ray_local):
         trial = TrialSpec("mm_student", {"input_noise": 1.0, "hidden_noise": 0.0, "dropout": 0.0}, seed, 0)
         local.append(train_student(task, trial, settings, torch.load(teacher.pseudo_labels_path),
                                    tmp_path / "local" / trial.key, plot=False)["test_acc"])
-        result = train_student_distributed(task_spec, trial, settings, teacher.pseudo_labels_path,
-                                           tmp_path / "ddp" / trial.key, tmp_path / "ray_train",
+        result = train_student_distributed(task_spec, trial, settings, torch.load(teacher.pseudo_labels_path),
+                                           open_delivery(tmp_path / "ddp"), trial.key, str(tmp_path / "ray_train"),
                                            workers=2, gpu=False, log_every=500, plot=False)
         assert result["workers"] == 2
         assert (tmp_path / "ddp" / trial.key / "student.pt").exists()
@@ -34,7 +35,7 @@ def test_ddp_student_reaches_the_in_process_accuracy(tmp_path, ray_local):
     assert min(ddp) > 72  # far above the 68% teacher: the expansion effect survives DDP
 
 
-def test_sweep_with_ray_train_records_the_checkpoint(tmp_path, ray_local):
+def test_sweep_with_ray_train_trains_teacher_and_students_by_ray_train(tmp_path, ray_local):
     sweep = tmp_path / "ddp.yaml"
     sweep.write_text(
         "name: ddp\n"
@@ -52,8 +53,14 @@ def test_sweep_with_ray_train_records_the_checkpoint(tmp_path, ray_local):
     children = recorder.children(parent.info.run_id)
     (key,) = [k for k in children if k.startswith("mm_student")]
     files = {a.path for a in recorder.client.list_artifacts(children[key])}
-    assert {"student.pt", "history.jsonl", "ray_train_checkpoint.txt", "boundary.png"} <= files
-    checkpoint = (tmp_path / "run" / "trials" / key / "ray_train_checkpoint.txt").read_text().strip()
-    assert checkpoint.startswith(str(tmp_path / "run" / "ray_train"))
+    assert {"student.pt", "history.jsonl", "result.json", "boundary.png"} <= files
+    student = recorder.client.get_run(children[key])
+    assert student.data.metrics["workers"] == 2 and student.data.tags["mke.attempt"] == "1"
     steps = [m.step for m in recorder.client.get_metric_history(children[key], "test_acc")]
     assert steps[:3] == [100, 200, 300]
+    # the teacher trained by Ray Train too: its Ray Train run state is in the sweep's storage
+    assert any(p.name.startswith("teacher-") for p in (tmp_path / "run" / "ray_train").iterdir())
+    (teacher_key,) = [k for k in children if k.startswith("um_teacher")]
+    teacher = recorder.client.get_run(children[teacher_key])
+    assert teacher.data.metrics["test_acc"] > 60
+    assert "pseudo_labels.pt" in {a.path for a in recorder.client.list_artifacts(children[teacher_key])}

@@ -80,13 +80,14 @@ def evaluate(task: Task, model, mods: tuple[str, ...]) -> dict[str, float]:
 
 
 def finish_student(task: Task, trial: TrialSpec, model, history: list[dict[str, float]], seconds: float,
-                   pseudo_labels: torch.Tensor, folder: Path, *, plot: bool = True) -> dict[str, Any]:
+                   pseudo_labels: torch.Tensor, folder: Path, *, plot: bool = True,
+                   extra: dict[str, float] | None = None) -> dict[str, Any]:
     """Measure a trained student, write its artifacts into ``folder``, return its metrics."""
     method = METHODS.get(trial.method)
     mods = method.modalities(task)
     truth = task.splits().unlabeled.y
     labeled = _labeled(task, truth)
-    result = {**evaluate(task, model, mods), "train_seconds": seconds}
+    result = {**evaluate(task, model, mods), "train_seconds": seconds, **(extra or {})}
     if labeled.any():  # expansion diagnostics, where the unlabeled set's truth is known (per sample or pixel)
         on_unlabeled = task.hard(task.predict(model, task.features(task.splits().unlabeled, mods)))
         pseudo_classes = task.hard(pseudo_labels)

@@ -39,36 +39,55 @@ def teacher_folder(root: Path, task_name: str, task_options: dict, settings: Tra
 def train_teacher(task: Task, settings: TrainSettings, folder: Path, *,
                   log_every: int = 100, plot: bool = True) -> TeacherRun:
     """Train the teacher and pseudo-label the unlabeled split, or load both from ``folder``."""
+    cached = cached_teacher(task, folder)
+    if cached is not None:
+        return cached
     splits = task.splits()
-    cached = read_result(folder)
-    if cached is not None and _readable_labels(folder / PSEUDO_LABELS, splits.unlabeled.y.shape):
-        return TeacherRun(folder, cached, read_history(folder), cached=True)
-
     mods = (task.teacher_modality,)
     x_train = task.features(splits.labeled, mods)
-    x_unl = task.features(splits.unlabeled, mods)
 
     torch.manual_seed(settings.seed)
     model = task.build_model(mods, {})
     started = time.perf_counter()
     history = fit(model, x_train, splits.labeled.y, loss_fn=task.loss_fn(), log_every=log_every,
-                  probe=lambda m: {k: v for k, v in evaluate(task, m, mods).items() if k.startswith("test_")},
-                  **fit_options(task, settings, mods))
-    pseudo = task.pseudo_labels(task.predict(model, x_unl))
+                  probe=lambda m: teacher_probe(task, m), **fit_options(task, settings, mods))
+    result = finish_teacher(task, model, history, time.perf_counter() - started, settings, folder, plot=plot)
+    return TeacherRun(folder, result, history, cached=False)
+
+
+def cached_teacher(task: Task, folder: Path) -> TeacherRun | None:
+    """The teacher a run before left complete in ``folder``, or None."""
+    cached = read_result(folder)
+    if cached is not None and _readable_labels(folder / PSEUDO_LABELS, task.splits().unlabeled.y.shape):
+        return TeacherRun(folder, cached, read_history(folder), cached=True)
+    return None
+
+
+def teacher_probe(task: Task, model) -> dict[str, float]:
+    """The teacher's logged scores: on the test split (the unlabeled split's are for students)."""
+    return {k: v for k, v in evaluate(task, model, (task.teacher_modality,)).items() if k.startswith("test_")}
+
+
+def finish_teacher(task: Task, model, history: list[dict[str, float]], seconds: float, settings: TrainSettings,
+                   folder: Path, *, plot: bool = True, extra: dict[str, float] | None = None) -> dict[str, Any]:
+    """Pseudo-label the unlabeled split with a trained teacher, measure it, write the cache into ``folder``."""
+    mods = (task.teacher_modality,)
+    splits = task.splits()
+    pseudo = task.pseudo_labels(task.predict(model, task.features(splits.unlabeled, mods)))
     scores = evaluate(task, model, mods)
     result = {"method": "um_teacher", **scores}
     if f"unlabeled_{task.metric}" in scores:  # the unlabeled set's truth is known
         result["pseudo_label_acc"] = label_accuracy(task, pseudo, splits.unlabeled.y)
-    result.update(train_seconds=time.perf_counter() - started, settings=settings.model_dump())
+    result.update(train_seconds=seconds, **(extra or {}), settings=settings.model_dump())
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "result.json").unlink(missing_ok=True)  # written last: marks the cache complete
-    torch.save(pseudo, folder / PSEUDO_LABELS)
+    torch.save(pseudo.cpu(), folder / PSEUDO_LABELS)
     if plot:
         score = result[f"test_{task.metric}"]
         task.plot_trial(model, mods, pseudo, f"{TEACHER_LABEL}: test {task.metric_name} {score:.1f}%",
                         folder / task.plot_name)
     write_run(folder, history=history, result=result, model=model, model_name="teacher.pt")
-    return TeacherRun(folder, result, history, cached=False)
+    return result
 
 
 def _readable_labels(path: Path, truth: torch.Size) -> bool:

@@ -30,8 +30,7 @@ class MlflowTrials(Callback):
         whose training diverged (``failed_trials``: key -> error) as failed."""
         finished = set(result.get("finished_trials", ()))
         failed = result.get("failed_trials") or {}
-        node = result.get("node_id")
-        tags = {"mke.node": node} if node else None
+        tags = _tags(trial, result)
         for spec in trials_of(trial.config):
             folder = self.trials_dir / record_key(spec)
             if spec.key in finished:
@@ -41,10 +40,10 @@ class MlflowTrials(Callback):
                 self.log.record_failure(spec, failed[spec.key], folder)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        node = (trial.last_result or {}).get("node_id")
+        tags = _tags(trial, trial.last_result or {})
         for spec in trials_of(trial.config):
             if record_key(spec) not in self.log.logged and not any(f[0] == spec for f in self.failures):
-                self.log.record_trial(spec, self.trials_dir / record_key(spec), tags={"mke.node": node} if node else None)
+                self.log.record_trial(spec, self.trials_dir / record_key(spec), tags=tags)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         local = Path(trial.error_file) if trial.error_file else None
@@ -56,6 +55,12 @@ class MlflowTrials(Callback):
                 continue  # finished, or diverged, in an earlier stack of its pack
             self.failures.append((spec, message, stored))
             self.log.record_failure(spec, message, local.parent if local else None)
+
+
+def _tags(trial, result: dict) -> dict[str, str]:
+    """The node a trial ran on, and its attempt (1, or more when Tune retried it after a failure)."""
+    node = result.get("node_id")
+    return {**({"mke.node": node} if node else {}), "mke.attempt": str(trial.num_failures + 1)}
 
 
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Failure)\w*(:|$)")

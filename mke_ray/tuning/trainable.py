@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -15,6 +14,9 @@ from mke_ray.methods.student import train_student
 from mke_ray.errors import NonFiniteLossError
 from mke_ray.spec import TaskSpec, TrainerSpec, TrialSpec
 from mke_ray.tasks import Splits, TrainSettings
+from mke_ray.tuning.delivery import Delivery
+
+TRIALS = "trials"  # the trial folders' parent, in the sweep's output folder
 
 
 @dataclass(frozen=True)
@@ -23,8 +25,8 @@ class TrialContext:
 
     task: TaskSpec
     student: TrainSettings
-    pseudo_labels: Path
-    trials_dir: Path
+    pseudo_labels: Any  # the teacher's pseudo labels: a Ray object reference (fetched once per process)
+    delivery: Delivery  # where trial folders go: the driver's output folder
     log_every: int
     plots: bool
     threads: int
@@ -34,17 +36,18 @@ class TrialContext:
     splits: Splits | None = None  # the task's splits, made by the driver (tasks marked ``send_splits``)
 
 
-def _train(context: TrialContext, trial: TrialSpec, folder: Path) -> dict[str, Any]:
+def _train(context: TrialContext, trial: TrialSpec, relative: str) -> dict[str, Any]:
+    """Train one student into ``relative`` (a folder in the sweep's output folder); return its metrics."""
     if context.trainer.kind == "ray_train":
         from mke_ray.tuning.ray_train import train_student_distributed
 
-        return train_student_distributed(context.task, trial, context.student, context.pseudo_labels, folder,
-                                         context.storage, workers=context.trainer.workers,
-                                         gpu=context.trainer.gpu, log_every=context.log_every,
-                                         plot=context.plots)
-    return train_student(_task(context), trial, context.student,
-                         _pseudo_labels(context.pseudo_labels), folder, log_every=context.log_every,
-                         plot=context.plots)
+        return train_student_distributed(context.task, trial, context.student, context.pseudo_labels,
+                                         context.delivery, relative, context.storage,
+                                         workers=context.trainer.workers, gpu=context.trainer.gpu,
+                                         log_every=context.log_every, plot=context.plots, splits=context.splits)
+    with context.delivery.folder(relative) as folder:
+        return train_student(_task(context), trial, context.student, _pseudo_labels(context.pseudo_labels),
+                             folder, log_every=context.log_every, plot=context.plots)
 
 
 def _task(context: TrialContext):
@@ -58,20 +61,23 @@ def _built(spec_json: str):
 
 
 @lru_cache(maxsize=4)
-def _pseudo_labels(path: Path) -> torch.Tensor:
-    return torch.load(path, weights_only=True)
+def _pseudo_labels(ref) -> torch.Tensor:
+    import ray
+
+    return ray.get(ref)
 
 
 def run_trial(config: dict[str, Any], context: TrialContext) -> None:
     trial = TrialSpec.from_dict(config["trial"])
     torch.set_num_threads(context.threads)
-    folder = context.trials_dir / trial.key
+    relative = f"{TRIALS}/{trial.key}"
     try:
-        result = _train(context, trial, folder)
+        result = _train(context, trial, relative)
     except NonFiniteLossError as err:  # the same training diverges again: reported as failed, not retried
         reason = f"{type(err).__module__}.{type(err).__name__}: {err}"
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "error.txt").write_text(reason + "\n")
+        with context.delivery.folder(relative) as folder:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "error.txt").write_text(reason + "\n")
         tune.report({"failed_trials": {trial.key: reason}, "node_id": _node()})
         return
     tune.report({**result, "trial_key": trial.key, "method": trial.method, "node_id": _node()})
@@ -89,9 +95,10 @@ def run_pack(config: dict[str, Any], context: TrialContext) -> None:
     for trial in (TrialSpec.from_dict(t) for t in config["pack"]):
         stacks.setdefault(stack_key(trial), []).append(trial)
     for trials in stacks.values():
-        results = train_students_stacked(_task(context), trials, context.student,
-                                         _pseudo_labels(context.pseudo_labels), context.trials_dir,
-                                         log_every=context.log_every, plot=context.plots)
+        with context.delivery.folder(TRIALS) as trials_dir:  # the stack's folders arrive before its report
+            results = train_students_stacked(_task(context), trials, context.student,
+                                             _pseudo_labels(context.pseudo_labels), trials_dir,
+                                             log_every=context.log_every, plot=context.plots)
         done = [i for i, result in enumerate(results) if isinstance(result, dict)]
         failed = {trials[i].key: f"{type(results[i]).__module__}.{type(results[i]).__name__}: {results[i]}"
                   for i in range(len(trials)) if i not in done}  # as a lone trial's error reads
@@ -105,13 +112,15 @@ def run_search_trial(config: dict[str, Any], context: TrialContext) -> None:
     """One Optuna trial: the suggested settings trained once per seed, scored by the mean."""
     base = TrialSpec.from_dict(config["trial"])
     torch.set_num_threads(context.threads)
-    folder = context.trials_dir / base.label
-    runs = [_train(context, trial, folder / trial.key)
+    relative = f"{TRIALS}/{base.label}"
+    runs = [_train(context, trial, f"{relative}/{trial.key}")
             for trial in (replace(base, seed=seed, repeat=repeat) for repeat, seed in enumerate(context.seeds))]
     summary = {name: sum(r[name] for r in runs) / len(runs) for name in runs[0]}
     summary["test_acc_std"] = float(torch.tensor([r["test_acc"] for r in runs]).std(unbiased=False))
-    write_json(folder / RESULT, {**summary, "trial": base.to_dict(), "seeds": list(context.seeds),
-                                 "per_seed_test_acc": [r["test_acc"] for r in runs]})
+    with context.delivery.folder(relative) as folder:  # the seeds' folders are in it already: the result last
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json(folder / RESULT, {**summary, "trial": base.to_dict(), "seeds": list(context.seeds),
+                                     "per_seed_test_acc": [r["test_acc"] for r in runs]})
     tune.report({**summary, "trial_key": base.label, "method": base.method, "node_id": _node()})
 
 
