@@ -1,4 +1,8 @@
-"""A sweep on a two-node Ray cluster (both nodes on this machine), recorded by an MLflow server."""
+"""Sweeps on a two-node Ray cluster whose nodes share no disk.
+
+Both nodes run on this machine, but the second one is started in a mount namespace of its own with an empty
+tmpfs over the folder that holds every sweep's output and MLflow store: like a separate host, it sees none of
+the driver's files. Every kind of sweep must run trials on it and bring every trial's files back."""
 
 import os
 import shutil
@@ -43,22 +47,82 @@ def kill_matching(*needles: str) -> None:
                 pass
 
 
-@pytest.fixture
-def two_node_cluster():
+def ray_start(*args: str, env: dict, hidden: Path | None = None) -> None:
+    """``ray start`` a node; with ``hidden``, in a mount namespace where that folder is an empty tmpfs."""
+    command = [str(BIN / "ray"), "start", *args]
+    if hidden is not None:  # needs root (CI runs as root)
+        command = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                   f'mount -t tmpfs mke-hidden "{hidden}" && exec "$@"', "sh", *command]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+@pytest.fixture(scope="module")
+def shared_nothing(tmp_path_factory):
+    """(Ray address, folder): a head node, and a second node that cannot see ``folder``."""
+    hidden = tmp_path_factory.mktemp("driver_only")
     temp = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # short: Ray's socket paths have a length limit
     port = free_port()
     common = ["--num-cpus=1", "--disable-usage-stats"]
-    plain = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+    plain = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
     try:
         # the head turns token authentication on and writes ~/.ray/auth_token; a joining node needs the mode
-        subprocess.run([BIN / "ray", "start", "--head", f"--port={port}", "--include-dashboard=false",
-                        f"--temp-dir={temp}", *common], env=plain, check=True, capture_output=True, timeout=120)
-        subprocess.run([BIN / "ray", "start", f"--address=127.0.0.1:{port}", *common],
-                       env={**plain, "RAY_AUTH_MODE": "token"}, check=True, capture_output=True, timeout=120)
-        yield f"127.0.0.1:{port}"
+        ray_start("--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temp}", *common, env=plain)
+        ray_start(f"--address=127.0.0.1:{port}", *common, env={**plain, "RAY_AUTH_MODE": "token"}, hidden=hidden)
+        yield f"127.0.0.1:{port}", hidden
     finally:
         kill_matching(temp, f"127.0.0.1:{port}")
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def sweep(sweep_file: Path, output: Path, address: str, uri: str, *extra: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
+    done = subprocess.run([sys.executable, "-m", "mke_ray.sweep", str(sweep_file), "--output", str(output),
+                           "--tracking-uri", uri, "--address", address, *extra],
+                          cwd=output.parent, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+def recorded(uri: str, experiment: str) -> tuple:
+    """The sweep's parent run and its children (one sweep per experiment)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    (parent,) = client.search_runs([experiment_id], "tags.`mke.kind` = 'sweep'")
+    children = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    return client, parent, children
+
+
+def assert_whole(client, children, expected: int, files: set[str]) -> set[str]:
+    """Every trial recorded once, FINISHED, at its first attempt, with its files; return the nodes used."""
+    students = [c for c in children if c.data.params["method"] != "um_teacher"]
+    assert len(students) == expected, [c.info.run_name for c in students]
+    assert len({c.data.tags["mke.trial_key"] for c in students}) == expected
+    for run in students:
+        assert run.info.status == "FINISHED", (run.info.run_name, run.data.tags.get("mke.error"))
+        assert run.data.tags["mke.attempt"] == "1", f"{run.info.run_name} ran only because of a retry"
+        assert files <= {a.path for a in client.list_artifacts(run.info.run_id)}, run.info.run_name
+    return {run.data.tags["mke.node"] for run in students}
+
+
+def test_the_second_node_cannot_see_the_driver_folder(shared_nothing):
+    address, hidden = shared_nothing
+    (hidden / "marker").write_text("on the driver's disk")
+    check = subprocess.run(
+        [sys.executable, "-c", (
+            "import os, ray\n"
+            "ray.init(address=os.environ['ADDR'], logging_level='ERROR', log_to_driver=False)\n"
+            "here = ray.get_runtime_context().get_node_id()\n"
+            "from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy as On\n"
+            "mark = os.environ['MARK']\n"
+            "see = ray.remote(num_cpus=0)(lambda: os.path.exists(mark))\n"
+            "print(sorted(ray.get(see.options(scheduling_strategy=On(n['NodeID'], soft=False)).remote())\n"
+            "             for n in ray.nodes() if n['Alive']))\n")],
+        env={**os.environ, "ADDR": address, "MARK": str(hidden / "marker"), "RAY_AUTH_MODE": "token"},
+        capture_output=True, text=True, timeout=120)
+    assert check.stdout.strip().splitlines()[-1:] == ["[False, True]"], check.stdout + check.stderr[-2000:]
 
 
 @pytest.fixture
@@ -81,29 +145,52 @@ def mlflow_server(tmp_path):
         yield uri
     finally:
         os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # its workers hang on to a request: the test is over anyway
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=30)
 
 
-def test_sweep_on_two_nodes_logs_to_a_tracking_server(tmp_path, two_node_cluster, mlflow_server):
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
-    sweep = subprocess.run(
-        [sys.executable, "-m", "mke_ray.sweep", str(ROOT / "sweeps" / "twomoon_grid.yaml"), "--smoke-test",
-         "--output", str(tmp_path / "run"), "--tracking-uri", mlflow_server, "--address", two_node_cluster],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert sweep.returncode == 0, sweep.stdout[-3000:] + sweep.stderr[-3000:]
-    assert "12/12 trials finished" in sweep.stdout
+def test_grid_on_nodes_that_share_no_disk_logs_to_a_tracking_server(tmp_path, shared_nothing, mlflow_server):
+    address, hidden = shared_nothing
+    sweep(ROOT / "sweeps" / "twomoon_grid.yaml", hidden / "grid", address, mlflow_server, "--smoke-test")
+    client, _, children = recorded(mlflow_server, "mke-twomoon")
+    assert len(assert_whole(client, children, 12, {"student.pt", "history.jsonl", "boundary.png"})) == 2
+    assert any((tmp_path / "artifacts").rglob("student.pt"))  # uploaded over HTTP, stored by the server
 
-    from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(mlflow_server)
-    experiment = client.get_experiment_by_name("mke-twomoon")
-    (parent,) = client.search_runs([experiment.experiment_id], "tags.`mke.kind` = 'sweep'")
-    children = client.search_runs([experiment.experiment_id],
-                                  f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
-    students = [c for c in children if c.data.params["method"] != "um_teacher"]
-    assert len(children) == 13 and len(students) == 12
-    nodes = {c.data.tags["mke.node"] for c in students}
-    assert len(nodes) == 2, "every trial ran on one node"
-    files = {a.path for a in client.list_artifacts(students[0].info.run_id)}  # uploaded over HTTP
-    assert {"student.pt", "boundary.png"} <= files
-    assert any((tmp_path / "artifacts").rglob("student.pt"))  # stored by the server
+def test_batched_packs_on_nodes_that_share_no_disk(shared_nothing):
+    address, hidden = shared_nothing
+    spec = hidden / "batched.yaml"
+    spec.write_text((ROOT / "sweeps" / "twomoon_grid.yaml").read_text() + "\ntrainer: {kind: batched}\n")
+    uri = f"sqlite:///{hidden / 'batched.db'}"
+    sweep(spec, hidden / "batched", address, uri, "--smoke-test")
+    client, _, children = recorded(uri, "mke-twomoon")
+    assert len(assert_whole(client, children, 12, {"student.pt", "boundary.png"})) == 2  # a pack per node
+
+
+def test_optuna_search_on_nodes_that_share_no_disk(shared_nothing):
+    address, hidden = shared_nothing
+    uri = f"sqlite:///{hidden / 'optuna.db'}"
+    sweep(ROOT / "sweeps" / "twomoon_optuna.yaml", hidden / "optuna", address, uri, "--smoke-test")
+    client, _, children = recorded(uri, "mke-twomoon")
+    assert_whole(client, children, 4, {"result.json"})
+    trials = sorted((hidden / "optuna" / "trials").glob("optuna-*/*/student.pt"))
+    assert len(trials) == 4, trials  # every trial's seed folder came back
+
+
+def test_ray_train_across_nodes_that_share_no_disk(shared_nothing):
+    """Two Ray Train workers of one CPU each on two one-CPU nodes: one worker on each, teacher and student."""
+    address, hidden = shared_nothing
+    spec = hidden / "ddp.yaml"
+    spec.write_text("name: ddp\ntask: {name: twomoon}\nteacher: {epochs: 300}\nstudent: {epochs: 200}\n"
+                    "methods: [mm_student]\nregularizers: {input_noise: 1.0}\nseeds: [3]\n"
+                    "trainer: {kind: ray_train, workers: 2}\ntracking: {experiment: ddp}\n")
+    uri = f"sqlite:///{hidden / 'ddp.db'}"
+    out = sweep(spec, hidden / "ddp", address, uri)
+    assert "teacher: trained by Ray Train, 2 CPU workers" in out.stdout, out.stdout
+    client, _, children = recorded(uri, "ddp")
+    assert_whole(client, children, 1, {"student.pt", "history.jsonl", "boundary.png"})
+    (teacher,) = [c for c in children if c.data.params["method"] == "um_teacher"]
+    assert "pseudo_labels.pt" in {a.path for a in client.list_artifacts(teacher.info.run_id)}
