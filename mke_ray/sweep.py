@@ -268,6 +268,7 @@ def _finished(trials_dir: Path, trials: list[TrialSpec], optuna: bool) -> list[t
 
 
 def _run_with_ray(spec, trials, remaining, pseudo_labels, output, student_settings, log, storage: str):
+    from mke_ray.cluster import trial_capacity
     from mke_ray.tuning.callbacks import MlflowTrials
     from mke_ray.tuning.progress import ProgressLine
     from mke_ray.tuning.runner import run_trials
@@ -275,7 +276,7 @@ def _run_with_ray(spec, trials, remaining, pseudo_labels, output, student_settin
     import ray
 
     task = spec.task.build()
-    trainer = spec.trainer.resolve(task, ray.cluster_resources(), trials=remaining)
+    trainer = spec.trainer.resolve(task, trial_capacity(ray.cluster_resources()), trials=remaining)
     spec = spec.model_copy(update={"trainer": trainer})
     print(f"students are trained {spec.trainer.describe()}", flush=True)
     context = TrialContext(task=spec.task, student=student_settings, pseudo_labels=pseudo_labels,
