@@ -274,7 +274,9 @@ def _teacher(spec: SweepSpec, task, settings, output: Path, delivery, storage: s
     import ray
 
     folder = teacher_folder(output, spec.task.name, spec.task.options, settings)
-    trainer = spec.trainer.resolve(task, ray.cluster_resources())
+    from mke_ray.cluster import trial_capacity
+
+    trainer = spec.trainer.resolve(task, trial_capacity(ray.cluster_resources()), trials=1)  # alone on the cluster
     if trainer.kind == "ray_train" and cached_teacher(task, folder) is None:
         from mke_ray.tuning.ray_train import train_teacher_distributed
 
@@ -291,6 +293,7 @@ def _teacher(spec: SweepSpec, task, settings, output: Path, delivery, storage: s
 
 
 def _run_with_ray(spec, trials, remaining, pseudo_labels, output, student_settings, log, storage: str, delivery):
+    from mke_ray.cluster import trial_capacity
     from mke_ray.tuning.callbacks import MlflowTrials
     from mke_ray.tuning.progress import ProgressLine
     from mke_ray.tuning.runner import run_trials
@@ -299,7 +302,7 @@ def _run_with_ray(spec, trials, remaining, pseudo_labels, output, student_settin
     import torch
 
     task = spec.task.build()
-    trainer = spec.trainer.resolve(task, ray.cluster_resources(), trials=remaining)
+    trainer = spec.trainer.resolve(task, trial_capacity(ray.cluster_resources()), trials=remaining)
     spec = spec.model_copy(update={"trainer": trainer})
     print(f"students are trained {spec.trainer.describe()}", flush=True)
     context = TrialContext(task=spec.task, student=student_settings,

@@ -1,11 +1,21 @@
+import csv
 import json
+import os
+import re
 import shlex
+import subprocess
+import sys
+import tempfile
+from pathlib import PurePosixPath
 
 import pytest
+import yaml
 
-from mke_ray.spec import load_spec
-from mke_ray.submit import load_job, main
+from mke_ray.cluster import ENTRYPOINT_CPUS, ENTRYPOINT_GPUS, token_auth, trial_capacity
+from mke_ray.spec import ResourcesSpec, SpecError, TrainerSpec, load_spec
+from mke_ray.submit import load_job, main, sweep_output
 from tests.conftest import ROOT
+from tests.test_cluster import BIN, free_port, kill_matching
 
 JOBS = sorted((ROOT / "tune_jobs").glob("*.yaml"))
 
@@ -16,16 +26,29 @@ def test_job_specs_run_a_shipped_sweep(path):
     words = shlex.split(job.entrypoint)
     assert words[:3] == ["python", "-m", "mke_ray.sweep"]
     load_spec(ROOT / words[3])  # the sweep file it names is valid
+    assert PurePosixPath(sweep_output(words)).is_absolute()  # not in the job's temporary working directory
     assert job.runtime_env["working_dir"] == "."
+    assert {".git", ".venv", "runs"} <= set(job.runtime_env["excludes"])
+
+
+def submitted(capsys, *argv: str) -> tuple[int, list[str]]:
+    code = main([*argv, "--dry-run"])
+    return code, shlex.split(capsys.readouterr().out.strip() or "''")
 
 
 def test_dry_run_prints_the_ray_job_submit_command(capsys):
-    code = main([str(JOBS[0]), "--address", "http://head:8265", "--tracking-uri", "http://mlflow:5000", "--dry-run"])
-    line = capsys.readouterr().out.strip()
+    code, words = submitted(capsys, str(JOBS[0]), "--address", "http://head:8265", "--tracking-uri",
+                            "http://mlflow:5000")
     assert code == 0
-    words = shlex.split(line)
     assert words[1:5] == ["job", "submit", "--address", "http://head:8265"]
-    assert json.loads(words[words.index("--runtime-env-json") + 1])["working_dir"] == "."
+    runtime_env = json.loads(words[words.index("--runtime-env-json") + 1])
+    assert runtime_env["working_dir"] == "."
+    # the sweep learns what its entrypoint holds (not room for trials); the spec's own variables stay
+    job = load_job(JOBS[0])
+    assert runtime_env["env_vars"] == {**job.runtime_env["env_vars"],
+                                       ENTRYPOINT_CPUS: f"{job.entrypoint_num_cpus:g}",
+                                       ENTRYPOINT_GPUS: f"{job.entrypoint_num_gpus:g}"}
+    assert words[words.index("--entrypoint-num-cpus") + 1] == f"{job.entrypoint_num_cpus:g}"
     assert words[words.index("--") + 1:][-2:] == ["--tracking-uri", "http://mlflow:5000"]
 
 
@@ -35,3 +58,139 @@ def test_bad_job_spec(tmp_path, capsys):
     assert main([str(bad), "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert "entrypont" in err and "keys: entrypoint" in err
+
+
+def test_a_sweep_without_a_lasting_output_is_refused(tmp_path, capsys):
+    job = tmp_path / "job.yaml"
+    job.write_text("entrypoint: python -m mke_ray.sweep sweeps/twomoon_grid.yaml --smoke-test\n")
+    assert main([str(job), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no --output" in err and "--output /var/lib/mke_ray/runs/NAME" in err
+    assert main([str(job), "--output", "runs/x", "--dry-run"]) == 2  # relative: in the job's temporary folder
+    assert "absolute path on the head" in capsys.readouterr().err
+
+    code, words = submitted(capsys, str(job), "--output", "/srv/runs/x")
+    assert code == 0
+    assert words[words.index("--") + 1:] == ["python", "-m", "mke_ray.sweep", "sweeps/twomoon_grid.yaml",
+                                             "--smoke-test", "--output", "/srv/runs/x"]
+
+
+def test_output_replaces_the_specs_own(capsys):
+    code, words = submitted(capsys, str(ROOT / "tune_jobs" / "table2_30seeds.yaml"), "--output", "/srv/runs/t2")
+    assert code == 0
+    entrypoint = words[words.index("--") + 1:]
+    assert entrypoint.count("--output") == 1 and entrypoint[-2:] == ["--output", "/srv/runs/t2"]
+
+
+def test_output_is_for_sweeps_only(tmp_path, capsys):
+    job = tmp_path / "job.yaml"
+    job.write_text("entrypoint: python -c 'print(1)'\n")
+    code, words = submitted(capsys, str(job))
+    assert code == 0 and words[words.index("--") + 1:] == ["python", "-c", "print(1)"]
+    assert main([str(job), "--output", "/srv/runs/x", "--dry-run"]) == 2
+    assert "runs no mke_ray.sweep" in capsys.readouterr().err
+
+
+def test_token_auth(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert token_auth({}) == {}  # no token anywhere: a cluster without authentication
+    assert token_auth({"RAY_AUTH_TOKEN": "abc"}) == {"RAY_AUTH_MODE": "token"}
+    assert token_auth({"RAY_AUTH_TOKEN_PATH": "/etc/ray/token"}) == {"RAY_AUTH_MODE": "token"}
+    (tmp_path / ".ray").mkdir()
+    (tmp_path / ".ray" / "auth_token").write_text("abc")  # what `ray start --head` writes
+    assert token_auth({}) == {"RAY_AUTH_MODE": "token"}
+    assert token_auth({"RAY_AUTH_MODE": "disabled"}) == {}  # the user's choice stands
+
+
+def test_submit_runs_ray_with_token_auth(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".ray").mkdir()
+    (tmp_path / ".ray" / "auth_token").write_text("abc")
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    seen = {}
+
+    def run(command, check, env):
+        seen.update(env)
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr("mke_ray.submit.subprocess.run", run)
+    assert main([str(JOBS[0])]) == 0
+    assert seen["RAY_AUTH_MODE"] == "token" and seen["HOME"] == str(tmp_path)
+
+
+def test_trial_capacity_leaves_out_the_entrypoint():
+    cluster = {"CPU": 4.0, "GPU": 2.0, "memory": 1e9}
+    env = {ENTRYPOINT_CPUS: "1", ENTRYPOINT_GPUS: "0.5"}
+    assert trial_capacity(cluster, env) == {"CPU": 3.0, "GPU": 1.5, "memory": 1e9}
+    assert trial_capacity(cluster, {}) == cluster  # not a job (or not submitted by mke_ray.submit)
+    assert trial_capacity({"CPU": 1.0}, {ENTRYPOINT_CPUS: "2", ENTRYPOINT_GPUS: "1"}) == {"CPU": 0.0}
+    with pytest.raises(SpecError, match=f"{ENTRYPOINT_CPUS}='one' is not a number"):
+        trial_capacity(cluster, {ENTRYPOINT_CPUS: "one"})
+
+
+@pytest.mark.parametrize(("cluster", "held", "resources", "trainer", "concurrent"), [
+    ({"CPU": 2.0}, {ENTRYPOINT_CPUS: "1"}, {"cpu": 1}, {"kind": "local"}, 1),  # one CPU per node, two nodes
+    ({"CPU": 2.0}, {}, {"cpu": 1}, {"kind": "local"}, 2),
+    ({"CPU": 8.0}, {ENTRYPOINT_CPUS: "2"}, {"cpu": 2}, {"kind": "local"}, 3),
+    ({"CPU": 8.0, "GPU": 4.0}, {ENTRYPOINT_CPUS: "4", ENTRYPOINT_GPUS: "1"}, {"cpu": 1},
+     {"kind": "ray_train", "gpu": True, "workers": 1}, 3),
+    ({"CPU": 1.0}, {ENTRYPOINT_CPUS: "1"}, {"cpu": 1}, {"kind": "local"}, 1),  # never fewer than one
+])
+def test_trial_concurrency_leaves_out_the_entrypoint(monkeypatch, cluster, held, resources, trainer, concurrent):
+    import ray
+
+    from mke_ray.tuning.runner import trial_resources
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: dict(cluster))
+    for name in (ENTRYPOINT_CPUS, ENTRYPOINT_GPUS):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in held.items():
+        monkeypatch.setenv(name, value)
+    assert trial_resources(ResourcesSpec(**resources), TrainerSpec(**trainer))[1] == concurrent
+
+
+@pytest.fixture
+def job_server(tmp_path):
+    """A one-node Ray cluster made with `ray start --head`, serving jobs on 127.0.0.1; its address."""
+    temp = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # short: Ray's socket paths have a length limit
+    port, dashboard = free_port(), free_port()
+    # the job's `python` is the cluster's: the one first on the PATH of the process that started Ray
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    try:
+        subprocess.run([BIN / "ray", "start", "--head", f"--port={port}", f"--temp-dir={temp}", "--num-cpus=2",
+                        "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+                        f"--dashboard-agent-listen-port={free_port()}", f"--ray-client-server-port={free_port()}",
+                        "--disable-usage-stats"], env=env, check=True, capture_output=True, timeout=120)
+        yield f"http://127.0.0.1:{dashboard}"
+    finally:
+        kill_matching(temp, f"127.0.0.1:{port}", str(tmp_path))  # the job's driver too, if it outlived the test
+
+
+def test_a_real_job_runs_a_sweep(tmp_path, job_server):
+    shipped = load_job(ROOT / "tune_jobs" / "table2_30seeds.yaml")  # its upload rules and settings
+    spec = tmp_path / "smoke.yaml"
+    spec.write_text(yaml.safe_dump({"entrypoint": "python -m mke_ray.sweep sweeps/twomoon_grid.yaml --smoke-test "
+                                                  "--output /nowhere", **shipped.model_dump(exclude={"entrypoint"})}))
+    output, tracking = tmp_path / "run", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    # the submitter's environment: no auth mode (submit sets it), no Ray or MLflow of its own
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS", "RAY_JOB_ADDRESS", "MLFLOW_TRACKING_URI")}
+    job = subprocess.run([sys.executable, "-m", "mke_ray.submit", str(spec), "--address", job_server,
+                          "--output", str(output), "--tracking-uri", tracking],
+                         check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+    assert re.search(r"Job 'raysubmit_\w+' succeeded", job.stdout), job.stdout[-3000:]
+    assert "12/12 trials finished" in job.stdout  # the driver's log, tailed by `ray job submit`
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking)
+    experiment = client.get_experiment_by_name("mke-twomoon")
+    (parent,) = client.search_runs([experiment.experiment_id], "tags.`mke.kind` = 'sweep'")
+    children = client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    students = [c for c in children if c.data.params["method"] != "um_teacher"]
+    assert len(children) == 13 and len(students) == 12
+    with open(output / "results.csv") as f:  # the driver's output folder outlives the job
+        assert len(list(csv.DictReader(f))) == 12
+    assert (output / "teacher").is_dir()

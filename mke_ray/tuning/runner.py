@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
+from mke_ray.cluster import token_auth, trial_capacity
 from mke_ray.spec import ResourcesSpec, TrainerSpec, TrialSpec
 
 
 def start_ray(address: str | None) -> dict[str, float]:
-    """Join ``address`` (or $RAY_ADDRESS), else start a private local Ray; return its resources."""
+    """Join ``address`` (or $RAY_ADDRESS), else start a private local Ray; return the resources its trials
+    can use (``trial_capacity``)."""
     address = address or os.environ.get("RAY_ADDRESS") or "local"
     local = address == "local"
-    if not local and "RAY_AUTH_MODE" not in os.environ and (Path.home() / ".ray" / "auth_token").exists():
-        # a cluster made with `ray start` wants the token its head wrote there (read when ray is imported)
-        os.environ["RAY_AUTH_MODE"] = "token"
+    if not local:  # a cluster made with `ray start` wants its head's token (the mode is read when ray is imported)
+        os.environ.update(token_auth())
     import ray
 
     if local:
@@ -31,18 +31,19 @@ def start_ray(address: str | None) -> dict[str, float]:
     if not ray.is_initialized():
         extra = {"include_dashboard": False} if local else {}
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False, **extra)
-    return ray.cluster_resources()
+    return trial_capacity(ray.cluster_resources())
 
 
 def trial_resources(resources: ResourcesSpec, trainer: TrainerSpec) -> tuple[dict[str, float], int]:
     """What one Tune trial reserves, and how many trials run at once on this cluster.
 
     A trial that fits a TorchTrainer reserves nothing itself: its Ray Train workers
-    (one CPU, or one GPU, each) are what it occupies.
+    (one CPU, or one GPU, each) are what it occupies. What a job's entrypoint (this driver) holds is no
+    trial's (``trial_capacity``).
     """
     import ray
 
-    cluster = ray.cluster_resources()
+    cluster = trial_capacity(ray.cluster_resources())
     if trainer.kind == "ray_train":
         have = cluster.get("GPU", 0.0) if trainer.gpu else cluster.get("CPU", 1.0)
         # Ray refuses an empty request: one byte of memory stands for "nothing"

@@ -1,0 +1,124 @@
+"""The deployment files in tune_jobs/: they parse, carry what KubeRay and `ray up` require, and run a shipped
+sweep into a folder or bucket that outlives the cluster."""
+
+import copy
+import shlex
+from pathlib import PurePosixPath
+
+import pytest
+import yaml
+
+from mke_ray.spec import load_spec
+from mke_ray.submit import JobSpec, runs_sweep, sweep_output
+from tests.conftest import ROOT
+
+KUBERAY = ROOT / "tune_jobs" / "kuberay"
+RAY_UP = ROOT / "tune_jobs" / "ray_up" / "cluster.yaml"
+
+
+def documents(path):
+    return [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+
+
+def sweep_command(entrypoint: str) -> list[str]:
+    """The words of the sweep command in a shell command line (after any `cd DIR &&`)."""
+    words = shlex.split(entrypoint)
+    assert runs_sweep(words), entrypoint
+    start = words.index("python")
+    return words[start:]
+
+
+def check_runs_a_shipped_sweep(entrypoint: str, image_root: str) -> None:
+    words = sweep_command(entrypoint)
+    assert words[1:3] == ["-m", "mke_ray.sweep"]
+    sweep = PurePosixPath(words[3])
+    if sweep.is_absolute():
+        sweep = sweep.relative_to(image_root)
+    load_spec(ROOT / sweep)  # a sweep file the project ships, and valid
+    output = sweep_output(words)
+    assert output and PurePosixPath(output).is_absolute()
+    JobSpec(entrypoint=entrypoint)  # what mke_ray.submit would accept
+
+
+def test_rayjob():
+    (job,) = documents(KUBERAY / "rayjob.yaml")
+    assert job["apiVersion"] == "ray.io/v1" and job["kind"] == "RayJob" and job["metadata"]["name"]
+    spec = job["spec"]
+    assert spec["shutdownAfterJobFinishes"] is True and spec["ttlSecondsAfterFinished"] > 0
+    cluster = spec["rayClusterSpec"]
+    assert cluster["authOptions"]["mode"] == "token"
+    head = cluster["headGroupSpec"]
+    assert head["rayStartParams"]["dashboard-host"] == "0.0.0.0"  # the submitter pod reaches the job server
+    assert head["rayStartParams"]["num-cpus"] == "0"
+    assert "entrypointNumCpus" not in spec  # a head without CPUs could not hold an entrypoint's reservation
+    (head_container,) = head["template"]["spec"]["containers"]
+    image = head_container["image"]
+    env = {e["name"]: e.get("value") for e in head_container["env"]}
+    assert env["MLFLOW_TRACKING_URI"].startswith("http://mlflow.")
+    groups = cluster["workerGroupSpecs"]
+    assert groups
+    for group in groups:
+        assert group["groupName"] and group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
+        (container,) = group["template"]["spec"]["containers"]
+        assert container["image"] == image
+        assert int(container["resources"]["limits"]["nvidia.com/gpu"]) >= 1
+        assert {e["name"]: e.get("value") for e in container["env"]}["MLFLOW_TRACKING_URI"] == \
+            env["MLFLOW_TRACKING_URI"]
+
+    # the entrypoint runs a sweep the image holds, its --output on the head's persistent volume
+    check_runs_a_shipped_sweep(spec["entrypoint"], "/home/ray/mke_ray")
+    output = PurePosixPath(sweep_output(sweep_command(spec["entrypoint"])))
+    volumes = {v["name"]: v for v in head["template"]["spec"]["volumes"]}
+    mounts = [m for m in head_container["volumeMounts"] if output.is_relative_to(m["mountPath"])]
+    assert mounts and "persistentVolumeClaim" in volumes[mounts[0]["name"]] and not mounts[0].get("readOnly")
+    # the data the sweep reads: the same path on the head and every worker
+    data = {m["mountPath"] for m in head_container["volumeMounts"] if m["name"] == "data"}
+    for group in groups:
+        assert data <= {m["mountPath"] for m in group["template"]["spec"]["containers"][0]["volumeMounts"]}
+    # the Dockerfile puts the project where the entrypoint looks
+    assert "WORKDIR /home/ray/mke_ray" in (KUBERAY / "Dockerfile").read_text()
+
+
+def test_mlflow_service():
+    docs = {d["kind"]: d for d in documents(KUBERAY / "mlflow.yaml")}
+    assert set(docs) == {"Deployment", "Service"}
+    service, deployment = docs["Service"], docs["Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    command = shlex.split(" ".join(container["command"][2:] + container["args"]))
+    command = command[command.index("mlflow"):]
+    allowed = command[command.index("--allowed-hosts") + 1].split(",")
+    port = service["spec"]["ports"][0]["port"]
+    (uri,) = {e["value"] for e in documents(KUBERAY / "rayjob.yaml")[0]["spec"]["rayClusterSpec"]["headGroupSpec"]
+              ["template"]["spec"]["containers"][0]["env"] if e["name"] == "MLFLOW_TRACKING_URI"}
+    host = uri.removeprefix("http://")  # what the sweep sends as Host
+    assert host in allowed and f"{service['metadata']['name']}:{port}" in allowed
+    assert host.startswith(f"{service['metadata']['name']}.") and host.endswith(f":{port}")
+    assert command[command.index("--backend-store-uri") + 1] == "$MLFLOW_BACKEND_STORE_URI"
+    assert "postgresql://" in (KUBERAY / "mlflow.yaml").read_text()
+
+
+def test_ray_up_cluster():
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = yaml.safe_load(RAY_UP.read_text())
+    validate_config(prepare_config(copy.deepcopy(config)))  # what `ray up` checks, with Ray's own schema
+    assert config["cluster_name"] and config["provider"]["type"] == "aws" and config["max_workers"] >= 1
+    types = config["available_node_types"]
+    assert config["head_node_type"] in types and any(name != config["head_node_type"] for name in types)
+    assert all("RAY_AUTH_MODE=token ray start" in " ".join(config[key]) for key in
+               ("head_start_ray_commands", "worker_start_ray_commands"))
+    assert "~/.ray/auth_token" in config["file_mounts"]  # every node gets the cluster's token
+    assert config["file_mounts"]["~/mke_ray"] == "."
+    assert any("pip install" in c and "~/mke_ray" in c for c in config["setup_commands"])
+    # the folder the shipped job specs write to exists on the head
+    outputs = {PurePosixPath(sweep_output(shlex.split(JobSpec.model_validate(yaml.safe_load(p.read_text()))
+                                                      .entrypoint))).parents[0]
+               for p in (ROOT / "tune_jobs").glob("*.yaml")}
+    made = " ".join(config["setup_commands"])
+    assert outputs and all(str(folder) in made for folder in outputs)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "tune_jobs").rglob("*.yaml")), ids=lambda p: p.name)
+def test_every_file_in_tune_jobs_parses(path):
+    assert documents(path)
