@@ -51,3 +51,29 @@ def trial_capacity(cluster: Mapping[str, float], env: Mapping[str, str] = os.env
         if name in out:
             out[name] = max(0.0, out[name] - held)
     return out
+
+
+def check_nodes(paths: list[str]) -> None:
+    """Raise SpecError naming the first node (other than this process's) that lacks one of ``paths``: trials
+    and Ray Train workers read a task's data files at the same path on every node. On a started Ray."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from mke_ray.spec import SpecError
+
+    here = ray.get_runtime_context().get_node_id()
+    others = [n for n in ray.nodes() if n["Alive"] and n["NodeID"] != here]
+    if not paths or not others:
+        return
+    missing = ray.remote(num_cpus=0)(_missing)
+    answers = ray.get([missing.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+                       .remote(paths) for n in others])
+    for node, absent in zip(others, answers):
+        if absent:
+            raise SpecError(f"node {node['NodeManagerAddress']} ({node['NodeID'][:8]}) has no {absent[0]}: every "
+                            f"node reads the task's data files at the same path; copy them there or mount shared "
+                            f"storage at that path, then run again")
+
+
+def _missing(paths: list[str]) -> list[str]:
+    return [path for path in paths if not os.path.exists(path)]

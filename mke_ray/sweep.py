@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from mke_ray.cluster import check_nodes
 from mke_ray.errors import NonFiniteLossError
 from mke_ray.methods import METHODS
 from mke_ray.methods.teacher import cached_teacher, teacher_folder, train_teacher
@@ -77,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                 cluster, ours = _join_ray(args.address)
                 try:
                     output, state, recorder = readying.result()
+                    check_nodes(spec.task.build().data_paths())  # every node reads the data at these paths
                     spec.trainer.resolve(spec.task.build(), cluster, trials=_planned(spec))  # workers it cannot hold
                 except BaseException:
                     if ours:  # bad input: the Ray this command started goes with it
@@ -383,6 +385,7 @@ def _ui_uri(uri: str) -> str:
 
 def _quiet_logs() -> None:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # a "View run" line per run
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     for name in ("mlflow", "alembic", "ray", "ray.tune", "ray.train"):
         logging.getLogger(name).setLevel(logging.WARNING)

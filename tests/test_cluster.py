@@ -5,6 +5,7 @@ tmpfs over the folder that holds every sweep's output and MLflow store: like a s
 the driver's files. Every kind of sweep must run trials on it and bring every trial's files back."""
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -194,3 +195,20 @@ def test_ray_train_across_nodes_that_share_no_disk(shared_nothing):
     assert_whole(client, children, 1, {"student.pt", "history.jsonl", "boundary.png"})
     (teacher,) = [c for c in children if c.data.params["method"] == "um_teacher"]
     assert "pseudo_labels.pt" in {a.path for a in client.list_artifacts(teacher.info.run_id)}
+
+
+def test_a_data_file_missing_on_a_node_is_named_before_anything_trains(shared_nothing):
+    address, hidden = shared_nothing
+    weights = hidden / "resnet.pt"  # on the driver's disk only
+    weights.write_bytes(b"a state dict")
+    spec = hidden / "nyu.yaml"
+    spec.write_text((ROOT / "sweeps" / "nyu_smoke.yaml").read_text().replace(
+        "    synthetic_scenes: 400\n", f"    synthetic_scenes: 40\n    weights: {weights}\n"))
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
+    done = subprocess.run([sys.executable, "-m", "mke_ray.sweep", str(spec), "--output", str(hidden / "nyu"),
+                           "--tracking-uri", f"sqlite:///{hidden / 'nyu.db'}", "--address", address],
+                          cwd=hidden, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+    (line,) = done.stderr.strip().splitlines()
+    assert re.match(rf"error: node \S+ \([0-9a-f]{{8}}\) has no {re.escape(str(weights))}: every node reads", line), line
+    assert not (hidden / "nyu" / "teacher").exists()  # nothing trained

@@ -78,6 +78,14 @@ class Task(ABC):
     ~3 GiB in pandas; the splits are float32 tensors). Not for tasks whose splits are media decoded to disk and
     memory-mapped (RAVDESS, NYU, events): each process maps the same files instead."""
 
+    data_options: ClassVar[tuple[str, ...]] = ()
+    """The options that name files or folders every process of a sweep reads (``data_paths``): on a cluster they
+    must exist at the same path on every node (the sweep checks before it starts)."""
+
+    def data_paths(self) -> list[str]:
+        """The files and folders this task's processes read, as the options name them (absolute paths)."""
+        return [value for name in self.data_options if (value := getattr(self.options, name, None))]
+
     def adopt(self, splits: Splits) -> "Task":
         """This task, with ``splits`` that another process made from the same options."""
         self._splits = splits

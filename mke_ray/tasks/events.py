@@ -159,6 +159,7 @@ def map_scores(probabilities: torch.Tensor, y: torch.Tensor) -> dict[str, float]
 @TASKS.register("events")
 class Events(Task):
     Options = EventsOptions
+    data_options = ("data", "audio_weights", "video_weights")
     modalities = (AUDIO, VIDEO)
     teacher_modality = AUDIO
     accelerate = True

@@ -141,6 +141,7 @@ def miou_scores(pred: torch.Tensor, truth: torch.Tensor, classes: int, ignore: i
 @TASKS.register("nyu")
 class Nyu(Task):
     Options = NyuOptions
+    data_options = ("labeled", "class_mapping", "splits", "pairs", "weights")
     modalities = (RGB, DEPTH)
     teacher_modality = RGB
     accelerate = True

@@ -128,6 +128,7 @@ def _make_splits(options_json: str) -> Splits:
 @TASKS.register("ravdess")
 class Ravdess(Task):
     Options = RavdessOptions
+    data_options = ("data",)
     modalities = (IMAGE, AUDIO)
     teacher_modality = IMAGE
     accelerate = True
