@@ -27,7 +27,7 @@ from mke_ray.spec import SpecError, SweepSpec, TrialSpec, load_spec
 from mke_ray.tasks import TASKS, TaskDataError
 from mke_ray.tracking import Recorder, TrackingError, resolve_tracking_uri
 from mke_ray.tracking.sweep_log import SweepLog, record_key
-from mke_ray.tuning.search import claim_study, masked, settle_study
+from mke_ray.tuning.search import check_study, claim_study, masked, settle_study
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -78,8 +78,6 @@ def main(argv: list[str] | None = None) -> int:
                                                      uri, resume=args.resume)
                 locks.append(lock)
                 if spec.search.kind == "optuna":  # the study's database opens, and the study is this run's
-                    from mke_ray.tuning.search import check_study
-
                     check_study(spec, output, state)
                 return output, state, Recorder(uri, spec.tracking.experiment)
 
