@@ -17,7 +17,7 @@ from mke_ray.output import fingerprint, prepare_output
 from mke_ray.spec import SpecError, load_spec
 from mke_ray.sweep import main
 from mke_ray.tracking import Recorder
-from mke_ray.tuning.search import claim_study
+from mke_ray.tuning.search import claim_study, settle_study
 from tests.conftest import ROOT
 from tests.servers import free_port, mlflow_server
 
@@ -135,3 +135,16 @@ def test_another_run_or_folder_cannot_take_over_a_study(tmp_path, pg_database, p
                                                       "study_storage": None}))
     with pytest.raises(SpecError, match=r"keeps its Optuna study in .*optuna.db, not at postgresql://mke:\*\*\*@"):
         prepare_output(out, spec, "sqlite:///m.db", resume=True)
+
+
+def test_resume_settles_the_trials_a_dead_driver_left_running(tmp_path):
+    spec = load_spec(OPTUNA).smoke()
+    claim_study(spec, tmp_path, "run123")  # the default: sqlite in the output folder
+    study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    for _ in range(3):
+        study.ask()  # asked by the driver that died: RUNNING for ever
+    study.tell(2, 70.0)
+    assert settle_study(spec, tmp_path, {"optuna-0000": 81.5, "optuna-0002": 70.0}) == 2
+    states = [(t.state, t.value) for t in study.trials]
+    assert states == [(optuna.trial.TrialState.COMPLETE, 81.5), (optuna.trial.TrialState.FAIL, None),
+                      (optuna.trial.TrialState.COMPLETE, 70.0)]
