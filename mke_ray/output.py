@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from mke_ray.spec import SpecError, SweepSpec, spec_hash
+from mke_ray.tuning.search import STUDY_FILE, masked
 
 STATE_FILE = "sweep.state.json"   # parent run, settings fingerprint, tracking URI, status
 MARKER_FILE = ".mke_ray-output"   # this folder is a sweep's: mke_ray may replace what it wrote in it
@@ -119,6 +120,12 @@ def _check_state(output: Path, spec: SweepSpec, tracking_uri: str, resume: bool)
         if state["fingerprint"] != fingerprint(spec):
             raise SpecError(f"--resume: the sweep's settings differ from those of the run in {output}; "
                             f"restore them, or run without --resume (or with --output DIR) to start over")
+        kept, given = state.get("study_storage"), spec.search.storage and masked(spec.search.storage)
+        if kept != given:  # compared without passwords: a changed password is the same study
+            raise SpecError(f"--resume: the sweep in {output} keeps its Optuna study "
+                            f"{'at ' + kept if kept else 'in ' + str(output / STUDY_FILE)}, not "
+                            f"{'at ' + given if given else 'in the output folder'}; "
+                            + (f"pass --study-storage {kept}" if kept else "leave out --study-storage"))
         if state["tracking_uri"] != tracking_uri:
             raise SpecError(f"--resume: the sweep in {output} records to {state['tracking_uri']}, not "
                             f"{tracking_uri}; pass --tracking-uri {state['tracking_uri']}")
@@ -130,13 +137,15 @@ def _check_state(output: Path, spec: SweepSpec, tracking_uri: str, resume: bool)
     # a new run replaces the trial folders of the last one (their records stay in MLflow)
     for stale in ("trials", "ray_results", "ray_train"):
         shutil.rmtree(output / stale, ignore_errors=True)
-    (output / "optuna.db").unlink(missing_ok=True)
+    (output / STUDY_FILE).unlink(missing_ok=True)  # a study elsewhere (search.storage) is checked, not deleted
     return None
 
 
 def fingerprint(spec: SweepSpec) -> str:
-    """What decides a sweep's results; a resumed sweep must not change it."""
-    return spec_hash(spec.model_dump(exclude={"tracking", "resources", "retries", "output", "limits"}))
+    """What decides a sweep's results; a resumed sweep must not change it. The study's database is not in it
+    (the state file keeps it, shown without its password, and --resume checks it)."""
+    return spec_hash(spec.model_dump(exclude={"tracking": True, "resources": True, "retries": True, "output": True,
+                                              "limits": True, "search": {"storage"}}))
 
 
 def read_state(output: Path) -> dict | None:

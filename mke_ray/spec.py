@@ -139,6 +139,10 @@ class SearchSpec(_Spec):
                                                               "never the test set")
     method: str = Field("mm_student", description="the student whose regularization is searched")
     space: SearchSpaceSpec = Field(default_factory=SearchSpaceSpec)
+    storage: str | None = Field(None, min_length=1,
+                                description="the Optuna study's database: any SQLAlchemy URL, e.g. "
+                                            "postgresql://user@host/db (a database several machines reach); "
+                                            "default sqlite:///OUTPUT/optuna.db")
 
     @field_validator("method")
     @classmethod
@@ -373,6 +377,9 @@ class SweepSpec(_Spec):
             if self.task.build().splits().val is None:
                 raise _FieldError(("task", "options"), "an Optuna sweep needs a validation split; this task's "
                                                        "options leave it empty")
+        elif self.search.storage is not None:
+            raise _FieldError(("search", "storage"), "a grid sweep has no Optuna study; leave out search.storage "
+                                                     "or use kind: optuna")
         return self
 
     @model_validator(mode="after")

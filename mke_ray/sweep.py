@@ -30,6 +30,7 @@ from mke_ray.tasks import TASKS, TaskDataError
 from mke_ray.tracking import Recorder, TrackingError, resolve_tracking_uri
 from mke_ray.tracking.sweep_log import SweepLog, record_key
 from mke_ray.tuning.delivery import open_delivery
+from mke_ray.tuning.search import check_study, claim_study, masked, settle_study
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -49,6 +50,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--storage", help="where Ray keeps trial results and Ray Train checkpoints: a folder "
                                           "every node can reach (shared file system) or a URI such as s3://... "
                                           "(default: OUTPUT/ray_results and OUTPUT/ray_train)")
+    parser.add_argument("--study-storage", metavar="URL",
+                        help="the Optuna study's database, any SQLAlchemy URL such as postgresql://user@host/db "
+                             "(overrides search.storage; default: sqlite:///OUTPUT/optuna.db)")
     parser.add_argument("--resume", action="store_true",
                         help="finish an interrupted sweep in the same output folder: trials that finished are "
                              "not run again and keep their MLflow runs")
@@ -64,6 +68,11 @@ def main(argv: list[str] | None = None) -> int:
             spec = load_spec(args.sweep)
             if args.smoke_test:
                 spec = spec.smoke()
+            if args.study_storage is not None:
+                if spec.search.kind != "optuna":
+                    raise SpecError("--study-storage: a grid sweep has no Optuna study; leave it out")
+                spec = spec.model_copy(update={"search": spec.search.model_copy(
+                    update={"storage": args.study_storage})})
             uri = resolve_tracking_uri(args.tracking_uri, spec.tracking.uri)
 
             def ready() -> tuple[Path, dict | None, Recorder]:
@@ -71,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
                 output, state, lock = prepare_output(Path(args.output) if args.output else spec.output_dir(), spec,
                                                      uri, resume=args.resume)
                 locks.append(lock)
+                if spec.search.kind == "optuna":  # the study's database opens, and the study is this run's
+                    check_study(spec, output, state)
                 return output, state, Recorder(uri, spec.tracking.experiment)
 
             with ThreadPoolExecutor(1) as pool:  # the data are read and MLflow's store opened while Ray starts
@@ -167,12 +178,17 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
     common = {"sweep": spec.name, "task": spec.task.model_dump(), "student": student_settings.model_dump(),
               "teacher": teacher_settings.model_dump()}
     new = state is None
+    study_shown = spec.search.storage and masked(spec.search.storage)  # never a password
     if new:
         parent = recorder.start_parent(spec.name, params={**common, "methods": ",".join(spec.methods),
                                                           "seeds": ",".join(map(str, spec.seeds)),
                                                           "search": spec.search.kind, "trials": planned},
-                                       tags={"mke.kind": "sweep"})
-        state = {"parent_run": parent, "fingerprint": fingerprint(spec), "tracking_uri": recorder.uri}
+                                       tags={"mke.kind": "sweep",
+                                             **({"mke.study_storage": study_shown} if study_shown else {})})
+        state = {"parent_run": parent, "fingerprint": fingerprint(spec), "tracking_uri": recorder.uri,
+                 "study_storage": study_shown}
+        if optuna:  # before any trial: the study names its run, so no other run of the sweep takes it over
+            claim_study(spec, output, parent)
     else:
         parent = state["parent_run"]
         recorder.reopen(parent)
@@ -191,6 +207,10 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
         done = _finished(output / "trials", trials, optuna)
         for trial, folder in done:  # finished before an interruption: recorded now if the driver died first
             log.record_trial(trial, folder)
+        if optuna and not new:  # trials a driver that died left running: told their result, or failed
+            settled = settle_study(spec, output, {t.label: read_result(f)["val_acc"] for t, f in done})
+            if settled:
+                say(f"study: {settled} trials the last driver left running settled (finished or failed)")
         finished_keys = {record_key(trial) for trial, _ in done}
         # a file where a trial's folder goes: the trial cannot run; it fails, and the line says what to move
         failures = [(t, f"{output / 'trials' / t.key} is a file, not the trial's folder; move it away and "
@@ -357,7 +377,7 @@ def _write_results(spec: SweepSpec, output: Path, trials: list[TrialSpec], teach
         (output / "table.md").write_text(format_search(frame, teacher_acc, top=10, markdown=True))
         if not frame.empty:
             (output / "best_sweep.yaml").write_text(best_sweep(spec, frame))
-            optuna_plots(study_storage(output), spec.name, output)
+            optuna_plots(study_storage(output, spec.search.storage), spec.name, output)
         return format_search(frame, teacher_acc)
     results = results_frame(trials, output / "trials")
     table = paper_table(spec, results)
@@ -374,6 +394,8 @@ def _dump_spec(spec: SweepSpec) -> str:
 
     data = spec.model_dump()
     data["regularizers"] = {**data["regularizers"], **data.pop("fixed")}
+    if data["search"]["storage"]:  # this file is recorded in MLflow: no password
+        data["search"]["storage"] = masked(data["search"]["storage"])
     return yaml.safe_dump(data, sort_keys=False)
 
 

@@ -37,3 +37,6 @@ def ray_local():
 @pytest.fixture
 def sqlite_uri(tmp_path):
     return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+from tests.postgres import pg_database, postgres  # noqa: E402, F401  (fixtures: a real PostgreSQL server)

@@ -7,35 +7,18 @@ the driver's files. Every kind of sweep must run trials on it and bring every tr
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
+
 from pathlib import Path
 
 import psutil
 import pytest
-import requests
 
+from tests import servers
 from tests.conftest import ROOT
-
-BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(check, what: str, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"{what} did not come up in {timeout:.0f}s"
-        time.sleep(0.5)
-
+from tests.servers import BIN, free_port
 
 def kill_matching(*needles: str) -> None:
     """End every process whose command line names one of ``needles`` (this test's Ray only)."""
@@ -128,29 +111,8 @@ def test_the_second_node_cannot_see_the_driver_folder(shared_nothing):
 
 @pytest.fixture
 def mlflow_server(tmp_path):
-    port = free_port()
-    server = subprocess.Popen([BIN / "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                               "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-                               "--artifacts-destination", str(tmp_path / "artifacts")],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        try:
-            return requests.get(f"{uri}/health", timeout=2).status_code == 200
-        except requests.RequestException:
-            return False
-
-    try:
-        wait_for(healthy, "mlflow server")
+    with servers.mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts") as uri:
         yield uri
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:  # its workers hang on to a request: the test is over anyway
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=30)
 
 
 def test_grid_on_nodes_that_share_no_disk_logs_to_a_tracking_server(tmp_path, shared_nothing, mlflow_server):

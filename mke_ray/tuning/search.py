@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
-from mke_ray.spec import SweepSpec, TrialSpec
+from mke_ray.spec import SpecError, SweepSpec, TrialSpec
 from mke_ray.tuning.runner import trial_resources
 
 STUDY_FILE = "optuna.db"
+OWNER = "mke_ray.run"  # the study's user attribute naming the sweep run that owns it
 
 
 class SearchSpace:
@@ -41,13 +43,130 @@ class SearchSpace:
         return {"trial": TrialSpec(self.search.method, regularization, self.seed, 0, overrides, label).to_dict()}
 
 
-def study_storage(output: Path) -> str:
-    return f"sqlite:///{output / STUDY_FILE}"
+def study_storage(output: Path, storage: str | None = None) -> str:
+    """The study's SQLAlchemy URL: ``storage`` (search.storage / --study-storage), else OUTPUT/optuna.db."""
+    return storage or f"sqlite:///{output / STUDY_FILE}"
+
+
+def masked(url: str) -> str:
+    """``url`` with its password shown as ``***`` (also when it is not a well-formed URL)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):  # not a URL: whatever stands between the user's name and "@"
+        if "@" not in url:
+            return url
+        prefix, rest = url.rsplit("@", 1)
+        start = prefix.find("//") + 2 if "//" in prefix else 0
+        user, colon, _ = prefix[start:].partition(":")
+        return f"{prefix[:start]}{user}:***@{rest}" if colon else url
+
+
+# the module a SQLAlchemy dialect imports -> the package that brings it
+DRIVERS = {"psycopg": "psycopg[binary]", "psycopg2": "psycopg2-binary", "MySQLdb": "mysqlclient",
+           "pymysql": "PyMySQL"}
+
+
+def open_storage(url: str):
+    """Optuna's storage at ``url``, its tables created; a SpecError naming the problem and the fix if the
+    database cannot be used (checked before the sweep trains anything)."""
+    import optuna
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+
+    fix = ("check that the database server is running and reachable from this machine, and the user, password "
+           "and database name; or leave out search.storage for sqlite in the output folder")
+    password = None
+    try:
+        parsed = make_url(url)
+        password = parsed.password
+        kwargs = {}
+        if parsed.get_backend_name() in ("postgresql", "mysql", "mariadb"):  # not minutes on an unreachable host
+            kwargs = {"connect_args": {"connect_timeout": 10}}
+        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    except ArgumentError:
+        reason, fix = "not a database URL", ("write it as dialect://user@host:port/database, e.g. "
+                                             "postgresql://optuna@db.example.org:5432/optuna")
+    except NoSuchModuleError:
+        reason, fix = "unknown kind of database", "use a postgresql://, mysql:// or sqlite:/// URL"
+    except ImportError as err:  # Optuna's, raised from the driver's
+        missing = getattr(err.__cause__, "name", None) or err.name or "module"
+        reason = f"its Python driver {missing} is not installed"
+        fix = f"pip install '{DRIVERS.get(missing, missing)}', or name another driver (dialect+driver://...)"
+    except SQLAlchemyError as err:
+        reason = str(getattr(err, "orig", None) or err)
+    except RuntimeError as err:  # optuna: a schema of another Optuna version
+        reason, fix = str(err), f"run optuna storage upgrade --storage {masked(url)}"
+    reason = reason.strip().splitlines()[0].strip() if reason.strip() else "no reason given"
+    if password:
+        reason = reason.replace(str(password), "***")
+    raise SpecError(f"search.storage: cannot open the Optuna study at {masked(url)} ({reason}); {fix}")
+
+
+def check_study(spec: SweepSpec, output: Path, state: dict | None) -> None:
+    """Before anything trains: the study's database opens, and a study kept outside the output folder is
+    this sweep's (``state``: the output folder's, for --resume) and no other run's."""
+    import optuna
+
+    url = study_storage(output, spec.search.storage)
+    storage = open_storage(url)
+    if spec.search.storage is None:  # the output folder's own file: a new run replaced it, --resume keeps it
+        return
+    try:
+        study = optuna.load_study(study_name=spec.name, storage=storage)
+    except KeyError:
+        study = None
+    if state is None:
+        if study is not None and (study.trials or OWNER in study.user_attrs):
+            owner = study.user_attrs.get(OWNER, {})
+            where = f" (output folder {owner['output']} on {owner['host']})" if owner else ""
+            raise SpecError(f"search.storage: the Optuna study {spec.name!r} at {masked(url)} already belongs to "
+                            f"another run of this sweep{where}, with {len(study.trials)} trials; continue it with "
+                            f"--resume in that run's output folder, or delete it (optuna delete-study --study-name "
+                            f"{spec.name} --storage URL), or rename the sweep")
+        return
+    if study is None:
+        raise SpecError(f"search.storage: no Optuna study {spec.name!r} at {masked(url)}, where the sweep in "
+                        f"{output} keeps it; pass the --study-storage it started with")
+    parent = study.user_attrs.get(OWNER, {}).get("parent_run")
+    if parent != state["parent_run"]:
+        raise SpecError(f"search.storage: the Optuna study {spec.name!r} at {masked(url)} belongs to another run "
+                        f"of this sweep (MLflow parent run {parent}), not the one in {output}; rename the "
+                        f"sweep or delete that study")
+
+
+def claim_study(spec: SweepSpec, output: Path, parent_run: str) -> None:
+    """Create the study (before any trial) and mark it as the run's with ``parent_run``."""
+    import optuna
+
+    study = optuna.create_study(study_name=spec.name, storage=open_storage(study_storage(output, spec.search.storage)),
+                                direction="maximize", load_if_exists=True)
+    study.set_user_attr(OWNER, {"parent_run": parent_run, "output": str(output), "host": socket.gethostname()})
+
+
+def settle_study(spec: SweepSpec, output: Path, finished: dict[str, float]) -> int:
+    """For --resume: trials the last driver left RUNNING in the study (it died) are told their result when
+    their folder holds one (``finished``: label -> val_acc), else marked failed; return how many changed."""
+    import optuna
+
+    study = optuna.load_study(study_name=spec.name, storage=open_storage(study_storage(output, spec.search.storage)))
+    changed = 0
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        value = finished.get(f"optuna-{trial.number:04d}")
+        if value is None:
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+        else:
+            study.tell(trial.number, value)
+        changed += 1
+    return changed
 
 
 def run_search(spec: SweepSpec, n_trials: int, trainable, context, output: Path, storage: str,
                callbacks: list) -> None:
-    """Ask Optuna for ``n_trials`` more configurations; the study lives in ``output``/optuna.db."""
+    """Ask Optuna for ``n_trials`` more configurations; the study lives in search.storage, else
+    ``output``/optuna.db."""
     import optuna
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
@@ -59,7 +178,7 @@ def run_search(spec: SweepSpec, n_trials: int, trainable, context, output: Path,
     searcher = OptunaSearch(
         space=SearchSpace(spec), metric=search.metric, mode="max",
         sampler=optuna.samplers.TPESampler(seed=search.seed),
-        study_name=spec.name, storage=optuna.storages.RDBStorage(study_storage(output)),
+        study_name=spec.name, storage=open_storage(study_storage(output, search.storage)),
     )
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(trainable, context=context), per_trial),
@@ -71,15 +190,14 @@ def run_search(spec: SweepSpec, n_trials: int, trainable, context, output: Path,
     tuner.fit()
 
 
-def finished_trials(output: Path, study_name: str) -> int:
-    """How many trials of the study are complete (for --resume)."""
+def finished_trials(output: Path, study_name: str, storage: str | None = None) -> int:
+    """How many trials of the study are complete."""
     import optuna
 
-    path = output / STUDY_FILE
-    if not path.exists():
+    if storage is None and not (output / STUDY_FILE).exists():
         return 0
     try:
-        study = optuna.load_study(study_name=study_name, storage=study_storage(output))
+        study = optuna.load_study(study_name=study_name, storage=study_storage(output, storage))
     except KeyError:
         return 0
     return sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
