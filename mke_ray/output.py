@@ -159,3 +159,20 @@ def write_state(output: Path, state: dict) -> None:
     tmp = output / (STATE_FILE + ".tmp")
     tmp.write_text(json.dumps(state, indent=1))
     os.replace(tmp, output / STATE_FILE)
+
+
+def is_uri(storage: str | None) -> bool:
+    """Whether ``--storage`` names a URI (s3://, gs://, file://, ...) rather than a folder."""
+    return bool(storage) and "://" in storage
+
+
+def mirror(output: Path, storage: str) -> str:
+    """Copy the output folder (results, trial folders, teacher, study, state) to ``storage``/output, a URI
+    pyarrow opens (s3://, gs://, abfs://, file://); return where it went."""
+    import pyarrow.fs
+
+    destination = storage.rstrip("/") + "/output"
+    filesystem, path = pyarrow.fs.FileSystem.from_uri(destination)
+    filesystem.create_dir(path, recursive=True)
+    pyarrow.fs.copy_files(str(output), path, destination_filesystem=filesystem)
+    return destination

@@ -24,7 +24,7 @@ from mke_ray.methods.teacher import cached_teacher, teacher_folder, train_teache
 from mke_ray.report.plots import summary_figure
 from mke_ray.report.table import format_table, paper_table, results_frame, score_of
 from mke_ray.methods.artifacts import read_result
-from mke_ray.output import OutputLock, fingerprint, prepare_output, write_state
+from mke_ray.output import OutputLock, fingerprint, is_uri, mirror, prepare_output, write_state
 from mke_ray.spec import SpecError, SweepSpec, TrialSpec, load_spec
 from mke_ray.tasks import TASKS, TaskDataError
 from mke_ray.tracking import Recorder, TrackingError, resolve_tracking_uri
@@ -47,9 +47,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: the file's tracking.uri, "
                                                "else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     parser.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)")
-    parser.add_argument("--storage", help="where Ray keeps trial results and Ray Train checkpoints: a folder "
-                                          "every node can reach (shared file system) or a URI such as s3://... "
-                                          "(default: OUTPUT/ray_results and OUTPUT/ray_train)")
+    parser.add_argument("--storage", help="where Ray Tune and Ray Train keep their own state: a folder, or a URI "
+                                          "such as s3://bucket/path, to which the whole output folder is also "
+                                          "copied when the sweep ends (URI/output); default: OUTPUT/ray_results "
+                                          "and OUTPUT/ray_train")
     parser.add_argument("--study-storage", metavar="URL",
                         help="the Optuna study's database, any SQLAlchemy URL such as postgresql://user@host/db "
                              "(overrides search.storage; default: sqlite:///OUTPUT/optuna.db)")
@@ -109,9 +110,21 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:  # a third Ctrl-C, while the summary is written
             print(f"interrupted; --resume finishes the sweep in {output}", file=sys.stderr)
             return EXIT_INTERRUPTED
+        finally:
+            if is_uri(args.storage):  # what the sweep wrote, with Ray's own state: all of it in the storage
+                _mirror(output, args.storage)
     finally:
         for lock in locks:
             lock.release()
+
+
+def _mirror(output: Path, storage: str) -> None:
+    try:
+        print(f"output copied to {mirror(output, storage)}", flush=True)
+    except Exception as err:  # the local folder is whole: say so, and how to copy it by hand
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"error: could not copy {output} to {storage}/output ({first}); everything is in {output}: "
+              f"copy it by hand", file=sys.stderr, flush=True)
 
 
 def _planned(spec: SweepSpec) -> int:

@@ -13,8 +13,8 @@ from tests.conftest import ROOT
 def smoke_sweep(tmp_path_factory, ray_local):
     out = tmp_path_factory.mktemp("smoke")
     uri = f"sqlite:///{out / 'mlflow.db'}"
-    code = main([str(ROOT / "sweeps" / "twomoon_grid.yaml"), "--smoke-test",
-                 "--output", str(out / "run"), "--tracking-uri", uri])
+    code = main([str(ROOT / "sweeps" / "twomoon_grid.yaml"), "--smoke-test",  # Ray's state in a storage URI
+                 "--output", str(out / "run"), "--tracking-uri", uri, "--storage", f"file://{out / 'bucket'}"])
     return code, out / "run", Recorder(uri, "mke-twomoon")
 
 
@@ -27,6 +27,17 @@ def test_smoke_sweep_finishes_and_writes_results(smoke_sweep):
     table = (out / "table.md").read_text()
     assert "UM teacher" in table and "MM student (sup)" in table and "| no | weak |" in table
     assert (out / "summary.png").stat().st_size > 1000
+
+
+def test_a_storage_uri_holds_rays_state_and_a_copy_of_the_output(smoke_sweep):
+    _, out, _ = smoke_sweep
+    bucket = out.parent / "bucket"
+    assert (bucket / "ray_results" / "tune").is_dir() and not (out / "ray_results").exists()
+    copied = bucket / "output"
+    assert (copied / "results.csv").read_bytes() == (out / "results.csv").read_bytes()
+    here = sorted(p.relative_to(out) for p in out.rglob("student.pt"))
+    assert len(here) == 12 and here == sorted(p.relative_to(copied) for p in copied.rglob("student.pt"))
+    assert any(copied.glob("teacher/*/pseudo_labels.pt"))
 
 
 def test_mlflow_holds_the_parent_and_every_child(smoke_sweep):
