@@ -1,14 +1,19 @@
-"""Servers the tests start on 127.0.0.1: an MLflow tracking server (any backend store)."""
+"""Servers the tests (and benchmarks) start on 127.0.0.1: an MLflow tracking server (any backend store), and Ray
+clusters of several nodes on this machine, nodes that cannot see the driver's folder among them."""
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
+import psutil
 import requests
 
 BIN = Path(sys.executable).parent
@@ -55,3 +60,51 @@ def mlflow_server(backend_store_uri: str, artifacts: Path, allowed_hosts: str | 
         except subprocess.TimeoutExpired:  # a worker hangs on to a request: the test is over anyway
             os.killpg(server.pid, signal.SIGKILL)
             server.wait(timeout=30)
+
+
+def kill_matching(*needles: str) -> None:
+    """End every process whose command line names one of ``needles`` (this test's Ray only)."""
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if any(n in cmdline for n in needles) and proc.pid != os.getpid():
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
+
+
+def ray_start(*args: str, env: dict, hidden: Path | None = None) -> None:
+    """``ray start`` a node; with ``hidden``, in a mount namespace where that folder is an empty tmpfs."""
+    command = [str(BIN / "ray"), "start", *args]
+    if hidden is not None:  # needs root (CI runs as root)
+        command = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                   f'mount -t tmpfs mke-hidden "{hidden}" && exec "$@"', "sh", *command]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+class Cluster(NamedTuple):
+    address: str
+    hidden: Path  # the folder the second node cannot see
+    temp: str  # the cluster's Ray temp folder (in its processes' command lines)
+
+
+@contextlib.contextmanager
+def ray_cluster(hidden: Path | None = None, nodes: int = 2, cpus: int = 1):
+    """A Ray cluster of ``nodes`` nodes of ``cpus`` CPUs on this machine; every node but the head started in a
+    mount namespace where ``hidden`` (if given) is an empty tmpfs: they cannot see what the driver writes there.
+    Yields a ``Cluster``; its processes are ended on the way out."""
+    temp = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # short: Ray's socket paths have a length limit
+    port = free_port()
+    common = [f"--num-cpus={cpus}", "--disable-usage-stats"]
+    plain = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
+    try:
+        # the head turns token authentication on and writes ~/.ray/auth_token; a joining node needs the mode
+        ray_start("--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temp}", *common, env=plain)
+        for _ in range(nodes - 1):
+            ray_start(f"--address=127.0.0.1:{port}", *common, env={**plain, "RAY_AUTH_MODE": "token"},
+                      hidden=hidden)
+        yield Cluster(f"127.0.0.1:{port}", hidden, temp)
+    finally:
+        kill_matching(temp, f"127.0.0.1:{port}")
+        shutil.rmtree(temp, ignore_errors=True)

@@ -6,10 +6,8 @@ the driver's files. Every kind of sweep must run trials on it and bring every tr
 
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 
 from pathlib import Path
 
@@ -18,45 +16,13 @@ import pytest
 
 from tests import servers
 from tests.conftest import ROOT
-from tests.servers import BIN, free_port
-
-def kill_matching(*needles: str) -> None:
-    """End every process whose command line names one of ``needles`` (this test's Ray only)."""
-    for proc in psutil.process_iter(["cmdline"]):
-        cmdline = " ".join(proc.info["cmdline"] or [])
-        if any(n in cmdline for n in needles) and proc.pid != os.getpid():
-            try:
-                proc.kill()
-            except psutil.Error:
-                pass
-
-
-def ray_start(*args: str, env: dict, hidden: Path | None = None) -> None:
-    """``ray start`` a node; with ``hidden``, in a mount namespace where that folder is an empty tmpfs."""
-    command = [str(BIN / "ray"), "start", *args]
-    if hidden is not None:  # needs root (CI runs as root)
-        command = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                   f'mount -t tmpfs mke-hidden "{hidden}" && exec "$@"', "sh", *command]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-
+from tests.servers import ray_cluster, wait_for
 
 @pytest.fixture(scope="module")
 def shared_nothing(tmp_path_factory):
-    """(Ray address, folder): a head node, and a second node that cannot see ``folder``."""
-    hidden = tmp_path_factory.mktemp("driver_only")
-    temp = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # short: Ray's socket paths have a length limit
-    port = free_port()
-    common = ["--num-cpus=1", "--disable-usage-stats"]
-    plain = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
-    try:
-        # the head turns token authentication on and writes ~/.ray/auth_token; a joining node needs the mode
-        ray_start("--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temp}", *common, env=plain)
-        ray_start(f"--address=127.0.0.1:{port}", *common, env={**plain, "RAY_AUTH_MODE": "token"}, hidden=hidden)
-        yield f"127.0.0.1:{port}", hidden
-    finally:
-        kill_matching(temp, f"127.0.0.1:{port}")
-        shutil.rmtree(temp, ignore_errors=True)
+    """A head node, and a second node that cannot see the folder ``hidden``."""
+    with ray_cluster(tmp_path_factory.mktemp("driver_only")) as cluster:
+        yield cluster
 
 
 def sweep(sweep_file: Path, output: Path, address: str, uri: str, *extra: str) -> subprocess.CompletedProcess:
@@ -92,7 +58,7 @@ def assert_whole(client, children, expected: int, files: set[str]) -> set[str]:
 
 
 def test_the_second_node_cannot_see_the_driver_folder(shared_nothing):
-    address, hidden = shared_nothing
+    address, hidden, _ = shared_nothing
     (hidden / "marker").write_text("on the driver's disk")
     check = subprocess.run(
         [sys.executable, "-c", (
@@ -116,7 +82,7 @@ def mlflow_server(tmp_path):
 
 
 def test_grid_on_nodes_that_share_no_disk_logs_to_a_tracking_server(tmp_path, shared_nothing, mlflow_server):
-    address, hidden = shared_nothing
+    address, hidden, _ = shared_nothing
     sweep(ROOT / "sweeps" / "twomoon_grid.yaml", hidden / "grid", address, mlflow_server, "--smoke-test")
     client, _, children = recorded(mlflow_server, "mke-twomoon")
     assert len(assert_whole(client, children, 12, {"student.pt", "history.jsonl", "boundary.png"})) == 2
@@ -124,7 +90,7 @@ def test_grid_on_nodes_that_share_no_disk_logs_to_a_tracking_server(tmp_path, sh
 
 
 def test_batched_packs_on_nodes_that_share_no_disk(shared_nothing):
-    address, hidden = shared_nothing
+    address, hidden, _ = shared_nothing
     spec = hidden / "batched.yaml"
     spec.write_text((ROOT / "sweeps" / "twomoon_grid.yaml").read_text() + "\ntrainer: {kind: batched}\n")
     uri = f"sqlite:///{hidden / 'batched.db'}"
@@ -134,7 +100,7 @@ def test_batched_packs_on_nodes_that_share_no_disk(shared_nothing):
 
 
 def test_optuna_search_on_nodes_that_share_no_disk(shared_nothing):
-    address, hidden = shared_nothing
+    address, hidden, _ = shared_nothing
     uri = f"sqlite:///{hidden / 'optuna.db'}"
     sweep(ROOT / "sweeps" / "twomoon_optuna.yaml", hidden / "optuna", address, uri, "--smoke-test")
     client, _, children = recorded(uri, "mke-twomoon")
@@ -145,7 +111,7 @@ def test_optuna_search_on_nodes_that_share_no_disk(shared_nothing):
 
 def test_ray_train_across_nodes_that_share_no_disk(shared_nothing):
     """Two Ray Train workers of one CPU each on two one-CPU nodes: one worker on each, teacher and student."""
-    address, hidden = shared_nothing
+    address, hidden, _ = shared_nothing
     spec = hidden / "ddp.yaml"
     spec.write_text("name: ddp\ntask: {name: twomoon}\nteacher: {epochs: 300}\nstudent: {epochs: 200}\n"
                     "methods: [mm_student]\nregularizers: {input_noise: 1.0}\nseeds: [3]\n"
@@ -160,7 +126,7 @@ def test_ray_train_across_nodes_that_share_no_disk(shared_nothing):
 
 
 def test_a_data_file_missing_on_a_node_is_named_before_anything_trains(shared_nothing):
-    address, hidden = shared_nothing
+    address, hidden, _ = shared_nothing
     weights = hidden / "resnet.pt"  # on the driver's disk only
     weights.write_bytes(b"a state dict")
     spec = hidden / "nyu.yaml"
@@ -174,3 +140,28 @@ def test_a_data_file_missing_on_a_node_is_named_before_anything_trains(shared_no
     (line,) = done.stderr.strip().splitlines()
     assert re.match(rf"error: node \S+ \([0-9a-f]{{8}}\) has no {re.escape(str(weights))}: every node reads", line), line
     assert not (hidden / "nyu" / "teacher").exists()  # nothing trained
+
+
+def test_losing_a_node_mid_sweep_is_one_line_and_loses_no_trial(shared_nothing):
+    """Last in this file: it leaves the cluster with the head alone."""
+    address, hidden, temp = shared_nothing
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
+    uri = f"sqlite:///{hidden / 'lost.db'}"
+    with open(hidden / "lost.out", "w") as out, open(hidden / "lost.err", "w") as err:
+        driver = subprocess.Popen([sys.executable, "-m", "mke_ray.sweep", str(ROOT / "sweeps" / "twomoon_grid.yaml"),
+                                   "--smoke-test", "--output", str(hidden / "lost"), "--tracking-uri", uri,
+                                   "--address", address], cwd=hidden, env=env, stdout=out, stderr=err)
+        wait_for(lambda: len(list((hidden / "lost" / "trials").glob("*/result.json"))) >= 2, "two trials", 600)
+        (raylet,) = [p for p in psutil.process_iter(["cmdline"])  # the second node's: started without --head
+                     if "raylet" in " ".join(p.info["cmdline"] or [])[:200] and temp in " ".join(p.info["cmdline"])
+                     and "--head" not in p.info["cmdline"]]
+        raylet.kill()
+        assert driver.wait(timeout=600) == 0, (hidden / "lost.out").read_text()[-2000:]
+    stdout, stderr = (hidden / "lost.out").read_text(), (hidden / "lost.err").read_text()
+    assert "12/12 trials finished" in stdout
+    assert "[state-dump]" not in stdout + stderr
+    lost = [line for line in stderr.splitlines() if "Raylet" in line or "raylet" in line]
+    assert len(lost) == 1 and lost[0].startswith("Ray node lost: "), stderr[-3000:]
+    _, _, children = recorded(uri, "mke-twomoon")
+    students = [c for c in children if c.data.params["method"] != "um_teacher"]
+    assert len(students) == 12 and all(c.info.status == "FINISHED" for c in students)

@@ -15,7 +15,7 @@ from mke_ray.cluster import ENTRYPOINT_CPUS, ENTRYPOINT_GPUS, token_auth, trial_
 from mke_ray.spec import ResourcesSpec, SpecError, TrainerSpec, load_spec
 from mke_ray.submit import load_job, main, sweep_output
 from tests.conftest import ROOT
-from tests.test_cluster import BIN, free_port, kill_matching
+from tests.servers import BIN, free_port, kill_matching
 
 JOBS = sorted((ROOT / "tune_jobs").glob("*.yaml"))
 

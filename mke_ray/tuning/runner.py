@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 from mke_ray.cluster import token_auth, trial_capacity
 from mke_ray.spec import ResourcesSpec, TrainerSpec, TrialSpec
@@ -28,10 +29,35 @@ def start_ray(address: str | None) -> dict[str, float]:
     # (and Tune's result grid, which reads them back, is never used: it would warn that they are missing)
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    _brief_node_reports()
     if not ray.is_initialized():
         extra = {"include_dashboard": False} if local else {}
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False, **extra)
     return trial_capacity(ray.cluster_resources())
+
+
+def _brief_node_reports() -> None:
+    """Ray prints a node's loss to the driver as the raylet's last 20 log lines, and again at exit; one line,
+    once, says it (the details stay in the node's Ray logs). Wraps Ray's printer of such reports, if it has it."""
+    from ray._private import worker
+
+    show = getattr(worker, "print_to_stdstream", None)
+    if show is None or getattr(show, "brief", False):
+        return
+    said: set[str] = set()
+
+    def brief(data, ignore_prefix):
+        if data.get("pid") != "raylet":
+            return show(data, ignore_prefix)
+        lines = [line.strip() for text in data.get("lines", ()) for line in str(text).splitlines() if line.strip()]
+        first = (lines[0] if lines else "a Ray node reported an error").split(" Possible reasons")[0]
+        if first not in said:
+            said.add(first)
+            print(f"Ray node lost: {first} (its trials are retried on the other nodes; details in that node's "
+                  f"Ray logs, logs/raylet.out)", file=sys.stderr, flush=True)
+
+    brief.brief = True
+    worker.print_to_stdstream = brief
 
 
 def trial_resources(resources: ResourcesSpec, trainer: TrainerSpec) -> tuple[dict[str, float], int]:
