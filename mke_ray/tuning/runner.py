@@ -53,8 +53,8 @@ def _brief_node_reports() -> None:
         first = (lines[0] if lines else "a Ray node reported an error").split(" Possible reasons")[0]
         if first not in said:
             said.add(first)
-            print(f"Ray node lost: {first} (its trials are retried on the other nodes; details in that node's "
-                  f"Ray logs, logs/raylet.out)", file=sys.stderr, flush=True)
+            print(f"Ray node lost: {first} (the trials it ran are retried elsewhere as far as the sweep's retries "
+                  f"allow; details in that node's Ray logs, logs/raylet.out)", file=sys.stderr, flush=True)
 
     brief.brief = True
     worker.print_to_stdstream = brief
