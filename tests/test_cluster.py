@@ -115,12 +115,16 @@ def test_ray_train_across_nodes_that_share_no_disk(shared_nothing):
     spec = hidden / "ddp.yaml"
     spec.write_text("name: ddp\ntask: {name: twomoon}\nteacher: {epochs: 300}\nstudent: {epochs: 200}\n"
                     "methods: [mm_student]\nregularizers: {input_noise: 1.0}\nseeds: [3]\n"
-                    "trainer: {kind: ray_train, workers: 2}\ntracking: {experiment: ddp}\n")
+                    "trainer: {kind: ray_train, workers: 2}\ntracking: {experiment: ddp, log_every: 100}\n")
     uri = f"sqlite:///{hidden / 'ddp.db'}"
     out = sweep(spec, hidden / "ddp", address, uri)
     assert "teacher: trained by Ray Train, 2 CPU workers" in out.stdout, out.stdout
     client, _, children = recorded(uri, "ddp")
     assert_whole(client, children, 1, {"student.pt", "history.jsonl", "boundary.png"})
+    (student,) = [c for c in children if c.data.params["method"] == "mm_student"]
+    assert student.data.metrics["workers"] == 2
+    steps = [m.step for m in client.get_metric_history(student.info.run_id, "test_acc")]
+    assert steps == [100, 200]  # the workers' reports every log_every epochs, logged per epoch
     (teacher,) = [c for c in children if c.data.params["method"] == "um_teacher"]
     assert "pseudo_labels.pt" in {a.path for a in client.list_artifacts(teacher.info.run_id)}
 
