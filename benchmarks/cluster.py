@@ -81,7 +81,6 @@ def data_path_costs(address: str, hidden: Path, files: dict[str, bytes], labels:
 
     from mke_ray.tuning.delivery import open_delivery
 
-    os.environ["RAY_AUTH_MODE"] = "token"
     ray.init(address=address, logging_level="ERROR", log_to_driver=False)
     try:
         here = ray.get_runtime_context().get_node_id()
@@ -125,6 +124,7 @@ def main() -> int:
     if os.geteuid() != 0:
         print("error: the second node needs a mount namespace of its own: run as root", file=sys.stderr)
         return 2
+    os.environ["RAY_AUTH_MODE"] = "token"  # read when Ray is imported: the clusters below use tokens
     import yaml
 
     from mke_ray.spec import read_yaml
