@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
+if TYPE_CHECKING:  # torch is imported where a model is written: the driver's inbox actor reads only names
+    from torch import nn
 
 HISTORY = "history.jsonl"   # one JSON record per logged epoch
 RESULT = "result.json"      # final metrics and settings, written last
@@ -16,6 +16,8 @@ RESULT = "result.json"      # final metrics and settings, written last
 
 def write_run(folder: Path, *, history: list[dict[str, float]], result: dict[str, Any],
               model: nn.Module, model_name: str) -> None:
+    import torch
+
     folder.mkdir(parents=True, exist_ok=True)
     torch.save({k: v.cpu() for k, v in model.state_dict().items()}, folder / model_name)
     (folder / HISTORY).write_text("".join(json.dumps(r) + "\n" for r in history))
