@@ -2,6 +2,7 @@
 --study-storage) continued by a second driver, MLflow's server on a PostgreSQL backend store, and the
 one-line errors of a study that cannot be opened."""
 
+import contextlib
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import sys
 import time
 
 import optuna
+import psutil
 import pytest
 import requests
 
@@ -39,8 +41,13 @@ def test_a_study_in_postgresql_is_continued_by_a_second_driver(tmp_path, pg_data
             assert first.poll() is None, f"the first driver ended with {first.returncode}: {first.stdout.read()}"
             assert time.monotonic() < deadline, "no trial finished in 120 s"
             time.sleep(0.05)
-    finally:
-        os.killpg(first.pid, signal.SIGKILL)  # the driver and the local Ray it started
+    finally:  # the driver and the local Ray it started, trial processes included (not all in its group)
+        family = [psutil.Process(first.pid), *psutil.Process(first.pid).children(recursive=True)]
+        os.killpg(first.pid, signal.SIGKILL)
+        for proc in family:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        psutil.wait_procs(family, timeout=30)
         first.wait(timeout=30)
     killed_after = len(list((out / "trials").glob("optuna-*/result.json")))
     assert postgres.password not in first.stdout.read()
