@@ -7,7 +7,6 @@ with Ray Tune, records everything in MLflow and prints the results table.
 from __future__ import annotations
 
 import argparse
-import functools
 from dataclasses import replace
 import logging
 import os
@@ -19,14 +18,14 @@ from pathlib import Path
 
 from mke_ray.cluster import check_nodes
 from mke_ray.errors import NonFiniteLossError
-from mke_ray.methods import METHODS
 from mke_ray.methods.teacher import cached_teacher, teacher_folder, train_teacher
+from mke_ray.report.answer import NOTE_TAG, Answer, grid_answer, search_answer
 from mke_ray.report.plots import summary_figure
 from mke_ray.report.table import format_table, paper_table, results_frame, score_of
 from mke_ray.methods.artifacts import read_result
 from mke_ray.output import OutputLock, fingerprint, is_uri, mirror, prepare_output, write_state
 from mke_ray.spec import SpecError, SweepSpec, TrialSpec, load_spec
-from mke_ray.tasks import TASKS, TaskDataError
+from mke_ray.tasks import TaskDataError
 from mke_ray.tracking import Recorder, TrackingError, resolve_tracking_uri
 from mke_ray.tracking.sweep_log import SweepLog, record_key
 from mke_ray.tuning.delivery import open_delivery
@@ -244,7 +243,7 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
                                           student_settings, log, storage or str(output), delivery)
         except KeyboardInterrupt:
             interrupted = True
-        report = _write_results(spec, output, trials, teacher.result[score_key])
+        report, answer = _write_results(spec, output, trials, teacher.result[score_key])
         # Tune stops on Ctrl-C by itself and returns: trials that never ran mean an interruption
         now_done = _finished(output / "trials", trials, optuna)
         finished = len(now_done)
@@ -257,7 +256,9 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
                 + sorted(output.glob("best_sweep.yaml")):
             recorder.log_artifact(parent, path)
         recorder.log_metrics(parent, {f"teacher_{score_key}": teacher.result[score_key],
-                                      "trials_finished": finished, "trials_failed": len(failures)})
+                                      "trials_finished": finished, "trials_failed": len(failures),
+                                      **answer.metrics})
+        recorder.set_tags(parent, {NOTE_TAG: answer.description((output / "table.md").read_text())})
     except BaseException as err:
         stopped = isinstance(err, KeyboardInterrupt)
         _end_quietly(recorder, parent, "KILLED" if stopped else "FAILED")
@@ -274,6 +275,7 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
 
     say("")
     say(report)
+    say(answer.text)
     say(f"{finished}/{planned} trials finished in {time.monotonic() - started:.0f}s; "
         f"results in {output}/results.csv and table.md")
     for trial, message, where in failures:
@@ -329,6 +331,7 @@ def _teacher(spec: SweepSpec, task, settings, output: Path, delivery, storage: s
 
 def _run_with_ray(spec, trials, remaining, pseudo_labels, output, student_settings, log, storage: str, delivery):
     from mke_ray.cluster import trial_capacity
+    from mke_ray.report.answer import BestByValidation, SettingMeans
     from mke_ray.tuning.callbacks import MlflowTrials
     from mke_ray.tuning.progress import ProgressLine
     from mke_ray.tuning.runner import run_trials
@@ -350,37 +353,20 @@ def _run_with_ray(spec, trials, remaining, pseudo_labels, output, student_settin
     if spec.search.kind == "optuna":
         from mke_ray.tuning.search import run_search
 
-        progress = ProgressLine(remaining, describe_best=_describe_best_search, best_by_val=True)
+        progress = ProgressLine(remaining, BestByValidation())
         run_search(spec, remaining, run_search_trial, context, output, f"{storage}/ray_results",
                    [mlflow_trials, progress])
     else:
-        metric = TASKS.get(spec.task.name).metric
-        progress = ProgressLine(len(trials), describe_best=functools.partial(_describe_best, key=f"test_{metric}"),
-                                metric=metric)
+        progress = ProgressLine(len(trials), SettingMeans(spec.methods, score_of(spec)[0]))
         run_trials(trials, run_pack if spec.trainer.kind == "batched" else run_trial, context, spec.resources,
                    spec.trainer, f"{storage}/ray_results",
                    [mlflow_trials, progress], retries=spec.retries)
     return mlflow_trials.failures
 
 
-def _describe_best_search(result: dict | None) -> str | None:
-    if not result or "val_acc" not in result:
-        return None
-    return f"validation {result['val_acc']:.2f}% ({result['trial_key']}, test {result['test_acc']:.2f}%)"
-
-
-def _describe_best(result: dict | None, key: str = "test_acc") -> str | None:
-    """The progress line's "best so far": students trained on pseudo labels only."""
-    if not result or result.get("method") not in METHODS:
-        return None
-    method = METHODS.get(result["method"])
-    if method.targets != "pseudo":
-        return None
-    return f"{method.label} {result[key]:.2f}% ({result['trial_key']})"
-
-
-def _write_results(spec: SweepSpec, output: Path, trials: list[TrialSpec], teacher_acc: float) -> str:
-    """Write results.csv, table.csv, table.md and the figures; return the table as text."""
+def _write_results(spec: SweepSpec, output: Path, trials: list[TrialSpec], teacher_acc: float
+                   ) -> tuple[str, Answer]:
+    """Write results.csv, table.csv, table.md and the figures; return the table as text, and the answer."""
     if spec.search.kind == "optuna":
         from mke_ray.report.search import best_sweep, format_search, optuna_plots, search_frame
         from mke_ray.tuning.search import study_storage
@@ -391,7 +377,7 @@ def _write_results(spec: SweepSpec, output: Path, trials: list[TrialSpec], teach
         if not frame.empty:
             (output / "best_sweep.yaml").write_text(best_sweep(spec, frame))
             optuna_plots(study_storage(output, spec.search.storage), spec.name, output)
-        return format_search(frame, teacher_acc)
+        return format_search(frame, teacher_acc), search_answer(spec, frame, teacher_acc)
     results = results_frame(trials, output / "trials")
     table = paper_table(spec, results)
     results.to_csv(output / "results.csv", index=False)
@@ -399,7 +385,8 @@ def _write_results(spec: SweepSpec, output: Path, trials: list[TrialSpec], teach
     (output / "table.md").write_text(format_table(spec, table, teacher_acc, markdown=True))
     if not results.empty:
         summary_figure(table, teacher_acc, output / "summary.png")
-    return format_table(spec, table, teacher_acc)
+    return format_table(spec, table, teacher_acc), grid_answer(spec, table, teacher_acc, *score_of(spec))
+
 
 
 def _dump_spec(spec: SweepSpec) -> str:

@@ -138,7 +138,7 @@ def test_batched_is_refused_where_it_cannot_stack():
 
 
 @pytest.mark.numerics
-def test_a_batched_sweep_records_every_trial_with_the_exact_paths_results(tmp_path, ray_local):
+def test_a_batched_sweep_records_every_trial_with_the_exact_paths_results(tmp_path, ray_local, capsys):
     grid = read_yaml(ROOT / "sweeps" / "twomoon_grid.yaml")
     grid.update(student={"epochs": 300, "lr": 0.01}, seeds=[81, 14], tracking={"experiment": "batched", "log_every": 100})
     for kind in ("auto", "batched"):
@@ -146,6 +146,8 @@ def test_a_batched_sweep_records_every_trial_with_the_exact_paths_results(tmp_pa
         sweep.write_text(yaml.safe_dump({**grid, "trainer": {"kind": kind}}))
         code = main([str(sweep), "--output", str(tmp_path / kind), "--tracking-uri", f"sqlite:///{tmp_path / kind}.db"])
         assert code == 0
+        progress = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[42/42]")]
+        assert "| best MM student setting so far: " in progress[-1] and " (2 seeds) |" in progress[-1]  # packs too
     exact, batched = (pd.read_csv(tmp_path / kind / "results.csv").set_index("trial").sort_index()
                       for kind in ("auto", "batched"))
     assert len(batched) == 42 and batched.index.equals(exact.index)

@@ -7,6 +7,7 @@ import optuna
 import pandas as pd
 import pytest
 
+from mke_ray.report.answer import NOTE_TAG
 from mke_ray.spec import TrialSpec, load_spec, parse_spec
 from mke_ray.sweep import main
 from mke_ray.tracking import Recorder
@@ -87,6 +88,8 @@ def test_search_trials_are_child_runs(smoke_search):
     (parent,) = recorder.client.search_runs([recorder.experiment_id], "tags.`mke.kind` = 'sweep'")
     files = {a.path for a in recorder.client.list_artifacts(parent.info.run_id)}
     assert {"best_sweep.yaml", "optuna_history.png", "results.csv", "table.md"} <= files
+    assert "**Answer:** the MM student " in parent.data.tags[NOTE_TAG] and "Chosen on validation" in \
+        parent.data.tags[NOTE_TAG] and "gain_over_teacher" in parent.data.metrics
     children = recorder.children(parent.info.run_id)
     assert sorted(k for k in children if k.startswith("optuna-")) == [f"optuna-{i:04d}" for i in range(4)]
     run = recorder.client.get_run(children["optuna-0000"])

@@ -3,6 +3,7 @@
 import pandas as pd
 import pytest
 
+from mke_ray.report.answer import NOTE_TAG, SMOKE_NOTE
 from mke_ray.sweep import main
 from mke_ray.tracking import Recorder
 from mke_ray.tracking.recorder import TRIAL_KEY_TAG
@@ -48,6 +49,12 @@ def test_mlflow_holds_the_parent_and_every_child(smoke_sweep):
     assert parent.data.params["sweep"] == "twomoon_grid-smoke"
     parent_files = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"results.csv", "table.md", "summary.png", "twomoon_grid.yaml", "sweep.resolved.yaml"} <= parent_files
+    note, metrics = parent.data.tags[NOTE_TAG], parent.data.metrics  # the answer, stated
+    assert note.startswith(f"> **{SMOKE_NOTE}**") and "**Answer:** the MM student " in note
+    assert note.endswith((out / "table.md").read_text())
+    assert {"best_mm_test_acc", "best_mm_test_acc_std", "best_um_student_test_acc", "best_mm_sup_test_acc"} <= set(
+        metrics)
+    assert metrics["gain_over_teacher"] == pytest.approx(metrics["best_mm_test_acc"] - metrics["teacher_test_acc"])
 
     children = recorder.children(parent.info.run_id)
     assert len(children) == 13  # 12 students + the teacher

@@ -25,6 +25,7 @@ class RegularizerInfo:
     high_inclusive: bool = True
     doc: str = ""
     on_data: bool = False  # applied to the training batches by the trainer, not inside the model
+    symbol: str = ""  # the paper's symbol for the strength (s1, s2, p), where it has one
 
     def check(self, strength: float) -> str | None:
         """None when ``strength`` is allowed, else what is allowed (NaN and infinity never are)."""

@@ -29,10 +29,10 @@ class RelativeGaussianNoise(nn.Module):
 
 
 register(RegularizerInfo(
-    name="input_noise", build=RelativeGaussianNoise,
+    name="input_noise", build=RelativeGaussianNoise, symbol="s1",
     doc="s1: Gaussian noise on the model input, relative to its mean magnitude",
 ))
 register(RegularizerInfo(
-    name="hidden_noise", build=RelativeGaussianNoise,
+    name="hidden_noise", build=RelativeGaussianNoise, symbol="s2",
     doc="s2: Gaussian noise on the first hidden layer, relative to its mean magnitude",
 ))

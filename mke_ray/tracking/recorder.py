@@ -181,6 +181,12 @@ class Recorder:
     def log_metrics(self, run_id: str, metrics: Mapping[str, float]) -> None:
         self._log(run_id, metrics=metrics)
 
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        """Set (or replace) tags of a run, e.g. ``mlflow.note.content``, the description MLflow shows."""
+        from mlflow.entities import RunTag
+
+        _retry(lambda: self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()]), "set tags")
+
     def end(self, run_id: str, status: str = "FINISHED") -> None:
         _retry(lambda: self.client.set_terminated(run_id, status), "end run")
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import Protocol, TextIO
 
 from ray.tune import Callback
+
+from mke_ray.spec import TrialSpec
+from mke_ray.tuning.callbacks import trials_of
 
 
 def _clock(seconds: float) -> str:
@@ -16,20 +19,25 @@ def _clock(seconds: float) -> str:
         else f"{seconds // 60}:{seconds % 60:02d}"
 
 
+class Leader(Protocol):
+    """What the progress line says is best so far, from the finished trials' results."""
+
+    def add(self, trial: TrialSpec, result: dict) -> None: ...
+
+    def describe(self) -> str | None: ...
+
+
 class ProgressLine(Callback):
-    """``[ 42/210] 2 running, 0 failed | best MM student 85.0% (...) | 0:45 elapsed, ~1:30 left``.
+    """``[ 42/210] 2 running, 0 failed | best MM student setting so far: ... | 0:45 elapsed, ~1:30 left``.
 
     On a terminal the line is redrawn in place; elsewhere (CI, logs) a line is
     printed every ``log_interval`` seconds and when a trial fails.
     """
 
-    def __init__(self, total: int, describe_best: Callable[[dict], str | None],
-                 stream: TextIO | None = None, tty_interval: float = 0.5, log_interval: float = 10.0,
-                 best_by_val: bool = False, metric: str = "acc"):
+    def __init__(self, total: int, leader: Leader, stream: TextIO | None = None, tty_interval: float = 0.5,
+                 log_interval: float = 10.0):
         self.total = total
-        self.metric = metric  # the task's score: results carry test_<metric> and val_<metric>
-        self.best_by_val = best_by_val
-        self.describe_best = describe_best
+        self.leader = leader
         self._stream = stream
         self.tty = self.stream.isatty()
         self.interval = tty_interval if self.tty else log_interval
@@ -37,7 +45,6 @@ class ProgressLine(Callback):
         self.last_print = 0.0
         self.done = self.failed = self.running = 0
         self.finished_keys: set[str] = set()  # students of packs, counted as their stacks finished
-        self.best: dict | None = None
 
     @property
     def stream(self) -> TextIO:
@@ -57,7 +64,10 @@ class ProgressLine(Callback):
                 self.finished_keys.add(key)
                 self.failed += 1
                 self.stream.write(("\r\033[K" if self.tty else "") + f"trial {key} failed: {message}\n")
-            self._consider(result)
+            finished = result.get("finished_results") or {}
+            for spec in trials_of(trial.config):
+                if spec.key in finished:
+                    self.leader.add(spec, finished[spec.key])
             self._print(force=self.done == self.total)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -66,20 +76,12 @@ class ProgressLine(Callback):
             self._print(force=True)
             return
         self.done += 1
-        self._consider(trial.last_result or {})
+        self.leader.add(trials_of(trial.config)[0], trial.last_result or {})
         self._print(force=self.done == self.total)
-
-    def _consider(self, result: dict) -> None:
-        """Keep ``result`` as the best so far if it is."""
-        score = self.describe_best(result)
-        metric = f"val_{self.metric}" if f"val_{self.metric}" in result and self.best_by_val \
-            else f"test_{self.metric}"
-        if score is not None and (self.best is None or result[metric] > self.best[metric]):
-            self.best = result
 
     def on_trial_error(self, iteration, trials, trial, **info):
         from mke_ray.tracking.sweep_log import record_key
-        from mke_ray.tuning.callbacks import error_summary, trials_of
+        from mke_ray.tuning.callbacks import error_summary
 
         self.running -= 1
         specs = [spec for spec in trials_of(trial.config) if spec.key not in self.finished_keys]
@@ -94,8 +96,6 @@ class ProgressLine(Callback):
         from mke_ray.tracking.sweep_log import record_key
         from mke_ray.tuning.callbacks import error_summary
 
-        from mke_ray.tuning.callbacks import trials_of
-
         self.running -= 1
         key = record_key(trials_of(trial.config)[0])
         message = error_summary(Path(trial.error_file) if trial.error_file else None) or "no error message"
@@ -108,7 +108,8 @@ class ProgressLine(Callback):
         elapsed = time.monotonic() - self.started
         finished = self.done + self.failed
         eta = f", ~{_clock(elapsed / finished * (self.total - finished))} left" if finished else ""
-        best = f" | best {self.describe_best(self.best)}" if self.best else ""
+        best = self.leader.describe()
+        best = f" | {best}" if best else ""
         width = len(str(self.total))
         return (f"[{finished:>{width}}/{self.total}] {self.running} running, {self.failed} failed"
                 f"{best} | {_clock(elapsed)} elapsed{eta}")

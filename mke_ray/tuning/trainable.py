@@ -85,8 +85,9 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
 
 def run_pack(config: dict[str, Any], context: TrialContext) -> None:
     """A pack of students (``trainer: {kind: batched}``): one stack per method, each student written to its own
-    folder; after each stack a report names the students it finished, so that they are recorded at once, and
-    those whose training loss became NaN or infinite, with the reason (recorded as failed)."""
+    folder; after each stack a report names the students it finished, so that they are recorded at once, with
+    their results (for the progress line), and those whose training loss became NaN or infinite, with the reason
+    (recorded as failed)."""
     from mke_ray.methods.stacked import train_students_stacked
     from mke_ray.tuning.runner import stack_key
 
@@ -102,10 +103,8 @@ def run_pack(config: dict[str, Any], context: TrialContext) -> None:
         done = [i for i, result in enumerate(results) if isinstance(result, dict)]
         failed = {trials[i].key: f"{type(results[i]).__module__}.{type(results[i]).__name__}: {results[i]}"
                   for i in range(len(trials)) if i not in done}  # as a lone trial's error reads
-        best = max(done, key=lambda i: results[i].get("test_acc", float("-inf")), default=None)
-        tune.report({**({**results[best], "trial_key": trials[best].key, "method": trials[best].method}
-                        if best is not None else {}),
-                     "finished_trials": [trials[i].key for i in done], "failed_trials": failed, "node_id": _node()})
+        tune.report({"finished_trials": [trials[i].key for i in done], "failed_trials": failed,
+                     "finished_results": {trials[i].key: results[i] for i in done}, "node_id": _node()})
 
 
 def run_search_trial(config: dict[str, Any], context: TrialContext) -> None:
