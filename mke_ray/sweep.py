@@ -20,7 +20,7 @@ from mke_ray.cluster import check_nodes
 from mke_ray.errors import NonFiniteLossError
 from mke_ray.methods.teacher import cached_teacher, teacher_folder, train_teacher
 from mke_ray.report.answer import NOTE_TAG, Answer, grid_answer, search_answer
-from mke_ray.report.plots import summary_figure
+from mke_ray.report.plots import gain_figure, summary_figure
 from mke_ray.report.table import format_table, paper_table, results_frame, score_of
 from mke_ray.methods.artifacts import read_result
 from mke_ray.output import OutputLock, fingerprint, is_uri, mirror, prepare_output, write_state
@@ -384,7 +384,8 @@ def _write_results(spec: SweepSpec, output: Path, trials: list[TrialSpec], teach
     table.to_csv(output / "table.csv", index=False)
     (output / "table.md").write_text(format_table(spec, table, teacher_acc, markdown=True))
     if not results.empty:
-        summary_figure(table, teacher_acc, output / "summary.png")
+        summary_figure(spec, table, teacher_acc, output / "summary.png")
+        gain_figure(spec, table, teacher_acc, output / "gain.png")
     return format_table(spec, table, teacher_acc), grid_answer(spec, table, teacher_acc, *score_of(spec))
 
 

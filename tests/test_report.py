@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from mke_ray.report.answer import NOTE_LIMIT, SMOKE_NOTE, SettingMeans, grid_answer, search_answer
-from mke_ray.report.plots import summary_figure
+from mke_ray.report.plots import gain_figure, summary_figure
 from mke_ray.report.table import format_table, paper_table
 from mke_ray.spec import TrialSpec, parse_spec
 
@@ -49,9 +49,11 @@ def test_markdown_layout():
     assert "| input_noise (0 / 1) | MM student | 71.50 ± 0.50 | 76.50 ± 0.50 |" in lines
 
 
-def test_summary_figure(tmp_path):
-    summary_figure(paper_table(SPEC, fake_results(SPEC)), 68.0, tmp_path / "s.png")
-    assert (tmp_path / "s.png").stat().st_size > 5000
+def test_summary_and_gain_figures(tmp_path):
+    table = paper_table(SPEC, fake_results(SPEC))
+    summary_figure(SPEC, table, 68.0, tmp_path / "s.png")
+    gain_figure(SPEC, table, 68.0, tmp_path / "g.png")
+    assert (tmp_path / "s.png").stat().st_size > 5000 and (tmp_path / "g.png").stat().st_size > 5000
 
 
 THREE = {"name": "a", "methods": ["um_student", "mm_student", "mm_sup"], "seeds": [1, 2],

@@ -48,7 +48,8 @@ def test_mlflow_holds_the_parent_and_every_child(smoke_sweep):
     assert parent.info.status == "FINISHED"
     assert parent.data.params["sweep"] == "twomoon_grid-smoke"
     parent_files = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"results.csv", "table.md", "summary.png", "twomoon_grid.yaml", "sweep.resolved.yaml"} <= parent_files
+    assert {"results.csv", "table.md", "summary.png", "gain.png", "twomoon_grid.yaml",
+            "sweep.resolved.yaml"} <= parent_files
     note, metrics = parent.data.tags[NOTE_TAG], parent.data.metrics  # the answer, stated
     assert note.startswith(f"> **{SMOKE_NOTE}**") and "**Answer:** the MM student " in note
     assert note.endswith((out / "table.md").read_text())

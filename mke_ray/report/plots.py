@@ -1,36 +1,107 @@
-"""The sweep's summary figure: test accuracy against strength, per regularizer and method."""
+"""The sweep's figures: the test score against strength, and the gain over the teacher, per regularizer and method;
+a trial's confusion matrix."""
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import pandas as pd
 
 from mke_ray.methods import TEACHER_LABEL
+from mke_ray.regularizers import REGULARIZERS
+from mke_ray.report.table import score_of
+from mke_ray.spec import SweepSpec
 
 
-def summary_figure(table: pd.DataFrame, teacher_acc: float, path: Path) -> None:
+def summary_figure(spec: SweepSpec, table: pd.DataFrame, teacher: float, path: Path) -> None:
+    """Mean test score against strength, a panel per regularizer, a line per method, error bars ± 1 std over
+    seeds; the teacher's score as a labelled line."""
+    plt = _pyplot()
+    name = score_of(spec)[1]
+    regs = list(dict.fromkeys(table["regularizer"]))
+    fig, axes = plt.subplots(1, len(regs), figsize=(3.8 * len(regs) + 0.4, 3.6), squeeze=False, sharey=True,
+                             layout="constrained")
+    for ax, reg in zip(axes[0], regs):
+        cells = table[table["regularizer"] == reg]
+        for method, rows in cells.groupby("method", sort=False):
+            rows = rows.dropna(subset=["mean"])
+            if not rows.empty:
+                ax.errorbar(rows["strength"].fillna(0.0), rows["mean"], yerr=rows["std"], marker="o", capsize=3,
+                            label=method)
+        _teacher_line(ax, teacher, f"{TEACHER_LABEL} {teacher:.2f}%")
+        _strength_axis(ax, reg, cells, spaced=False)
+    axes[0][0].set_ylabel(f"test {name} (%)")
+    _footer(fig, axes[0][0], spec, f"Test {name} of the students")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def gain_figure(spec: SweepSpec, table: pd.DataFrame, teacher: float, path: Path) -> None:
+    """Mean gain over the teacher (points) of each method at each strength, as bars with ± 1 std over seeds, a
+    panel per regularizer; the teacher is the zero line."""
+    plt = _pyplot()
+    name = score_of(spec)[1]
+    regs = list(dict.fromkeys(table["regularizer"]))
+    methods = list(dict.fromkeys(table["method"]))
+    width = 0.8 / len(methods)
+    fig, axes = plt.subplots(1, len(regs), figsize=(3.8 * len(regs) + 0.4, 3.6), squeeze=False, sharey=True,
+                             layout="constrained")
+    for ax, reg in zip(axes[0], regs):
+        cells = table[table["regularizer"] == reg]
+        for i, method in enumerate(methods):
+            rows = cells[cells["method"] == method]
+            x = [j + (i - (len(methods) - 1) / 2) * width for j in range(len(rows))]
+            ax.bar(x, rows["mean"] - teacher, width, yerr=rows["std"], capsize=2, label=method,
+                   color=f"C{i}", error_kw={"linewidth": 0.8})
+        _teacher_line(ax, 0.0, f"{TEACHER_LABEL} ({teacher:.2f}%)")
+        _strength_axis(ax, reg, cells, spaced=True)
+    axes[0][0].set_ylabel(f"gain over the teacher (points of {name})")
+    _footer(fig, axes[0][0], spec, f"Gain over the {TEACHER_LABEL} ({teacher:.2f}%) in test {name}")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _pyplot():
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    regs = list(dict.fromkeys(table["regularizer"]))
-    fig, axes = plt.subplots(1, len(regs), figsize=(4.2 * len(regs), 3.9), squeeze=False, sharey=True)
-    for ax, reg in zip(axes[0], regs):
-        for method, cells in table[table["regularizer"] == reg].groupby("method", sort=False):
-            cells = cells.dropna(subset=["mean"]).sort_values("strength", na_position="first")
-            if cells.empty:
-                continue
-            ax.errorbar(cells["strength"].fillna(0.0), cells["mean"], yerr=cells["std"], marker="o",
-                        capsize=3, label=method)
-        ax.axhline(teacher_acc, color="grey", linestyle="--", linewidth=1, label=TEACHER_LABEL)
-        ax.set(title=reg, xlabel="strength", ylabel="test accuracy (%)")
-        ax.grid(alpha=0.3)
-    handles, names = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="lower center", ncol=len(names), fontsize=9, frameon=False)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return plt
+
+
+def _teacher_line(ax, y: float, label: str) -> None:
+    ax.axhline(y, color="grey", linestyle="--", linewidth=1, label=label)
+    ax.annotate("teacher", (0.5, y), xycoords=("axes fraction", "data"), xytext=(0, -2), textcoords="offset points",
+                ha="center", va="top", fontsize=8, color="grey")  # below the line, where students seldom are
+
+
+def _strength_axis(ax, reg: str, cells: pd.DataFrame, spaced: bool) -> None:
+    """A light grid, the regularizer as the panel's title, its symbol on the axis, a tick per column (``weak``
+    and its strength); ``spaced``: one slot per column (bars) rather than at the strengths (lines)."""
+    info = REGULARIZERS.get(reg) if reg in REGULARIZERS else None
+    ax.grid(alpha=0.3)
+    ax.set_title(reg if info else "no swept regularizer", fontsize=10)
+    if info is None:
+        ax.set_xticks([0], ["fixed"])
+        return
+    columns = cells.drop_duplicates("column")
+    strengths = columns["strength"].fillna(0.0).tolist()
+    labels = [c if c == f"{v:g}" else f"{c}\n{v:g}" for c, v in zip(columns["column"], strengths)]
+    ax.set_xticks(range(len(labels)) if spaced else strengths, labels, fontsize=8)
+    ax.set_xlabel(f"{info.symbol or 'strength'} ({reg.replace('_', ' ')})", fontsize=9)
+
+
+def _footer(fig, ax, spec: SweepSpec, what: str) -> None:
+    """The figure's title (what is drawn, over how many seeds, what the error bars are; a smoke run's, that it
+    means nothing) and the methods' legend below the panels."""
+    seeds = len(spec.seeds)
+    smoke = "\nsmoke run (few epochs, one seed): means nothing" if spec.name.endswith("-smoke") else ""
+    title = f"{what}: mean over {seeds} seed{'s' * (seeds != 1)}, error bars ± 1 standard deviation"
+    fig.suptitle(textwrap.fill(title, int(fig.get_figwidth() * 12)) + smoke, fontsize=10)  # ~12 characters an inch
+    handles, names = ax.get_legend_handles_labels()
+    columns = min(len(names), max(2, int(fig.get_figwidth() / 1.5)))  # 1.5 inches a legend entry
+    fig.legend(handles, names, loc="outside lower center", ncol=columns, fontsize=8, frameon=False)
 
 
 MAX_MATRIX_CLASSES = 50

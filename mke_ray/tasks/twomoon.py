@@ -8,6 +8,7 @@ points, of which 30 are labeled (the teacher's) and 270 unlabeled (the students'
 
 from __future__ import annotations
 
+import textwrap
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -70,6 +71,10 @@ def softmax_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.T
     return F.cross_entropy(F.softmax(logits, dim=1), target)
 
 
+COLORS = ("#c0392b", "#2e5fa3")  # the two classes' pseudo labels
+SHADES = ("#f4c7c3", "#c6d9f1")  # the two classes' predicted regions
+
+
 @TASKS.register("twomoon")
 class TwoMoon(Task):
     Options = TwoMoonOptions
@@ -102,6 +107,8 @@ class TwoMoon(Task):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
         from matplotlib.colors import ListedColormap
+        from matplotlib.lines import Line2D
+        from matplotlib.patches import Patch
 
         splits = self.splits()
         unl = splits.unlabeled
@@ -113,21 +120,28 @@ class TwoMoon(Task):
         with torch.no_grad():
             region = model(torch.cat([grid[m] for m in modalities], dim=1)).argmax(1).reshape(gx.shape)
 
-        fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
+        title = textwrap.wrap(title, 48)  # the title stays within the figure, however long the trial's name
+        height = 4.6
+        fig, ax = plt.subplots(figsize=(5, height), dpi=100)
         # the predicted regions as an image: drawn in a few ms, where contourf takes ten times as long
-        ax.imshow(region.numpy(), extent=(lo[0], hi[0], lo[1], hi[1]), origin="lower", aspect="auto",
-                  cmap=ListedColormap(["#f4c7c3", "#c6d9f1"]), vmin=0, vmax=1, alpha=0.8, interpolation="nearest")
-        colors = ["#c0392b", "#2e5fa3"]
+        ax.imshow(region.numpy(), extent=(lo[0].item(), hi[0].item(), lo[1].item(), hi[1].item()), origin="lower",
+                  aspect="auto", cmap=ListedColormap(SHADES), vmin=0, vmax=1, alpha=0.8, interpolation="nearest")
         wrong = pseudo_labels != unl.y
         for cls in (0, 1):
             ok = (pseudo_labels == cls) & ~wrong
             bad = (pseudo_labels == cls) & wrong
-            ax.scatter(xy[ok, 0], xy[ok, 1], s=10, c=colors[cls], alpha=0.7)
-            ax.scatter(xy[bad, 0], xy[bad, 1], s=22, c=colors[cls], marker="x")
-        ax.set(xlabel="modality a (x)", ylabel="modality b (y)", title=title)
-        ax.text(0.01, 0.01, "dots: pseudo labels (x: wrong); shade: model's prediction",
-                transform=ax.transAxes, fontsize=7, alpha=0.8)
-        fig.subplots_adjust(left=0.13, right=0.97, bottom=0.12, top=0.92)  # fixed margins: tight_layout
-        fig.savefig(path)                                                  # doubles the cost of 210 plots
+            ax.scatter(xy[ok, 0], xy[ok, 1], s=10, c=COLORS[cls], alpha=0.7)
+            ax.scatter(xy[bad, 0], xy[bad, 1], s=22, c=COLORS[cls], marker="x")
+        ax.set_xlabel("modality a (x)", fontsize=9)
+        ax.set_ylabel("modality b (y)", fontsize=9)
+        ax.set_title("\n".join(title), fontsize=10)
+        legend = [Line2D([], [], ls="", marker="o", ms=5, color=COLORS[0], label="pseudo label 0"),
+                  Line2D([], [], ls="", marker="o", ms=5, color=COLORS[1], label="pseudo label 1"),
+                  Line2D([], [], ls="", marker="x", ms=6, color="0.3", label="wrong pseudo label"),
+                  Patch(facecolor=SHADES[0], edgecolor="0.6", label="shade: model's prediction")]
+        fig.legend(handles=legend, loc="lower center", ncol=2, fontsize=8, frameon=False)
+        # fixed margins, in inches (title lines above, the legend below): tight_layout doubles the cost of 210 plots
+        fig.subplots_adjust(left=0.13, right=0.97, bottom=0.95 / height, top=1 - (0.15 + 0.19 * len(title)) / height)
+        fig.savefig(path)
         plt.close(fig)
         return True
