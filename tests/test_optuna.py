@@ -92,6 +92,11 @@ def test_search_trials_are_child_runs(smoke_search):
     run = recorder.client.get_run(children["optuna-0000"])
     assert {"val_acc", "test_acc"} <= set(run.data.metrics)
     assert run.info.run_name.startswith("optuna-0000 mm_student")
+    assert "column" not in run.data.params and run.data.params["regularizer"] in run.info.run_name + "none"
+    # the best trial on validation has the logged model: its best seed's student
+    (model,) = recorder.client.search_logged_models([recorder.experiment_id])
+    best = pd.read_csv(out / "run" / "results.csv").iloc[0]["trial"]
+    assert recorder.client.get_run(model.source_run_id).data.tags["mke.trial_key"] == best
 
 
 def test_resume_continues_the_study(smoke_search, tmp_path):
