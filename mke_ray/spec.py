@@ -216,6 +216,9 @@ class TrackingSpec(_Spec):
     experiment: str = Field("mke_ray", min_length=1)
     log_every: int = Field(100, ge=0, description="epochs between logged metrics; 0 logs the last only")
     plots: bool = Field(True, description="draw a plot for every trial")
+    log_models: Literal["best", "all", "none"] = Field(
+        "best", description="students logged as MLflow models: the best MM student of the best setting, every "
+                            "student, or none")
 
 
 MAX_SEED = 2**32 - 1
@@ -459,7 +462,8 @@ class SweepSpec(_Spec):
             "student": self.student.model_copy(update={"epochs": epochs}),
             "seeds": self.seeds[:1],
             "regularizers": {n: dict(list(g.items())[:2]) for n, g in self.regularizers.items()},
-            "tracking": self.tracking.model_copy(update={"log_every": 50}),
+            "tracking": self.tracking.model_copy(update={"log_every": 50,  # never mixed with real runs
+                                                         "experiment": f"{self.tracking.experiment}-smoke"}),
             "search": self.search.model_copy(update={"n_trials": min(4, self.search.n_trials)}),
             "output": f"{self.output}-smoke" if self.output else None,
         })

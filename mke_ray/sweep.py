@@ -27,7 +27,7 @@ from mke_ray.output import OutputLock, fingerprint, is_uri, mirror, prepare_outp
 from mke_ray.spec import SpecError, SweepSpec, TrialSpec, load_spec
 from mke_ray.tasks import TaskDataError
 from mke_ray.tracking import Recorder, TrackingError, resolve_tracking_uri
-from mke_ray.tracking.sweep_log import SweepLog, record_key
+from mke_ray.tracking.sweep_log import SweepLog, experiment_note, record_key
 from mke_ray.tuning.delivery import open_delivery
 from mke_ray.tuning.search import check_study, claim_study, masked, settle_study
 
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                 locks.append(lock)
                 if spec.search.kind == "optuna":  # the study's database opens, and the study is this run's
                     check_study(spec, output, state)
-                return output, state, Recorder(uri, spec.tracking.experiment)
+                return output, state, Recorder(uri, spec.tracking.experiment, experiment_note(args.smoke_test))
 
             with ThreadPoolExecutor(1) as pool:  # the data are read and MLflow's store opened while Ray starts
                 readying = pool.submit(ready)
@@ -166,7 +166,7 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
     trials = [] if optuna else spec.trials()
     planned = _planned(spec)
     say(f"sweep {spec.name}: {spec.describe_plan()} -> {output}")
-    say(f"MLflow: {recorder.uri}, experiment {recorder.experiment_name!r}")
+    say(f"MLflow: {recorder.uri}, experiment {recorder.experiment_name!r}, artifacts in {recorder.artifacts_shown()}")
 
     task = spec.task.build()
     teacher_settings = spec.teacher.resolve(task.teacher_defaults)
@@ -213,6 +213,8 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
             if sweep_file is not None and sweep_file.is_file():
                 recorder.log_artifact(parent, sweep_file)
         log = SweepLog(recorder, spec, parent, common)
+        if new:
+            log.log_splits(task)
         log.record_teacher(f"um_teacher-{teacher.folder.name}", f"um_teacher seed={teacher_settings.seed}",
                            {"method": "um_teacher", "seed": teacher_settings.seed},
                            teacher.result, teacher.history, teacher.folder)
@@ -252,6 +254,8 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
             if record_key(trial) not in log.pending:  # one that MLflow refused is retried once, below
                 log.record_trial(trial, folder)
         unrecorded = log.retry_pending()
+        if not interrupted:  # a resumed sweep logs them when it ends
+            log.log_models(task, now_done)
         for path in sorted(output.glob("*.csv")) + sorted(output.glob("*.md")) + sorted(output.glob("*.png")) \
                 + sorted(output.glob("best_sweep.yaml")):
             recorder.log_artifact(parent, path)

@@ -84,7 +84,7 @@ def mlflow_server(tmp_path):
 def test_grid_on_nodes_that_share_no_disk_logs_to_a_tracking_server(tmp_path, shared_nothing, mlflow_server):
     address, hidden, _ = shared_nothing
     sweep(ROOT / "sweeps" / "twomoon_grid.yaml", hidden / "grid", address, mlflow_server, "--smoke-test")
-    client, _, children = recorded(mlflow_server, "mke-twomoon")
+    client, _, children = recorded(mlflow_server, "mke-twomoon-smoke")
     assert len(assert_whole(client, children, 12, {"student.pt", "history.jsonl", "boundary.png"})) == 2
     assert any((tmp_path / "artifacts").rglob("student.pt"))  # uploaded over HTTP, stored by the server
 
@@ -95,7 +95,7 @@ def test_batched_packs_on_nodes_that_share_no_disk(shared_nothing):
     spec.write_text((ROOT / "sweeps" / "twomoon_grid.yaml").read_text() + "\ntrainer: {kind: batched}\n")
     uri = f"sqlite:///{hidden / 'batched.db'}"
     sweep(spec, hidden / "batched", address, uri, "--smoke-test")
-    client, _, children = recorded(uri, "mke-twomoon")
+    client, _, children = recorded(uri, "mke-twomoon-smoke")
     assert len(assert_whole(client, children, 12, {"student.pt", "boundary.png"})) == 2  # a pack per node
 
 
@@ -103,7 +103,7 @@ def test_optuna_search_on_nodes_that_share_no_disk(shared_nothing):
     address, hidden, _ = shared_nothing
     uri = f"sqlite:///{hidden / 'optuna.db'}"
     sweep(ROOT / "sweeps" / "twomoon_optuna.yaml", hidden / "optuna", address, uri, "--smoke-test")
-    client, _, children = recorded(uri, "mke-twomoon")
+    client, _, children = recorded(uri, "mke-twomoon-smoke")
     assert_whole(client, children, 4, {"result.json"})
     trials = sorted((hidden / "optuna" / "trials").glob("optuna-*/*/student.pt"))
     assert len(trials) == 4, trials  # every trial's seed folder came back
@@ -166,6 +166,6 @@ def test_losing_a_node_mid_sweep_is_one_line_and_loses_no_trial(shared_nothing):
     assert "[state-dump]" not in stdout + stderr
     lost = [line for line in stderr.splitlines() if "Raylet" in line or "raylet" in line]
     assert len(lost) == 1 and lost[0].startswith("Ray node lost: "), stderr[-3000:]
-    _, _, children = recorded(uri, "mke-twomoon")
+    _, _, children = recorded(uri, "mke-twomoon-smoke")
     students = [c for c in children if c.data.params["method"] != "um_teacher"]
     assert len(students) == 12 and all(c.info.status == "FINISHED" for c in students)

@@ -63,7 +63,7 @@ def test_a_study_in_postgresql_is_continued_by_a_second_driver(tmp_path, pg_data
     assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]  # the dead driver's settled
     folders = sorted(p.parent.name for p in (out / "trials").glob("optuna-*/result.json"))
     assert folders == complete and killed_after < 4  # the second driver ran the rest, each trial once
-    recorder = Recorder(tracking, "mke-twomoon")
+    recorder = Recorder(tracking, "mke-twomoon-smoke")
     (parent,) = recorder.client.search_runs([recorder.experiment_id], "tags.`mke.kind` = 'sweep'")
     assert parent.info.status == "FINISHED" and postgres.password not in json.dumps(parent.data.tags)
     assert parent.data.tags["mke.study_storage"] == pg_database.replace(postgres.password, "***")
@@ -86,7 +86,7 @@ def test_mlflow_server_on_a_postgresql_backend_records_a_sweep(tmp_path, pg_data
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(uri)
-        experiment = client.get_experiment_by_name("mke-twomoon")
+        experiment = client.get_experiment_by_name("mke-twomoon-smoke")
         (parent,) = client.search_runs([experiment.experiment_id], "tags.`mke.kind` = 'sweep'")
         children = client.search_runs([experiment.experiment_id],
                                       f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")

@@ -26,7 +26,7 @@ def sweep_args(tmp_path, *extra):
 
 def child_runs(tmp_path):
     """Every child run of the one sweep in the store (deleted runs excluded)."""
-    recorder = Recorder(f"sqlite:///{tmp_path / 'mlflow.db'}", "mke-twomoon")
+    recorder = Recorder(f"sqlite:///{tmp_path / 'mlflow.db'}", "mke-twomoon-smoke")
     (parent,) = recorder.client.search_runs([recorder.experiment_id], "tags.`mke.kind` = 'sweep'")
     runs = recorder.client.search_runs([recorder.experiment_id],
                                        f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
@@ -323,7 +323,7 @@ def test_a_stray_file_where_a_trial_folder_goes_fails_that_trial_only(tmp_path, 
     stray.write_text("not a folder")
     _, runs = child_runs(tmp_path)
     (record,) = [r for r in runs if r.data.tags["mke.trial_key"] == stray.name]
-    Recorder(f"sqlite:///{tmp_path / 'mlflow.db'}", "mke-twomoon").client.delete_run(record.info.run_id)
+    Recorder(f"sqlite:///{tmp_path / 'mlflow.db'}", "mke-twomoon-smoke").client.delete_run(record.info.run_id)
     capsys.readouterr()
     assert main(sweep_args(tmp_path, "--resume")) == 1
     out = capsys.readouterr().out

@@ -84,7 +84,7 @@ def test_search_writes_choice_plots_and_study(smoke_search):
 
 def test_search_trials_are_child_runs(smoke_search):
     out, _ = smoke_search
-    recorder = Recorder(f"sqlite:///{out / 'm.db'}", "mke-twomoon")
+    recorder = Recorder(f"sqlite:///{out / 'm.db'}", "mke-twomoon-smoke")
     (parent,) = recorder.client.search_runs([recorder.experiment_id], "tags.`mke.kind` = 'sweep'")
     files = {a.path for a in recorder.client.list_artifacts(parent.info.run_id)}
     assert {"best_sweep.yaml", "optuna_history.png", "results.csv", "table.md"} <= files
@@ -95,6 +95,11 @@ def test_search_trials_are_child_runs(smoke_search):
     run = recorder.client.get_run(children["optuna-0000"])
     assert {"val_acc", "test_acc"} <= set(run.data.metrics)
     assert run.info.run_name.startswith("optuna-0000 mm_student")
+    assert "column" not in run.data.params and run.data.params["regularizer"] in run.info.run_name + "none"
+    # the best trial on validation has the logged model: its best seed's student
+    (model,) = recorder.client.search_logged_models([recorder.experiment_id])
+    best = pd.read_csv(out / "run" / "results.csv").iloc[0]["trial"]
+    assert recorder.client.get_run(model.source_run_id).data.tags["mke.trial_key"] == best
 
 
 def test_resume_continues_the_study(smoke_search, tmp_path):
@@ -114,7 +119,7 @@ def test_resume_continues_the_study(smoke_search, tmp_path):
     assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) == 6  # 4 + 2 new
     labels = sorted(p.name for p in (run / "trials").glob("optuna-*"))
     assert labels == ["optuna-0000", "optuna-0001", "optuna-0004", "optuna-0005"]
-    recorder = Recorder(f"sqlite:///{tmp_path / 'm.db'}", "mke-twomoon")
+    recorder = Recorder(f"sqlite:///{tmp_path / 'm.db'}", "mke-twomoon-smoke")
     (parent,) = recorder.client.search_runs([recorder.experiment_id], "tags.`mke.kind` = 'sweep'")
     runs = recorder.client.search_runs([recorder.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     keys = [r.data.tags["mke.trial_key"] for r in runs]

@@ -164,6 +164,7 @@ def test_smoke_version_is_small():
     smoke = spec.smoke()
     assert smoke.seeds == [0] and list(smoke.regularizers["input_noise"]) == ["0", "1"]
     assert smoke.student.epochs <= 200 and smoke.name == "x-smoke"
+    assert smoke.tracking.experiment == "mke_ray-smoke"  # never mixed with real runs
 
 
 def test_spec_error_is_an_exception_with_the_path():

@@ -186,7 +186,7 @@ def test_a_real_job_runs_a_sweep(tmp_path, job_server):
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking)
-    experiment = client.get_experiment_by_name("mke-twomoon")
+    experiment = client.get_experiment_by_name("mke-twomoon-smoke")
     (parent,) = client.search_runs([experiment.experiment_id], "tags.`mke.kind` = 'sweep'")
     children = client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     students = [c for c in children if c.data.params["method"] != "um_teacher"]

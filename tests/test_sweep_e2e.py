@@ -16,7 +16,7 @@ def smoke_sweep(tmp_path_factory, ray_local):
     uri = f"sqlite:///{out / 'mlflow.db'}"
     code = main([str(ROOT / "sweeps" / "twomoon_grid.yaml"), "--smoke-test",  # Ray's state in a storage URI
                  "--output", str(out / "run"), "--tracking-uri", uri, "--storage", f"file://{out / 'bucket'}"])
-    return code, out / "run", Recorder(uri, "mke-twomoon")
+    return code, out / "run", Recorder(uri, "mke-twomoon-smoke")  # a smoke sweep's own experiment
 
 
 def test_smoke_sweep_finishes_and_writes_results(smoke_sweep):
@@ -44,9 +44,21 @@ def test_a_storage_uri_holds_rays_state_and_a_copy_of_the_output(smoke_sweep):
 def test_mlflow_holds_the_parent_and_every_child(smoke_sweep):
     _, out, recorder = smoke_sweep
     client = recorder.client
+    experiment = client.get_experiment(recorder.experiment_id)  # opens on its runs, described, artifacts beside
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert experiment.tags["mlflow.note.content"].startswith("Smoke runs")
+    assert experiment.artifact_location == (out.parent / "mlartifacts" / "mke-twomoon-smoke").as_uri()
     (parent,) = client.search_runs([recorder.experiment_id], "tags.`mke.kind` = 'sweep'")
     assert parent.info.status == "FINISHED"
     assert parent.data.params["sweep"] == "twomoon_grid-smoke"
+    assert parent.info.artifact_uri.startswith(experiment.artifact_location)
+    source = {"mlflow.source.name", "mlflow.source.type", "mlflow.user"} | \
+        ({"mlflow.source.git.commit"} if (ROOT / ".git").exists() else set())
+    assert source <= set(parent.data.tags)
+    inputs = {d.dataset.name: {t.key: t.value for t in d.tags}["mlflow.data.context"]
+              for d in parent.inputs.dataset_inputs}
+    assert inputs == {"twomoon labeled": "training", "twomoon unlabeled": "training", "twomoon test": "test",
+                      "twomoon val": "validation"}
     parent_files = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"results.csv", "table.md", "summary.png", "gain.png", "twomoon_grid.yaml",
             "sweep.resolved.yaml"} <= parent_files
@@ -61,9 +73,13 @@ def test_mlflow_holds_the_parent_and_every_child(smoke_sweep):
     assert len(children) == 13  # 12 students + the teacher
     teacher = [k for k in children if k.startswith("um_teacher")]
     assert len(teacher) == 1
+    teacher_acc = client.get_run(children[teacher[0]]).data.metrics["test_acc"]
     for key, run_id in children.items():
         run = client.get_run(run_id)
         assert run.info.status == "FINISHED" and run.data.tags[TRIAL_KEY_TAG] == key
+        assert source <= set(run.data.tags)
+        # the trial's own times: it trained for seconds, before the sweep ended
+        assert run.info.end_time - run.info.start_time > 50 and run.info.start_time < parent.info.end_time
         assert {"test_acc", "train_loss"} <= set(run.data.metrics)
         files = {a.path for a in client.list_artifacts(run_id)}
         assert "boundary.png" in files and "history.jsonl" in files
@@ -72,6 +88,13 @@ def test_mlflow_holds_the_parent_and_every_child(smoke_sweep):
         assert "student.pt" in files
         assert {"pseudo_label_acc", "corrected_share", "broken_share"} <= set(run.data.metrics)
         assert run.data.params["method"] in {"um_student", "mm_student", "mm_sup"}
+        params = run.data.params
+        active = [n for n in ("input_noise", "hidden_noise", "dropout") if float(params[f"regularization.{n}"])]
+        assert params["regularizer"] == (active[0] if active else "none")
+        assert params["column"] == ("weak" if active else "no")
+        assert float(params["strength"]) == (float(params[f"regularization.{active[0]}"]) if active else 0.0)
+        assert run.data.metrics["gain_over_teacher"] == pytest.approx(run.data.metrics["test_acc"] - teacher_acc,
+                                                                      abs=1e-3)
         assert run.info.run_name.startswith(run.data.params["method"])
         assert "seed=81" in run.info.run_name
         steps = [m.step for m in client.get_metric_history(run_id, "test_acc")]
@@ -86,6 +109,25 @@ def test_mlflow_metrics_match_results_csv(smoke_sweep):
     for key, run_id in recorder.children(parent.info.run_id).items():
         if key in results.index:
             assert client.get_run(run_id).data.metrics["test_acc"] == pytest.approx(results.loc[key, "test_acc"])
+
+
+def test_the_best_mm_student_is_a_logged_model(smoke_sweep):
+    """The MM student of the best setting, loadable with its input example, linked to its run."""
+    import mlflow.pytorch
+    import torch
+    from mlflow.models import Model
+
+    _, out, recorder = smoke_sweep
+    results = pd.read_csv(out / "results.csv").set_index("trial")
+    (model,) = recorder.client.search_logged_models([recorder.experiment_id])
+    key = recorder.client.get_run(model.source_run_id).data.tags[TRIAL_KEY_TAG]
+    mm = results[results["method"] == "mm_student"]  # one seed: the best setting's only run
+    assert key in mm.index and mm.loc[key, "test_acc"] == mm["test_acc"].max()
+    assert model.artifact_location.startswith((out.parent / "mlartifacts").as_uri())
+    local = model.artifact_location.removeprefix("file://")
+    example = Model.load(local).load_input_example(local)
+    student = mlflow.pytorch.load_model(model.artifact_location)
+    assert student(torch.as_tensor(example, dtype=torch.float32)).shape == (5, 2)
 
 
 def test_crashing_trials_are_reported_and_recorded(tmp_path, ray_local, capsys, monkeypatch):
@@ -116,7 +158,7 @@ def test_crashing_trials_are_reported_and_recorded(tmp_path, ray_local, capsys, 
     assert "8/12 trials finished" in out
     assert len(pd.read_csv(tmp_path / "run" / "results.csv")) == 8
 
-    recorder = Recorder(uri, "mke-twomoon")
+    recorder = Recorder(uri, "mke-twomoon-smoke")
     (parent,) = recorder.client.search_runs([recorder.experiment_id], "tags.`mke.kind` = 'sweep'")
     assert parent.info.status == "FAILED"
     children = [recorder.client.get_run(r) for r in recorder.children(parent.info.run_id).values()]

@@ -232,3 +232,53 @@ def test_a_server_that_goes_away_is_reported_with_one_warning(monkeypatch, caplo
         recorder.start_parent("sweep", {}, {})
     warnings = [r.getMessage() for r in caplog.records if r.name == module.__name__]
     assert len(warnings) == 1 and warnings[0].startswith("MLflow create run failed (") and "retrying" in warnings[0]
+
+
+def test_the_experiment_opens_on_its_runs_with_artifacts_beside_the_store(tmp_path):
+    from mke_ray.tracking.recorder import KIND_TAG, NOTE_TAG, TRAINING_KIND
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    recorder = Recorder(uri, "a b/c", "what the sweeps are")
+    experiment = recorder.client.get_experiment(recorder.experiment_id)
+    assert experiment.tags[KIND_TAG] == TRAINING_KIND and experiment.tags[NOTE_TAG] == "what the sweeps are"
+    assert recorder.artifacts_shown() == str(tmp_path / "mlartifacts" / "a_b_c")
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "plot.png").write_bytes(b"png")
+    recorder.log_child(recorder.start_parent("sweep", {}, {}), "k", "n", params={}, artifacts=tmp_path / "files")
+    assert [p.name for p in (tmp_path / "mlartifacts" / "a_b_c").rglob("*.png")] == ["plot.png"]
+    # an experiment made before keeps its artifact location and what a user wrote there; it opens on its runs
+    recorder.client.create_experiment("old", (tmp_path / "elsewhere").as_uri(), tags={NOTE_TAG: "mine"})
+    old = Recorder(uri, "old", "ours")
+    tags = old.client.get_experiment(old.experiment_id).tags
+    assert (tags[NOTE_TAG], tags[KIND_TAG]) == ("mine", TRAINING_KIND)
+    assert old.artifacts_shown() == str(tmp_path / "elsewhere")
+
+
+def test_a_student_run_has_its_setting_gain_own_times_and_source(tmp_path):
+    import json
+
+    from mke_ray.spec import parse_spec
+    from mke_ray.tracking.sweep_log import SweepLog, setting_params
+
+    spec = parse_spec({"name": "x", "regularizers": {"input_noise": {"no": 0, "weak": 1}, "dropout": 0.2}})
+    recorder = Recorder(f"sqlite:///{tmp_path / 'mlflow.db'}", "setting")
+    parent = recorder.start_parent("sweep", {}, {})
+    log = SweepLog(recorder, spec, parent, {})
+    (tmp_path / "teacher").mkdir()
+    log.record_teacher("teacher", "um_teacher", {"method": "um_teacher"}, {"test_acc": 70.0}, [], tmp_path / "teacher")
+    folder = tmp_path / "trial"
+    folder.mkdir()
+    started = int(time.time() * 1000) - 60_000
+    (folder / "result.json").write_text(json.dumps({"test_acc": 83.33333333, "started_at": started,
+                                                    "ended_at": started + 4_321}))
+    trial = TrialSpec("mm_student", {"input_noise": 1.0, "dropout": 0.2}, 1, 0)
+    run = recorder.client.get_run(log.record_trial(trial, folder))
+    assert (run.data.params["regularizer"], run.data.params["strength"], run.data.params["column"]) == \
+        ("input_noise", "1", "weak")
+    assert run.data.metrics == {"test_acc": 83.3333, "gain_over_teacher": 13.3333}  # rounded; the times are the run's
+    assert (run.info.start_time, run.info.end_time) == (started, started + 4_321)
+    assert {"mlflow.source.name", "mlflow.source.type", "mlflow.user"} <= set(run.data.tags)
+    assert setting_params(spec, {"input_noise": 0.0, "dropout": 0.2}) == \
+        {"regularizer": "none", "strength": "0", "column": "no"}
+    assert setting_params(parse_spec({"name": "x", "regularizers": {"dropout": 0.2}}), {"dropout": 0.2}) == \
+        {"regularizer": "none", "strength": "0", "column": "fixed"}

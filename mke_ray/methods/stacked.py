@@ -55,14 +55,14 @@ def train_students_stacked(task: Task, trials: list[TrialSpec], settings: TrainS
                  for key, value in task.scores(task.decide(logits[name][b]), split.y).items()}
                 for b in range(len(stack))]
 
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), time.time()
     histories = fit_stacked(stack, task.features(splits.unlabeled, mods), student_targets(task, method, pseudo_labels),
                             epochs=settings.epochs, lr=settings.lr, loss=task.stacked_loss(), log_every=log_every,
                             probe=probe)
     share = (time.perf_counter() - started) / len(trials)  # each student's share of the stack's training time
     results = {trial.key: _failed(histories[b], trials_dir / trial.key) if isinstance(histories[b], Exception)
                else finish_student(task, trial, stack.unstack(b), histories[b], share, pseudo_labels,
-                                   trials_dir / trial.key, plot=plot)
+                                   trials_dir / trial.key, started_at=started_at, plot=plot)
                for b, trial in enumerate(trials)}
     return [results[trial.key] for trial in given]
 

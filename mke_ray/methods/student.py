@@ -29,12 +29,12 @@ def train_student(task: Task, trial: TrialSpec, settings: TrainSettings, pseudo_
     torch.manual_seed(trial.seed)
     model = task.build_model(mods, trial.regularization)
     settings = settings.model_copy(update=trial.overrides)
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), time.time()
     history = fit(model, task.features(splits.unlabeled, mods), student_targets(task, method, pseudo_labels),
                   loss_fn=task.loss_fn(), log_every=log_every, probe=lambda m: evaluate(task, m, mods),
                   augment=augmentation(task, method, trial.regularization), **fit_options(task, settings, mods))
     return finish_student(task, trial, model, history, time.perf_counter() - started, pseudo_labels, folder,
-                          plot=plot)
+                          started_at=started_at, plot=plot)
 
 
 def fit_options(task: Task, settings: TrainSettings, mods: tuple[str, ...]) -> dict[str, Any]:
@@ -80,9 +80,13 @@ def evaluate(task: Task, model, mods: tuple[str, ...]) -> dict[str, float]:
 
 
 def finish_student(task: Task, trial: TrialSpec, model, history: list[dict[str, float]], seconds: float,
-                   pseudo_labels: torch.Tensor, folder: Path, *, plot: bool = True,
+                   pseudo_labels: torch.Tensor, folder: Path, *, started_at: float, plot: bool = True,
                    extra: dict[str, float] | None = None) -> dict[str, Any]:
-    """Measure a trained student, write its artifacts into ``folder``, return its metrics."""
+    """Measure a trained student, write its artifacts into ``folder``, return its metrics.
+
+    ``seconds`` is its training time; ``started_at`` (``time.time()``) when its training began, kept with the
+    end of its measurement as ``started_at`` and ``ended_at`` (epoch ms): its MLflow run's start and end.
+    """
     method = METHODS.get(trial.method)
     mods = method.modalities(task)
     truth = task.splits().unlabeled.y
@@ -100,6 +104,7 @@ def finish_student(task: Task, trial: TrialSpec, model, history: list[dict[str, 
     if plot:
         title = f"{method.label}, {_describe(trial)}: test {task.metric_name} {result[f'test_{task.metric}']:.1f}%"
         task.plot_trial(model, mods, pseudo_labels, title, folder / task.plot_name)
+    result.update(started_at=int(started_at * 1000), ended_at=int(time.time() * 1000))
     write_run(folder, history=history, result={**result, "trial": trial.to_dict()},
               model=model, model_name="student.pt")
     return result

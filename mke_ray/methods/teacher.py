@@ -48,10 +48,11 @@ def train_teacher(task: Task, settings: TrainSettings, folder: Path, *,
 
     torch.manual_seed(settings.seed)
     model = task.build_model(mods, {})
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), time.time()
     history = fit(model, x_train, splits.labeled.y, loss_fn=task.loss_fn(), log_every=log_every,
                   probe=lambda m: teacher_probe(task, m), **fit_options(task, settings, mods))
-    result = finish_teacher(task, model, history, time.perf_counter() - started, settings, folder, plot=plot)
+    result = finish_teacher(task, model, history, time.perf_counter() - started, settings, folder,
+                            started_at=started_at, plot=plot)
     return TeacherRun(folder, result, history, cached=False)
 
 
@@ -69,8 +70,10 @@ def teacher_probe(task: Task, model) -> dict[str, float]:
 
 
 def finish_teacher(task: Task, model, history: list[dict[str, float]], seconds: float, settings: TrainSettings,
-                   folder: Path, *, plot: bool = True, extra: dict[str, float] | None = None) -> dict[str, Any]:
-    """Pseudo-label the unlabeled split with a trained teacher, measure it, write the cache into ``folder``."""
+                   folder: Path, *, started_at: float, plot: bool = True,
+                   extra: dict[str, float] | None = None) -> dict[str, Any]:
+    """Pseudo-label the unlabeled split with a trained teacher, measure it, write the cache into ``folder``
+    (``started_at``, ``time.time()`` when training began: as ``finish_student``)."""
     mods = (task.teacher_modality,)
     splits = task.splits()
     pseudo = task.pseudo_labels(task.predict(model, task.features(splits.unlabeled, mods)))
@@ -86,6 +89,7 @@ def finish_teacher(task: Task, model, history: list[dict[str, float]], seconds: 
         score = result[f"test_{task.metric}"]
         task.plot_trial(model, mods, pseudo, f"{TEACHER_LABEL}: test {task.metric_name} {score:.1f}%",
                         folder / task.plot_name)
+    result.update(started_at=int(started_at * 1000), ended_at=int(time.time() * 1000))
     write_run(folder, history=history, result=result, model=model, model_name="teacher.pt")
     return result
 

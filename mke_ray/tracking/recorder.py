@@ -13,8 +13,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import getpass
+import hashlib
 import logging
 import os
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -25,6 +28,9 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 TRIAL_KEY_TAG = "mke.trial_key"
 SWEEP_TAG = "mke.sweep"
 PARENT_TAG = "mlflow.parentRunId"
+NOTE_TAG = "mlflow.note.content"  # a run's or an experiment's description in MLflow's UI
+KIND_TAG = "mlflow.experimentKind"  # MLflow 3's UI opens an experiment of this kind on its runs, not on traces
+TRAINING_KIND = "custom_model_development"
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -74,6 +80,41 @@ def _retry(call: Callable[[], T], what: str, attempts: int = 12) -> T:
     raise AssertionError("unreachable")
 
 
+def artifact_folder(uri: str, experiment: str) -> Path | None:
+    """Where a new experiment of a local SQLite store keeps its artifacts: ``mlartifacts/<experiment>`` beside
+    the database (MLflow's own default is ``./mlruns`` in whatever folder the command runs from); None for
+    other stores, whose server decides."""
+    path = uri[len("sqlite:///"):].split("?")[0] if uri.startswith("sqlite:///") else ""
+    if path in ("", ":memory:"):
+        return None
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in experiment).lstrip(".") or "_"
+    return Path(path).resolve().parent / "mlartifacts" / safe
+
+
+def source_tags() -> dict[str, str]:
+    """MLflow's source, user and (in a git checkout of the project) git commit tags for the runs of a sweep."""
+    from mlflow.entities import SourceType
+    from mlflow.utils import mlflow_tags
+
+    root = Path(__file__).resolve().parents[2]
+    tags = {mlflow_tags.MLFLOW_SOURCE_NAME: str(root / "mke_ray" / "sweep.py"),
+            mlflow_tags.MLFLOW_SOURCE_TYPE: SourceType.to_string(SourceType.LOCAL)}
+    with contextlib.suppress(Exception):  # no user name in some containers
+        tags[mlflow_tags.MLFLOW_USER] = getpass.getuser()
+    if (root / ".git").exists():
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                    timeout=10, check=False).stdout.strip()
+            if commit:
+                tags[mlflow_tags.MLFLOW_GIT_COMMIT] = commit
+    return tags
+
+
+def rounded(value: float) -> float:
+    """A metric as MLflow shows it: six significant digits (a percentage to four decimals, a small loss kept)."""
+    return float(f"{value:.6g}")
+
+
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
     flat: dict[str, Any] = {}
@@ -87,11 +128,14 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 class Recorder:
-    """Creates the runs of one sweep in one MLflow experiment."""
+    """Creates the runs of one sweep in one MLflow experiment: a model-training experiment with ``description``,
+    whose artifacts, in a local SQLite store, live beside the database."""
 
-    def __init__(self, uri: str, experiment: str):
+    def __init__(self, uri: str, experiment: str, description: str = ""):
         self.uri = uri
         self.experiment_name = experiment
+        self.description = description
+        self.source = source_tags()
         if uri.startswith(("http://", "https://")):
             use_http_settings()
         _check_reachable(uri)
@@ -100,30 +144,45 @@ class Recorder:
         try:
             with _store_creation_lock(uri):
                 self.client = MlflowClient(tracking_uri=uri)
-                self.experiment_id = _retry(self._experiment_id, "experiment lookup")
+                self.experiment_id, self.artifact_location = _retry(self._experiment, "experiment lookup")
         except Exception as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise TrackingError(
                 f"MLflow tracking store {uri!r} cannot be used ({first}); pass --tracking-uri "
                 f"{DEFAULT_TRACKING_URI} or the URI of a running 'mlflow server'") from None
 
-    def _experiment_id(self) -> str:
+    def _experiment(self) -> tuple[str, str]:
+        """(id, artifact location) of the experiment, created if missing; its kind and description are set where
+        not set yet (an existing experiment keeps its artifact location, and what a user wrote)."""
+        wanted = {KIND_TAG: TRAINING_KIND, **({NOTE_TAG: self.description} if self.description else {})}
         found = self.client.get_experiment_by_name(self.experiment_name)
-        if found is not None:
-            return found.experiment_id
-        try:
-            return self.client.create_experiment(self.experiment_name)
-        except Exception:  # created meanwhile by another process
+        if found is None:
+            folder = artifact_folder(self.uri, self.experiment_name)
+            try:
+                self.client.create_experiment(
+                    self.experiment_name, artifact_location=folder.as_uri() if folder else None, tags=wanted)
+            except Exception:  # created meanwhile by another process
+                if self.client.get_experiment_by_name(self.experiment_name) is None:
+                    raise
             found = self.client.get_experiment_by_name(self.experiment_name)
-            if found is None:
-                raise
-            return found.experiment_id
+        for key, value in wanted.items():
+            if key not in found.tags:
+                with contextlib.suppress(Exception):  # a nicety: a store that refuses it still takes runs
+                    self.client.set_experiment_tag(found.experiment_id, key, value)
+        return found.experiment_id, found.artifact_location
 
-    def __getstate__(self) -> dict[str, str]:
+    def artifacts_shown(self) -> str:
+        """Where the experiment's artifacts are: a folder, or the URI of a remote store."""
+        from urllib.parse import unquote, urlparse
+
+        where = urlparse(self.artifact_location)
+        return unquote(where.path) if where.scheme == "file" else self.artifact_location
+
+    def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its callbacks with the experiment state; a client does not pickle
-        return {"uri": self.uri, "experiment_name": self.experiment_name, "experiment_id": self.experiment_id}
+        return {k: v for k, v in self.__dict__.items() if k != "client"}
 
-    def __setstate__(self, state: dict[str, str]) -> None:
+    def __setstate__(self, state: dict[str, Any]) -> None:
         from mlflow.tracking import MlflowClient
 
         self.__dict__.update(state)
@@ -132,7 +191,7 @@ class Recorder:
     # -- runs ----------------------------------------------------------------------
     def start_parent(self, name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
         run = _retry(lambda: self.client.create_run(self.experiment_id, run_name=name,
-                                                    tags={SWEEP_TAG: name, **tags}), "create run")
+                                                    tags={**self.source, SWEEP_TAG: name, **tags}), "create run")
         self._log(run.info.run_id, params=params)
         return run.info.run_id
 
@@ -159,21 +218,76 @@ class Recorder:
     def log_child(self, parent_id: str, key: str, name: str, *, params: Mapping[str, Any],
                   history: Iterable[Mapping[str, float]] = (), metrics: Mapping[str, float] | None = None,
                   artifacts: Path | None = None, tags: Mapping[str, str] | None = None,
-                  status: str = "FINISHED") -> str:
-        """One finished (or failed) trial as a child run, with its whole metric history."""
+                  status: str = "FINISHED", start_time: int | None = None, end_time: int | None = None) -> str:
+        """One finished (or failed) trial as a child run, with its whole metric history; ``start_time`` and
+        ``end_time`` (epoch ms) are the trial's own, where known (the run is created after the trial)."""
         run = _retry(lambda: self.client.create_run(
-            self.experiment_id, run_name=name,
-            tags={PARENT_TAG: parent_id, TRIAL_KEY_TAG: key, **(tags or {})}), "create run")
+            self.experiment_id, run_name=name, start_time=start_time,
+            tags={**self.source, PARENT_TAG: parent_id, TRIAL_KEY_TAG: key, **(tags or {})}), "create run")
         run_id = run.info.run_id
-        self._log(run_id, params=params, history=history, metrics=metrics or {})
+        self._log(run_id, params=params, history=history, metrics=metrics or {}, when=end_time)
         if artifacts is not None and artifacts.is_dir():
             from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
             # the run's artifact store, from the run just created (the client would look the run up again)
             repository = get_artifact_repository(run.info.artifact_uri, tracking_uri=self.uri)
             _retry(lambda: repository.log_artifacts(str(artifacts)), "log artifacts")
-        _retry(lambda: self.client.set_terminated(run_id, status), "end run")
+        _retry(lambda: self.client.set_terminated(run_id, status, end_time), "end run")
         return run_id
+
+    def log_datasets(self, run_id: str, splits: Mapping[str, tuple[Any, Any, str]], task: str) -> None:
+        """The task's splits as the run's dataset inputs: name -> (features: an array or a dict of arrays per
+        modality, labels, context such as "training"), made by the sweep's code. Their digest hashes the first
+        rows and the shapes (MLflow's own would copy every array whole)."""
+        import mlflow.data
+        from mlflow.data.code_dataset_source import CodeDatasetSource
+        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        inputs = []
+        for name, (features, labels, context) in splits.items():
+            digest = hashlib.sha256()
+            for array in [*(features.values() if isinstance(features, Mapping) else [features]), labels]:
+                digest.update(repr(array.shape).encode() + array[:100].tobytes())
+            data = mlflow.data.from_numpy(features, targets=labels, name=f"{task} {name}",
+                                          digest=digest.hexdigest()[:8], source=CodeDatasetSource(self.source))
+            inputs.append(DatasetInput(data._to_mlflow_entity(), [InputTag(MLFLOW_DATASET_CONTEXT, context)]))
+        _retry(lambda: self.client.log_inputs(run_id, inputs), "log datasets")
+
+    def log_model(self, run_id: str, model, example, step: int) -> str:
+        """A trained torch ``model`` as the run's MLflow model "student" (pickled, with the project's code, so it
+        loads where mke_ray is not installed), with the signature of its output on ``example`` (a few inputs: a
+        tensor or a dict of tensors per modality) and, for a single tensor, that example; the run's metrics at
+        ``step`` are linked to it. Returns the LoggedModel's id."""
+        from importlib.metadata import version
+
+        import mlflow.pytorch
+        import torch
+        from mlflow.models import infer_signature
+        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+        model = model.eval()
+        with torch.no_grad():
+            output = model(example)
+        inputs = {k: v.numpy() for k, v in example.items()} if isinstance(example, Mapping) else example.numpy()
+        logged = _retry(lambda: self.client.create_logged_model(  # with its run's params, as MLflow's own does
+            self.experiment_id, "student", run_id, tags=dict(self.source),
+            params=self.client.get_run(run_id).data.params), "create model")
+        flavour_log = logging.getLogger("mlflow.pytorch")
+        flavour_log.addFilter(_no_pickle_note)
+        try:
+            with _use_tracking_uri(self.uri):  # MLflow's model logging resolves the store from the global URI
+                mlflow.pytorch.log_model(
+                    # pickled: torch.export ("pt2") takes 6 s more on its first model and no dict of inputs
+                    model, name="student", run_id=run_id, model_id=logged.model_id, step=step,
+                    signature=infer_signature(inputs, output.numpy()), serialization_format="pickle",
+                    # the pyfunc flavour takes one array: a dict-input model keeps its signature, without an example
+                    input_example=None if isinstance(inputs, dict) else inputs,
+                    code_paths=[str(Path(__file__).resolve().parents[1])],
+                    pip_requirements=[f"torch=={version('torch')}"])  # MLflow would infer them in a subprocess
+        finally:
+            flavour_log.removeFilter(_no_pickle_note)
+        return logged.model_id
 
     def log_artifact(self, run_id: str, path: Path, folder: str | None = None) -> None:
         _retry(lambda: self.client.log_artifact(run_id, str(path), folder), "log artifact")
@@ -191,20 +305,27 @@ class Recorder:
         _retry(lambda: self.client.set_terminated(run_id, status), "end run")
 
     def _log(self, run_id: str, *, params: Mapping[str, Any] = {}, history: Iterable[Mapping[str, float]] = (),
-             metrics: Mapping[str, float] = {}) -> None:
+             metrics: Mapping[str, float] = {}, when: int | None = None) -> None:
+        """Params and metrics (``rounded``, stamped ``when``, epoch ms, else now) in as few batches as MLflow
+        takes."""
         from mlflow.entities import Metric, Param
 
-        now = int(time.time() * 1000)
+        now = when or int(time.time() * 1000)
         batch = [Param(k, str(v)[:6000]) for k, v in flatten(params).items()]
-        batch_metrics = [Metric(k, float(v), now, int(record.get("epoch", 0)))
+        batch_metrics = [Metric(k, rounded(v), now, int(record.get("epoch", 0)))
                          for record in history for k, v in record.items() if k != "epoch"]
         last_step = int(max((r.get("epoch", 0) for r in history), default=0))
-        batch_metrics += [Metric(k, float(v), now, last_step) for k, v in metrics.items()
+        batch_metrics += [Metric(k, rounded(v), now, last_step) for k, v in metrics.items()
                           if isinstance(v, (int, float)) and not isinstance(v, bool)]
         # MLflow takes at most 100 params and 1000 metrics per batch: one batch for most runs
         for i in range(max(-(-len(batch) // 100), -(-len(batch_metrics) // 1000))):
             _retry(lambda p=batch[i * 100:(i + 1) * 100], m=batch_metrics[i * 1000:(i + 1) * 1000]:
                    self.client.log_batch(run_id, params=p, metrics=m), "log params and metrics")
+
+
+def _no_pickle_note(record: logging.LogRecord) -> bool:
+    """Drops MLflow's warning that a pickled model runs code when loaded: a sweep logs the models it trained."""
+    return not record.getMessage().startswith("Saving pytorch model by Pickle")
 
 
 NO_FLOCK = {errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP}  # file systems without flock (some Lustre, FUSE)

@@ -6,9 +6,45 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mke_ray.methods import METHODS
 from mke_ray.methods.artifacts import read_history, read_result
+from mke_ray.report.table import score_of
 from mke_ray.spec import SweepSpec, TrialSpec
+from mke_ray.tasks import Task
 from mke_ray.tracking.recorder import Recorder
+
+TIMES = ("started_at", "ended_at")  # a result's start and end (epoch ms): its run's, not metrics
+
+
+def experiment_note(smoke: bool) -> str:
+    """The description of a sweep's MLflow experiment."""
+    note = ("Multimodal Knowledge Expansion sweeps (mke_ray): a unimodal teacher pseudo-labels unlabeled multimodal "
+            "data, and unimodal (UM) and multimodal (MM) students learn from its labels under regularizers. Each "
+            "parent run is one sweep (its table, results.csv, settings); its child runs are the teacher and one run "
+            "per student trial. Compare students by the params method, regularizer, strength and column (the "
+            "paper's no / weak / strong) and the metrics test_* and gain_over_teacher (test score minus the "
+            "teacher's).")
+    return ("Smoke runs (--smoke-test): tiny sweeps that check a setup; their scores mean nothing. " + note
+            if smoke else note)
+
+
+def setting_params(spec: SweepSpec, regularization: dict[str, float]) -> dict[str, Any]:
+    """The params ``regularizer`` (the active swept ones, or "none"), ``strength`` and, in a grid, ``column``:
+    the cell of the paper's table (``report.table.paper_table``) a trial counts in, found by the same rule (the
+    sweep's fixed strengths, one swept regularizer at the column's strength, the others at 0)."""
+    active = [n for n, v in regularization.items() if v and n not in spec.fixed]
+    params: dict[str, Any] = {"regularizer": "+".join(active) or "none",
+                              "strength": ",".join(f"{regularization[n]:g}" for n in active) or "0"}
+    if spec.search.kind != "grid":
+        return params
+    if not spec.regularizers:
+        return {**params, "column": "fixed"}
+    for reg, grid in spec.regularizers.items():
+        for label, strength in grid.items():
+            wanted = {name: 0.0 for name in spec.regularizers} | spec.fixed | {reg: strength}
+            if all(regularization.get(n, 0.0) == wanted.get(n, 0.0) for n in regularization.keys() | wanted):
+                return {**params, "column": label}
+    return params
 
 
 def run_name(trial: TrialSpec, seeds: list[int]) -> str:
@@ -47,21 +83,28 @@ class SweepLog:
         self.failed = recorder.children(parent_id, status="FAILED")
         # records the store refused during the sweep: key -> (run name, what to log, error)
         self.pending: dict[str, tuple[str, dict[str, Any], str]] = {}
+        self.score_key = score_of(spec)[0]
+        self.teacher_score: float | None = None  # known once the teacher is recorded: each student's gain over it
 
     def trial_params(self, trial: TrialSpec) -> dict[str, Any]:
         seeds = {"seeds": ",".join(map(str, self.spec.seeds))} if trial.label else \
             {"seed": trial.seed, "repeat": trial.repeat}
         return {**self.common, "method": trial.method, **seeds, "regularization": trial.regularization,
+                **setting_params(self.spec, trial.regularization),
                 **({"overrides": trial.overrides} if trial.overrides else {})}
 
     def record_trial(self, trial: TrialSpec, folder: Path, tags: dict[str, str] | None = None) -> str | None:
-        """Log a finished trial from its folder; None if it was logged before."""
+        """Log a finished trial from its folder, with its gain over the teacher and its own start and end time;
+        None if it was logged before."""
         result = read_result(folder)
         if result is None:
             return self.record_failure(trial, f"trial finished without writing {folder}/result.json", None)
+        metrics = _numbers(result)
+        if self.teacher_score is not None and self.score_key in metrics:
+            metrics["gain_over_teacher"] = metrics[self.score_key] - self.teacher_score
         return self._write(record_key(trial), run_name(trial, self.spec.seeds), params=self.trial_params(trial),
-                           history=read_history(folder), metrics=_numbers(result), artifacts=folder,
-                           status="FINISHED", tags=tags)
+                           history=read_history(folder), metrics=metrics, artifacts=folder,
+                           status="FINISHED", tags=tags, **_times(result))
 
     def record_failure(self, trial: TrialSpec, error: str, log_folder: Path | None) -> str | None:
         return self._write(record_key(trial), run_name(trial, self.spec.seeds), params=self.trial_params(trial),
@@ -69,8 +112,71 @@ class SweepLog:
 
     def record_teacher(self, key: str, name: str, params: dict[str, Any], result: dict[str, Any],
                        history: list[dict[str, float]], folder: Path) -> str | None:
+        self.teacher_score = result.get(self.score_key)
         return self._write(key, name, params={**self.common, **params}, history=history,
-                           metrics=_numbers(result), artifacts=folder, status="FINISHED")
+                           metrics=_numbers(result), artifacts=folder, status="FINISHED", **_times(result))
+
+    def log_splits(self, task: Task) -> None:
+        """The task's splits as the parent run's dataset inputs."""
+        splits = task.splits()
+        named = {"labeled": (splits.labeled, "training"), "unlabeled": (splits.unlabeled, "training"),
+                 "test": (splits.test, "test"), **({"val": (splits.val, "validation")} if splits.val else {})}
+        self.recorder.log_datasets(self.parent_id, {
+            name: ({m: x.numpy(force=True) for m, x in split.inputs.items()}, split.y.numpy(force=True), context)
+            for name, (split, context) in named.items()}, self.spec.task.name)
+
+    def log_models(self, task: Task, finished: list[tuple[TrialSpec, Path]]) -> None:
+        """Log the students ``tracking.log_models`` names as MLflow models of their runs: the best-scoring MM
+        student of the best setting (``best``), or every student recorded (``all``)."""
+        mode = self.spec.tracking.log_models
+        chosen = finished if mode == "all" else [self.best_mm_student(finished)] if mode == "best" else []
+        for trial, folder in (c for c in chosen if c is not None):
+            run_id = self.logged.get(record_key(trial))
+            if run_id is None:  # not recorded: the store refused it
+                continue
+            try:
+                for model_folder in [folder] if (folder / "student.pt").exists() else self._seed_folders(folder):
+                    self._log_model(task, run_id, model_folder)
+            except Exception as err:  # the sweep's results stand without it
+                error = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                print(f"MLflow could not log the model of {record_key(trial)} ({error})", file=sys.stderr,
+                      flush=True)
+
+    def best_mm_student(self, finished: list[tuple[TrialSpec, Path]]) -> tuple[TrialSpec, Path] | None:
+        """The MM student with the best score in the setting with the best mean score: the test score in a grid
+        (as the paper's table), the validation score in a search (as the study); an Optuna trial's folder holds
+        one student per seed: the best of them."""
+        by = "val_acc" if self.spec.search.kind == "optuna" else self.score_key
+        settings: dict[str, list[tuple[float, TrialSpec, Path]]] = {}
+        for trial, folder in finished:
+            result = read_result(folder) if trial.method == "mm_student" else None
+            if result is not None and by in result:
+                setting = trial.label or repr(sorted({**trial.regularization, **trial.overrides}.items()))
+                settings.setdefault(setting, []).append((result[by], trial, folder))
+        if not settings:
+            return None
+        best = max(settings.values(), key=lambda runs: sum(r[0] for r in runs) / len(runs))
+        _, trial, folder = max(best, key=lambda r: r[0])
+        seeds = self._seed_folders(folder)
+        if seeds:
+            folder = max(seeds, key=lambda f: (read_result(f) or {}).get(by, float("-inf")))
+        return trial, folder
+
+    @staticmethod
+    def _seed_folders(folder: Path) -> list[Path]:
+        return sorted(p.parent for p in folder.glob("*/student.pt"))
+
+    def _log_model(self, task: Task, run_id: str, folder: Path) -> None:
+        import torch
+
+        trial = TrialSpec.from_dict(read_result(folder)["trial"])
+        mods = METHODS.get(trial.method).modalities(task)
+        model = task.build_model(mods, trial.regularization)
+        model.load_state_dict(torch.load(folder / "student.pt", weights_only=True))
+        features = task.features(task.splits().test, mods)
+        example = {m: x[:5] for m, x in features.items()} if isinstance(features, dict) else features[:5]
+        step = int(max((r.get("epoch", 0) for r in read_history(folder)), default=0))
+        self.recorder.log_model(run_id, model, example, step)
 
     def retry_pending(self) -> list[tuple[str, str]]:
         """Write the records that failed during the sweep; return (key, error) of those that still fail."""
@@ -105,4 +211,12 @@ class SweepLog:
 
 
 def _numbers(result: dict[str, Any]) -> dict[str, float]:
-    return {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {k: v for k, v in result.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in TIMES}
+
+
+def _times(result: dict[str, Any]) -> dict[str, int]:
+    """``start_time`` and ``end_time`` of a run from its result (results written before they were kept have
+    none: the run is stamped when it is recorded)."""
+    return {"start_time": result["started_at"], "end_time": result["ended_at"]} \
+        if all(k in result for k in TIMES) else {}

@@ -117,7 +117,7 @@ def _train_worker(config: dict[str, Any]) -> None:
         return record
 
     options = {**fit_options(task, settings, mods), "device": device, "amp": device.type == "cuda"}
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), time.time()
     history = fit(model, x, y, loss_fn=task.loss_fn(), log_every=config["log_every"], probe=probe,
                   augment=augment, **options)
     seconds = time.perf_counter() - started
@@ -127,6 +127,8 @@ def _train_worker(config: dict[str, Any]) -> None:
                    "workers": world}
         with config["delivery"].folder(config["relative"]) as folder:
             if student:
-                finish_student(task, trial, plain, history, seconds, pseudo, folder, plot=config["plot"], extra=trained)
+                finish_student(task, trial, plain, history, seconds, pseudo, folder, started_at=started_at,
+                               plot=config["plot"], extra=trained)
             else:
-                finish_teacher(task, plain, history, seconds, settings, folder, plot=config["plot"], extra=trained)
+                finish_teacher(task, plain, history, seconds, settings, folder, started_at=started_at,
+                               plot=config["plot"], extra=trained)

@@ -116,6 +116,7 @@ def run_search_trial(config: dict[str, Any], context: TrialContext) -> None:
             for trial in (replace(base, seed=seed, repeat=repeat) for repeat, seed in enumerate(context.seeds))]
     summary = {name: sum(r[name] for r in runs) / len(runs) for name in runs[0]}
     summary["test_acc_std"] = float(torch.tensor([r["test_acc"] for r in runs]).std(unbiased=False))
+    summary.update(started_at=runs[0]["started_at"], ended_at=runs[-1]["ended_at"])  # the seeds ran in turn
     with context.delivery.folder(relative) as folder:  # the seeds' folders are in it already: the result last
         folder.mkdir(parents=True, exist_ok=True)
         write_json(folder / RESULT, {**summary, "trial": base.to_dict(), "seeds": list(context.seeds),
