@@ -413,15 +413,17 @@ class SweepSpec(_Spec):
         return trials, trials * epochs
 
     def _plan_shape(self) -> str:
+        seeds = _count(len(self.seeds), "seed")
         if self.search.kind == "optuna":
-            return f"{self.search.n_trials} search trials x {len(self.seeds)} seeds"
-        return (f"{len(self.settings())} regularization settings x {len(self.methods)} methods x "
-                f"{len(self.seeds)} seeds")
+            return f"{self.search.n_trials} search trials x {seeds}"
+        return (f"{_count(len(self.settings()), 'regularization setting')} x "
+                f"{_count(len(self.methods), 'method')} x {seeds}")
 
     def describe_plan(self) -> str:
         """One line: what the sweep runs and how much training that is."""
         trials, epochs = self.plan()
-        what = (f"Optuna search, {self.search.n_trials} trials of {self.search.method} x {len(self.seeds)} seeds, "
+        what = (f"Optuna search, {self.search.n_trials} trials of {self.search.method} x "
+                f"{_count(len(self.seeds), 'seed')}, "
                 f"objective {self.search.metric}" if self.search.kind == "optuna"
                 else f"{trials} trials ({self._plan_shape()})")
         return f"{what}; {epochs} student-epochs at most"
@@ -449,6 +451,11 @@ class SweepSpec(_Spec):
                 for setting in self.settings()
                 for method in self.methods
                 for repeat, seed in enumerate(self.seeds)]
+
+    @property
+    def is_smoke(self) -> bool:
+        """Made by :meth:`smoke`: its figures mean nothing."""
+        return self.name.endswith("-smoke") and self.tracking.experiment.endswith("-smoke")
 
     def smoke(self) -> SweepSpec:
         """A tiny version for a first look and CI: few epochs, one seed, two columns.
@@ -658,3 +665,7 @@ def spec_hash(*parts: Any) -> str:
     """A short stable hash of JSON-able settings, used for cache folders."""
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")

@@ -74,7 +74,7 @@ def test_a_diverged_trial_is_recorded_as_failed(tmp_path, ray_local, capsys, kin
     code = main([str(path), "--output", str(tmp_path / "run"), "--tracking-uri", uri])
     out = capsys.readouterr().out
     assert code == 1
-    assert "sweep diverging: 2 trials (2 regularization settings x 1 methods x 1 seeds); 100 student-epochs at " \
+    assert "sweep diverging: 2 trials (2 regularization settings x 1 method x 1 seed); 100 student-epochs at " \
            "most" in out
     (line,) = [line for line in out.splitlines() if line.startswith("FAILED ")]
     assert line.startswith("FAILED mm_student-input_noise=1e+30-seed=3-rep=0: mke_ray.errors.NonFiniteLossError: "

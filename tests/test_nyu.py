@@ -64,10 +64,10 @@ def test_synthetic_student_expands_its_teacher(tmp_path):
 
     ``benchmarks/effects.py`` measured, over data seeds 0-2 x student seeds 0-1, the MM student ahead of its
     teacher by +6.5 mIoU on average (sd 1.3, +5.2 at worst; teachers 63-68), 46% of the teacher's mistaken
-    pixels corrected and 1.8% of its right ones broken. Asserted on the mean over two data sets, with room for
-    another CPU's rounding.
+    pixels corrected and 1.8% of its right ones broken. One data set (the suite's slowest test at two): the
+    threshold sits 2.7 sd under the mean, with room for another CPU's rounding.
     """
-    records = runs(SETTINGS["nyu"], data_seeds=[0, 1], seeds=[0], folder=tmp_path)
+    records = runs(SETTINGS["nyu"], data_seeds=[0], seeds=[0], folder=tmp_path)
     assert all(40 < r["teacher"] < 85 for r in records)
     assert gain(records) > 3
     assert mean(records, "corrected_share") > 5 * mean(records, "broken_share")

@@ -91,7 +91,7 @@ def test_the_answer_names_each_methods_best_setting_the_mm_student_first():
 
 
 def test_the_answer_says_when_the_mm_student_loses_and_that_a_smoke_run_means_nothing():
-    answer = answer_of({**THREE, "name": "a-smoke"}, teacher=85.0)
+    answer = answer_of({**THREE, "name": "a-smoke", "tracking": {"experiment": "a-smoke"}}, teacher=85.0)
     assert answer.text.startswith("answer: the MM student does not beat the UM teacher (85.00%): its best, with "
                                   "input_noise s1 = 2 (strong), is 4.50 points below")
     assert answer.metrics["gain_over_teacher"] == pytest.approx(-4.5)
@@ -145,3 +145,30 @@ def test_the_progress_line_shows_the_mm_students_best_setting_mean():
                          {"finished_trials": [t.key for t in pack], "failed_trials": {},
                           "finished_results": {t.key: {"test_acc": 85.0} for t in pack}})
     assert "best MM student setting so far: no regularization mean 81.7% (3 seeds)" in line.line()
+
+
+def test_parallel_axes_place_categories_numbers_missing_values_and_the_teacher():
+    from mke_ray.report.plots import _parallel_axis
+
+    where, ticks, _ = _parallel_axis(pd.Series(["dropout", "input_noise", None]), None, log=False, categorical=True)
+    assert where[0] < where[1] and where[2] == -0.1 and [label for _, label in ticks] == ["dropout", "input_noise",
+                                                                                          "none"]
+    where, _, at = _parallel_axis(pd.Series([70.0, 80.0]), 60.0, log=False, categorical=False)
+    assert at(60.0) == pytest.approx(0.05) and where.tolist() == pytest.approx([0.5, 0.95])  # the teacher in range
+    where, _, at = _parallel_axis(pd.Series([1e-3, 1e-1, float("nan")]), None, log=True, categorical=True)
+    assert at(1e-2) == pytest.approx(0.5) and where[2] == -0.1  # log scale: 0.01 halfway
+
+
+def test_the_figures_of_a_grid_and_a_search_are_drawn(tmp_path):
+    from mke_ray.report.plots import history_figure, importance_figure, setting_figure
+
+    spec = parse_spec(THREE)
+    rows = [{"trial": t.key, "method": t.method, "seed": t.seed, "test_acc": 60 + t.seed,
+             **{f"reg.{k}": v for k, v in t.regularization.items()}} for t in spec.trials()]
+    setting_figure(spec, paper_table(spec, pd.DataFrame(rows)), 68.0, tmp_path / "settings.png")
+    search = pd.DataFrame({"trial": ["optuna-0001", "optuna-0000"], "regularizer": ["dropout", "input_noise"],
+                           "val_acc": [70.0, 65.0]})
+    history_figure(search, 66.0, tmp_path / "history.png", "a search")
+    importance_figure({"reg.dropout": 0.7, "student.lr": 0.3}, "importances", tmp_path / "importances.png")
+    for name in ("settings.png", "history.png", "importances.png"):
+        assert (tmp_path / name).stat().st_size > 10_000

@@ -27,6 +27,7 @@ def test_smoke_sweep_finishes_and_writes_results(smoke_sweep):
     assert results["test_acc"].between(0, 100).all()
     table = (out / "table.md").read_text()
     assert "UM teacher" in table and "MM student (sup)" in table and "| no | weak |" in table
+    assert table.startswith(f"> **{SMOKE_NOTE}**")  # a smoke table says it means nothing
     assert (out / "summary.png").stat().st_size > 1000
 
 
@@ -60,7 +61,7 @@ def test_mlflow_holds_the_parent_and_every_child(smoke_sweep):
     assert inputs == {"twomoon labeled": "training", "twomoon unlabeled": "training", "twomoon test": "test",
                       "twomoon val": "validation"}
     parent_files = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"results.csv", "table.md", "summary.png", "gain.png", "twomoon_grid.yaml",
+    assert {"results.csv", "table.md", "summary.png", "gain.png", "settings.png", "twomoon_grid.yaml",
             "sweep.resolved.yaml"} <= parent_files
     note, metrics = parent.data.tags[NOTE_TAG], parent.data.metrics  # the answer, stated
     assert note.startswith(f"> **{SMOKE_NOTE}**") and "**Answer:** the MM student " in note

@@ -107,7 +107,7 @@ def search_answer(spec: SweepSpec, frame: pd.DataFrame, teacher: float) -> Answe
 
 def _answer(spec: SweepSpec, verdict: str, lines: list[tuple[str, str]], metrics: dict[str, float]) -> Answer:
     """The verdict, then a line per method (label, words); a smoke run's say that they mean nothing."""
-    smoke = spec.name.endswith("-smoke")
+    smoke = spec.is_smoke
     width = max((len(label) for label, _ in lines), default=0) + 1
     text = "\n".join([f"answer: {verdict}", *(f"  {label + ':':<{width}} {words}" for label, words in lines),
                       *([f"  {SMOKE_NOTE}"] if smoke else [])]) + "\n"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mke_ray.methods import TEACHER_LABEL
+from mke_ray.methods import METHODS, TEACHER_LABEL
 from mke_ray.regularizers import REGULARIZERS
 from mke_ray.report.table import score_of
 from mke_ray.spec import SweepSpec
@@ -62,6 +62,134 @@ def gain_figure(spec: SweepSpec, table: pd.DataFrame, teacher: float, path: Path
     plt.close(fig)
 
 
+def setting_figure(spec: SweepSpec, table: pd.DataFrame, teacher: float, path: Path) -> None:
+    """Every setting of a grid sweep in parallel coordinates: method, regularizer and column, then its mean test
+    score over the seeds, against the teacher's."""
+    name = score_of(spec)[1]
+    seeds = len(spec.seeds)
+    frame = table.dropna(subset=["mean"]).assign(
+        column=lambda t: [c if c == f"{v:g}" else f"{c} ({v:g})" for c, v in zip(t["column"], t["strength"].fillna(0))])
+    smoke = "; smoke run (few epochs, one seed): means nothing" if spec.is_smoke else ""
+    mm = frame.index[frame["method"] == METHODS.get("mm_student").label]
+    parallel_figure(frame, ["method", "regularizer", "column"], "mean", f"test {name} (%)", teacher, path,
+                    f"Every setting of {spec.name}: its mean test {name} over {seeds} seed{'s' * (seeds != 1)}"
+                    + smoke, names={"column": "strength"},
+                    best=frame.loc[mm, "mean"].idxmax() if len(mm) else None, best_label="best MM student")
+
+
+def history_figure(frame: pd.DataFrame, teacher: float | None, path: Path, title: str) -> None:
+    """A search's validation accuracy trial by trial (in the order trials were numbered) with the best so far as
+    a step line, and the teacher's validation accuracy."""
+    plt = _pyplot()
+    numbered = frame.assign(n=frame["trial"].str.extract(r"(\d+)$", expand=False).astype(int)).sort_values("n")
+    fig, ax = plt.subplots(figsize=(7.5, 4.2), layout="constrained")
+    for i, (regularizer, rows) in enumerate(numbered.groupby("regularizer", sort=False)):
+        ax.scatter(rows["n"], rows["val_acc"], s=22, color=f"C{i}", label=f"trial: {regularizer}", zorder=3)
+    ax.step(numbered["n"], numbered["val_acc"].cummax(), where="post", color="crimson", linewidth=1.8,
+            label="best so far")
+    if teacher is not None:
+        _teacher_line(ax, teacher, f"{TEACHER_LABEL} {teacher:.2f}%")
+    ax.set(xlabel="search trial", ylabel="validation accuracy (%)")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(alpha=0.3)
+    fig.suptitle(textwrap.fill(title, int(fig.get_figwidth() * 12)), fontsize=10)
+    fig.legend(loc="outside lower center", fontsize=8, frameon=False, ncol=4)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def importance_figure(importances: dict[str, float], title: str, path: Path) -> None:
+    """Horizontal bars, the most important parameter on top, each with its value."""
+    plt = _pyplot()
+    names = [n.removeprefix("student.") for n in importances][::-1]
+    values = list(importances.values())[::-1]
+    fig, ax = plt.subplots(figsize=(7.5, 0.9 + 0.45 * len(names)), layout="constrained")
+    bars = ax.barh(names, values, color="C0")
+    ax.bar_label(bars, [f"{v:.2f}" for v in values], padding=3, fontsize=8)
+    ax.set(xlabel="importance for the validation accuracy", xlim=(0, max(values + [0.01]) * 1.15))
+    ax.grid(alpha=0.3, axis="x")
+    fig.suptitle(textwrap.fill(title, int(fig.get_figwidth() * 12)), fontsize=10)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def parallel_figure(frame: pd.DataFrame, axes: list[str], score: str, score_label: str, teacher: float | None,
+                    path: Path, title: str, log_axes: tuple[str, ...] = (), names: dict[str, str] | None = None,
+                    best=None, best_label: str = "best") -> None:
+    """Parallel coordinates: a vertical axis per column of ``axes`` (text as evenly spaced categories, numbers to
+    scale, log scale for ``log_axes``, a missing value at "none" below) and the ``score`` axis last; a line per row
+    coloured by its score, the row ``best`` (label; default the best score) bold and described in the legend;
+    the teacher's score a dashed line across the score axis."""
+    import numpy as np
+
+    plt = _pyplot()
+    names = names or {}
+    chosen = None if best is None else frame.index.get_loc(best)
+    frame = frame.reset_index(drop=True)
+    columns = [*axes, score]
+    scales = {column: _parallel_axis(frame[column], teacher if column == score else None,
+                                     log=column in log_axes, categorical=column != score)
+              for column in columns}
+    fig, ax = plt.subplots(figsize=(max(6.4, 1.9 * len(columns) + 1.6), 4.6), layout="constrained")
+    xs = np.arange(len(columns))
+    scores = frame[score].astype(float)
+    cmap = plt.get_cmap("viridis")
+    norm = plt.Normalize(scores.min(), max(scores.max(), scores.min() + 1e-9))
+    ys = np.column_stack([scales[c][0] for c in columns])
+    order = np.argsort(scores.to_numpy(), kind="stable")  # the best drawn last, on top
+    for row in order:
+        ax.plot(xs, ys[row], color=cmap(norm(scores[row])), linewidth=1.2, alpha=0.8)
+    best = order[-1] if chosen is None else chosen
+    described = ", ".join(f"{names.get(c, c)} {_shown(frame.at[best, c])}" for c in axes if pd.notna(frame.at[best, c]))
+    ax.plot(xs, ys[best], color="crimson", linewidth=2.6, label=f"{best_label}: {described} ({scores[best]:.2f}%)")
+    for x, column in zip(xs, columns):
+        ax.axvline(x, color="black", linewidth=0.8)
+        for tick, label in scales[column][1]:
+            ax.annotate(label, (x, tick), xytext=(4, 0), textcoords="offset points", va="center", fontsize=7,
+                        bbox={"boxstyle": "round,pad=0.1", "facecolor": "white", "edgecolor": "none", "alpha": 0.8})
+    if teacher is not None:
+        y = scales[score][2](teacher)
+        ax.plot([xs[-1] - 0.4, xs[-1] + 0.4], [y, y], color="grey", linestyle="--", linewidth=1.5,
+                label=f"{TEACHER_LABEL} {teacher:.2f}%")
+    ax.set_xticks(xs, [names.get(c, c) for c in axes] + [score_label], fontsize=8)
+    ax.set(yticks=[], xlim=(-0.2, xs[-1] + 0.6), ylim=(-0.15, 1.03))
+    for side in ("left", "right", "top"):
+        ax.spines[side].set_visible(False)
+    fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=score_label, shrink=0.8)
+    fig.suptitle(textwrap.fill(title, int(fig.get_figwidth() * 12)), fontsize=10)
+    fig.legend(loc="outside lower center", fontsize=8, frameon=False, ncol=2)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _parallel_axis(values: pd.Series, teacher: float | None, log: bool, categorical: bool):
+    """Where each value sits on its axis (0-1, a missing one at -0.1), the (position, label) ticks, and the
+    value-to-position map of a numeric axis."""
+    import numpy as np
+
+    if categorical and not pd.api.types.is_numeric_dtype(values):
+        levels = list(dict.fromkeys(values.dropna().astype(str)))
+        spot = {v: 0.05 + 0.9 * (i + 0.5) / len(levels) for i, v in enumerate(levels)}
+        where = values.map(lambda v: spot[str(v)] if pd.notna(v) else -0.1).to_numpy(float)
+        ticks = [(y, v) for v, y in spot.items()] + ([(-0.1, "none")] if values.isna().any() else [])
+        return where, ticks, None
+    numbers = values.astype(float)
+    low, high = min(numbers.min(), teacher if teacher is not None else np.inf), \
+        max(numbers.max(), teacher if teacher is not None else -np.inf)
+    log = log and low > 0
+    scale = np.log10 if log else (lambda v: v)
+    span = float(scale(high) - scale(low)) or 1.0
+    at = lambda v: 0.05 + 0.9 * (scale(v) - scale(low)) / span  # noqa: E731
+    marks = sorted(set(numbers.dropna())) if categorical and numbers.nunique() <= 8 else \
+        (np.geomspace(low, high, 5) if log else np.linspace(low, high, 5))
+    ticks = [(at(v), f"{v:.3g}") for v in marks] + ([(-0.1, "none")] if numbers.isna().any() else [])
+    return np.where(numbers.isna(), -0.1, at(numbers.fillna(low))), ticks, at
+
+
+def _shown(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
 def _pyplot():
     import matplotlib
     matplotlib.use("Agg")
@@ -96,7 +224,7 @@ def _footer(fig, ax, spec: SweepSpec, what: str) -> None:
     """The figure's title (what is drawn, over how many seeds, what the error bars are; a smoke run's, that it
     means nothing) and the methods' legend below the panels."""
     seeds = len(spec.seeds)
-    smoke = "\nsmoke run (few epochs, one seed): means nothing" if spec.name.endswith("-smoke") else ""
+    smoke = "\nsmoke run (few epochs, one seed): means nothing" if spec.is_smoke else ""
     title = f"{what}: mean over {seeds} seed{'s' * (seeds != 1)}, error bars ± 1 standard deviation"
     fig.suptitle(textwrap.fill(title, int(fig.get_figwidth() * 12)) + smoke, fontsize=10)  # ~12 characters an inch
     handles, names = ax.get_legend_handles_labels()

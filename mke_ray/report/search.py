@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -70,33 +69,46 @@ def best_sweep(spec: SweepSpec, frame: pd.DataFrame) -> str:
     return note + yaml.safe_dump(data, sort_keys=False)
 
 
-def optuna_plots(storage: str, study_name: str, folder: Path) -> list[Path]:
-    """Optimisation history, parallel coordinates and parameter importances as PNG files."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def optuna_plots(storage: str, study_name: str, frame: pd.DataFrame, teacher_val: float | None,
+                 folder: Path) -> list[Path]:
+    """The search as figures: validation accuracy trial by trial with the best so far, every trial in parallel
+    coordinates, and (from two finished trials) Optuna's parameter importances; the teacher's validation
+    accuracy drawn on the first two."""
+    from mke_ray.report.plots import history_figure, parallel_figure
+
+    seeds = int(frame["seeds"].max())
+    over = f"mean over {seeds} seed{'s' * (seeds != 1)}"
+    history_figure(frame, teacher_val, folder / "optuna_history.png",
+                   f"Optuna search {study_name}: validation accuracy of each trial ({over}) and the best so far")
+    params = [c for c in frame.columns if c.startswith(("reg.", "student."))]
+    drawn = frame.assign(**{c: frame[c].where(frame[c] != 0) for c in params if c.startswith("reg.")})
+    params = [c for c in params if drawn[c].notna().any()]  # a regularizer no trial chose has no axis
+    parallel_figure(drawn, ["regularizer", *params], "val_acc", "validation accuracy (%)", teacher_val,
+                    folder / "optuna_parallel_coordinate.png",
+                    f"Optuna search {study_name}: every trial's parameters and validation accuracy ({over}); "
+                    f"a strength another regularizer's trial does not have sits at 'none'",
+                    log_axes=tuple(c for c in params if c == "student.lr"),
+                    names={c: c.removeprefix("reg.").removeprefix("student.") for c in params},
+                    best_label="chosen on validation")
+    written = [folder / "optuna_history.png", folder / "optuna_parallel_coordinate.png"]
+    if len(frame) >= 2 and _importances(storage, study_name, folder / "optuna_importances.png"):
+        written.append(folder / "optuna_importances.png")
+    return written
+
+
+def _importances(storage: str, study_name: str, path: Path) -> bool:
+    """Optuna's parameter importances (fANOVA) for the validation accuracy as a bar chart; False when Optuna
+    cannot tell (too few trials or parameters)."""
     import optuna
-    from optuna.visualization import matplotlib as ovm
+
+    from mke_ray.report.plots import importance_figure
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(study_name=study_name, storage=storage)
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    plots = {"optuna_history.png": ovm.plot_optimization_history,
-             "optuna_parallel_coordinate.png": ovm.plot_parallel_coordinate}
-    if len(complete) >= 2:
-        plots["optuna_importances.png"] = ovm.plot_param_importances
-    written = []
-    for name, plot in plots.items():
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                ax = plot(study)
-        except (ValueError, RuntimeError):  # too few trials or parameters for this plot
-            continue
-        fig = (ax[0] if hasattr(ax, "__len__") else ax).figure
-        fig.set_size_inches(8, 5)
-        fig.tight_layout()
-        fig.savefig(folder / name, dpi=100)
-        plt.close(fig)
-        written.append(folder / name)
-    return written
+    try:
+        importances = optuna.importance.get_param_importances(study)
+    except (ValueError, RuntimeError):
+        return False
+    importance_figure(importances, f"What the validation accuracy of {study_name} depends on: Optuna's "
+                                   f"parameter importances (fANOVA, they sum to 1)", path)
+    return True

@@ -1,0 +1,399 @@
+"""The sweep driver behind ``python -m mke_ray.sweep``: validates the sweep file, trains (or reuses) the
+teacher, runs every student trial with Ray Tune, records everything in MLflow and prints the results table."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+import logging
+import os
+import socket
+from concurrent.futures import ThreadPoolExecutor
+import sys
+import time
+from pathlib import Path
+
+from mke_ray.cluster import check_nodes
+from mke_ray.errors import NonFiniteLossError
+from mke_ray.methods.teacher import cached_teacher, teacher_folder, train_teacher
+from mke_ray.report.answer import NOTE_TAG, SMOKE_NOTE, Answer, grid_answer, search_answer
+from mke_ray.report.plots import gain_figure, setting_figure, summary_figure
+from mke_ray.report.table import format_table, paper_table, results_frame, score_of
+from mke_ray.methods.artifacts import read_result
+from mke_ray.output import OutputLock, fingerprint, is_uri, mirror, prepare_output, write_state
+from mke_ray.spec import SpecError, SweepSpec, TrialSpec, load_spec
+from mke_ray.tasks import TaskDataError
+from mke_ray.tracking import Recorder, TrackingError, resolve_tracking_uri
+from mke_ray.tracking.sweep_log import SweepLog, experiment_note, record_key
+from mke_ray.tuning.delivery import open_delivery
+from mke_ray.tuning.search import check_study, claim_study, masked, settle_study
+
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the sweep the command line names; return the exit code."""
+    _quiet_logs()
+    locks: list[OutputLock] = []  # the output folder's, held until the sweep ends
+    try:
+        try:
+            spec = load_spec(args.sweep)
+            if args.smoke_test:
+                spec = spec.smoke()
+            if args.study_storage is not None:
+                if spec.search.kind != "optuna":
+                    raise SpecError("--study-storage: a grid sweep has no Optuna study; leave it out")
+                spec = spec.model_copy(update={"search": spec.search.model_copy(
+                    update={"storage": args.study_storage})})
+            uri = resolve_tracking_uri(args.tracking_uri, spec.tracking.uri)
+
+            def ready() -> tuple[Path, dict | None, Recorder]:
+                spec.check_data(spec.task.build().splits())  # a missing or malformed data file fails here
+                output, state, lock = prepare_output(Path(args.output) if args.output else spec.output_dir(), spec,
+                                                     uri, resume=args.resume)
+                locks.append(lock)
+                if spec.search.kind == "optuna":  # the study's database opens, and the study is this run's
+                    check_study(spec, output, state)
+                return output, state, Recorder(uri, spec.tracking.experiment, experiment_note(args.smoke_test))
+
+            with ThreadPoolExecutor(1) as pool:  # the data are read and MLflow's store opened while Ray starts
+                readying = pool.submit(ready)
+                cluster, ours = _join_ray(args.address)
+                try:
+                    output, state, recorder = readying.result()
+                    check_nodes(spec.task.build().data_paths())  # every node reads the data at these paths
+                    spec.trainer.resolve(spec.task.build(), cluster, trials=_planned(spec))  # workers it cannot hold
+                except BaseException:
+                    if ours:  # bad input: the Ray this command started goes with it
+                        import ray
+
+                        ray.shutdown()
+                    raise
+        except (SpecError, TrackingError, TaskDataError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        except KeyboardInterrupt:
+            print("interrupted before the sweep started; nothing ran", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        try:
+            return run_sweep(spec, output, recorder, sweep_file=Path(args.sweep), state=state,
+                             storage=args.storage or str(output))
+        except KeyboardInterrupt:  # a third Ctrl-C, while the summary is written
+            print(f"interrupted; --resume finishes the sweep in {output}", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        finally:
+            if is_uri(args.storage):  # what the sweep wrote, with Ray's own state: all of it in the storage
+                _mirror(output, args.storage)
+    finally:
+        for lock in locks:
+            lock.release()
+
+
+def _mirror(output: Path, storage: str) -> None:
+    try:
+        print(f"output copied to {mirror(output, storage)}", flush=True)
+    except Exception as err:  # the local folder is whole: say so, and how to copy it by hand
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"error: could not copy {output} to {storage}/output ({first}); everything is in {output}: "
+              f"copy it by hand", file=sys.stderr, flush=True)
+
+
+def _planned(spec: SweepSpec) -> int:
+    return spec.search.n_trials if spec.search.kind == "optuna" else len(spec.trials())
+
+
+def _join_ray(address: str | None) -> tuple[dict[str, float], bool]:
+    """Start or join Ray; return the cluster's resources, and whether this call connected (else a Ray this
+    process already had)."""
+    from mke_ray.tuning.runner import start_ray
+
+    # not imported here before start_ray: it sets what Ray reads when imported (token authentication)
+    ours = "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
+
+    target = address or os.environ.get("RAY_ADDRESS")
+    host, _, port = (target or "").rpartition(":")
+    if host and port.isdigit() and "://" not in target:  # Ray would retry a dead address for minutes
+        try:
+            socket.create_connection((host, int(port)), timeout=5).close()
+        except OSError as err:
+            raise SpecError(f"cannot join the Ray cluster at {target} ({err.strerror or err}); start it with "
+                            f"'ray start --head --port {port}' or leave out --address and RAY_ADDRESS "
+                            f"for a local Ray") from None
+    try:
+        return start_ray(address), ours
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if not target:
+            raise SpecError(f"cannot start a local Ray ({first})") from None
+        raise SpecError(f"cannot join the Ray cluster at {target} ({first}); start it with 'ray start --head' "
+                        f"or leave out --address and RAY_ADDRESS for a local Ray") from None
+
+
+def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: Path | None = None,
+              state: dict | None = None, storage: str | None = None) -> int:
+    """Run (or, given the ``state`` of an interrupted run, finish) a sweep; return the exit code."""
+    started = time.monotonic()
+    say = lambda text: print(text, flush=True)  # noqa: E731
+    optuna = spec.search.kind == "optuna"
+    trials = [] if optuna else spec.trials()
+    planned = _planned(spec)
+    say(f"sweep {spec.name}: {spec.describe_plan()} -> {output}")
+    say(f"MLflow: {recorder.uri}, experiment {recorder.experiment_name!r}, artifacts in {recorder.artifacts_shown()}")
+
+    task = spec.task.build()
+    teacher_settings = spec.teacher.resolve(task.teacher_defaults)
+    student_settings = spec.student.resolve(task.student_defaults)
+    delivery = open_delivery(output)
+    try:
+        teacher = _teacher(spec, task, teacher_settings, output, delivery, storage or str(output))
+    except NonFiniteLossError as err:  # the teacher diverged: no pseudo labels, so no trial can run
+        print(f"error: the teacher diverged: {err} (teacher.lr, teacher.epochs in {spec.name})", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("interrupted while the teacher trained; no trial ran and nothing was recorded: run the same "
+              "command again" + (" with --resume" if state is not None else ""), file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    score_key, score_name = score_of(spec)
+    right = teacher.result.get("pseudo_label_acc")
+    say(f"teacher: test {score_name} {teacher.result[score_key]:.2f}%"
+        + (f", pseudo labels {right:.2f}% right" if right is not None else "")
+        + (f" (reused from {teacher.folder})" if teacher.cached else ""))
+
+    common = {"sweep": spec.name, "task": spec.task.model_dump(), "student": student_settings.model_dump(),
+              "teacher": teacher_settings.model_dump()}
+    new = state is None
+    study_shown = spec.search.storage and masked(spec.search.storage)  # never a password
+    if new:
+        parent = recorder.start_parent(spec.name, params={**common, "methods": ",".join(spec.methods),
+                                                          "seeds": ",".join(map(str, spec.seeds)),
+                                                          "search": spec.search.kind, "trials": planned},
+                                       tags={"mke.kind": "sweep",
+                                             **({"mke.study_storage": study_shown} if study_shown else {})})
+        state = {"parent_run": parent, "fingerprint": fingerprint(spec), "tracking_uri": recorder.uri,
+                 "study_storage": study_shown}
+        if optuna:  # before any trial: the study names its run, so no other run of the sweep takes it over
+            claim_study(spec, output, parent)
+    else:
+        parent = state["parent_run"]
+        recorder.reopen(parent)
+    log = None
+    try:  # from here on the parent run ends FINISHED, FAILED or KILLED, whatever happens
+        write_state(output, {**state, "status": "running"})
+        if new:
+            (output / "sweep.resolved.yaml").write_text(_dump_spec(spec))
+            recorder.log_artifact(parent, output / "sweep.resolved.yaml")
+            if sweep_file is not None and sweep_file.is_file():
+                recorder.log_artifact(parent, sweep_file)
+        log = SweepLog(recorder, spec, parent, common)
+        if new:
+            log.log_splits(task)
+        log.record_teacher(f"um_teacher-{teacher.folder.name}", f"um_teacher seed={teacher_settings.seed}",
+                           {"method": "um_teacher", "seed": teacher_settings.seed},
+                           teacher.result, teacher.history, teacher.folder)
+        done = _finished(output / "trials", trials, optuna)
+        for trial, folder in done:  # finished before an interruption: recorded now if the driver died first
+            log.record_trial(trial, folder)
+        if optuna and not new:  # trials a driver that died left running: told their result, or failed
+            settled = settle_study(spec, output, {t.label: read_result(f)["val_acc"] for t, f in done})
+            if settled:
+                say(f"study: {settled} trials the last driver left running settled (finished or failed)")
+        finished_keys = {record_key(trial) for trial, _ in done}
+        # a file where a trial's folder goes: the trial cannot run; it fails, and the line says what to move
+        failures = [(t, f"{output / 'trials' / t.key} is a file, not the trial's folder; move it away and "
+                        f"run again with --resume", None)
+                    for t in trials if record_key(t) not in finished_keys and (output / "trials" / t.key).is_file()]
+        for trial, message, _ in failures:
+            log.record_failure(trial, message, None)
+        failed_keys = {record_key(t) for t, _, _ in failures}
+        todo = [t for t in trials if record_key(t) not in finished_keys | failed_keys]
+        remaining = planned - len(done) - len(failures)
+        if done:
+            say(f"resuming: {len(done)} trials already finished, {remaining} to run")
+
+        interrupted = False
+        try:
+            if remaining > 0:
+                failures += _run_with_ray(spec, todo, remaining, teacher.pseudo_labels_path, output,
+                                          student_settings, log, storage or str(output), delivery)
+        except KeyboardInterrupt:
+            interrupted = True
+        report, answer = _write_results(spec, output, trials, teacher.result[score_key],
+                                        teacher.result.get("val_acc"))
+        # Tune stops on Ctrl-C by itself and returns: trials that never ran mean an interruption
+        now_done = _finished(output / "trials", trials, optuna)
+        finished = len(now_done)
+        interrupted |= finished + len(failures) < planned
+        for trial, folder in now_done:  # those that finished after Ctrl-C: Tune did not hand them over
+            if record_key(trial) not in log.pending:  # one that MLflow refused is retried once, below
+                log.record_trial(trial, folder)
+        unrecorded = log.retry_pending()
+        if not interrupted:  # a resumed sweep logs them when it ends
+            log.log_models(task, now_done)
+        for path in sorted(output.glob("*.csv")) + sorted(output.glob("*.md")) + sorted(output.glob("*.png")) \
+                + sorted(output.glob("best_sweep.yaml")):
+            recorder.log_artifact(parent, path)
+        recorder.log_metrics(parent, {f"teacher_{score_key}": teacher.result[score_key],
+                                      "trials_finished": finished, "trials_failed": len(failures),
+                                      **answer.metrics})
+        recorder.set_tags(parent, {NOTE_TAG: answer.description((output / "table.md").read_text())})
+    except BaseException as err:
+        stopped = isinstance(err, KeyboardInterrupt)
+        _end_quietly(recorder, parent, "KILLED" if stopped else "FAILED")
+        write_state(output, {**state, "status": "interrupted"})
+        if not stopped:
+            raise
+        done = _finished(output / "trials", trials, optuna)
+        unlogged = sum(record_key(t) not in log.logged for t, _ in done) if log is not None else len(done)
+        print(f"interrupted: {len(done)}/{planned} trials finished ({unlogged} of them not yet in MLflow); "
+              f"--resume records them and runs the other {planned - len(done)}", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    recorder.end(parent, "KILLED" if interrupted else "FAILED" if failures else "FINISHED")
+    write_state(output, {**state, "status": "interrupted" if interrupted else "finished"})
+
+    say("")
+    say(report)
+    say(answer.text)
+    say(f"{finished}/{planned} trials finished in {time.monotonic() - started:.0f}s; "
+        f"results in {output}/results.csv and table.md")
+    for trial, message, where in failures:
+        say(f"FAILED {record_key(trial)}: {message}" + (f" (traceback: {where})" if where else ""))
+    if interrupted:
+        say(f"interrupted: {planned - finished - len(failures)} trials did not run; "
+            f"--resume finishes the sweep")
+    for key, error in unrecorded:
+        say(f"NOT IN MLFLOW {key}: {error} (its files and result are in {output / 'trials' / key})")
+    say(f"compare runs: mlflow ui --backend-store-uri {_ui_uri(recorder.uri)}  (parent run {parent})")
+    return EXIT_INTERRUPTED if interrupted else 1 if failures or unrecorded else 0
+
+
+def _end_quietly(recorder: Recorder, parent: str, status: str) -> None:
+    """End the parent run on the way out of a failure; the store's own error must not hide that failure."""
+    try:
+        recorder.end(parent, status)
+    except Exception:
+        pass
+
+
+def _finished(trials_dir: Path, trials: list[TrialSpec], optuna: bool) -> list[tuple[TrialSpec, Path]]:
+    """Trials whose result is on disk, with their folders."""
+    if optuna:
+        found = [(read_result(p.parent), p.parent) for p in sorted(trials_dir.glob("optuna-*/result.json"))]
+        return [(TrialSpec.from_dict(r["trial"]), folder) for r, folder in found if r is not None]
+    return [(t, trials_dir / t.key) for t in trials if read_result(trials_dir / t.key) is not None]
+
+
+def _teacher(spec: SweepSpec, task, settings, output: Path, delivery, storage: str):
+    """The teacher, from the cache or trained: by Ray Train on the cluster's workers when the students' trainer
+    is Ray Train (its folder shipped back), else in this process."""
+    import ray
+
+    folder = teacher_folder(output, spec.task.name, spec.task.options, settings)
+    from mke_ray.cluster import trial_capacity
+
+    trainer = spec.trainer.resolve(task, trial_capacity(ray.cluster_resources()), trials=1)  # alone on the cluster
+    if trainer.kind == "ray_train" and cached_teacher(task, folder) is None:
+        from mke_ray.tuning.ray_train import train_teacher_distributed
+
+        print(f"teacher: trained {trainer.describe().replace(' per trial', '')}", flush=True)
+        train_teacher_distributed(spec.task, settings, delivery, str(folder.relative_to(output)),
+                                  f"{storage}/ray_train", workers=trainer.workers, gpu=bool(trainer.gpu),
+                                  log_every=spec.tracking.log_every, plot=spec.tracking.plots,
+                                  splits=task.splits() if task.send_splits else None)
+        run = cached_teacher(task, folder)
+        if run is None:
+            raise RuntimeError(f"the teacher trained by Ray Train left no complete folder in {folder}")
+        return replace(run, cached=False)
+    if cached_teacher(task, folder) is None:
+        print(f"teacher: training in this process ({settings.epochs} epochs) ...", flush=True)
+    return train_teacher(task, settings, folder, log_every=spec.tracking.log_every, plot=spec.tracking.plots)
+
+
+def _run_with_ray(spec, trials, remaining, pseudo_labels, output, student_settings, log, storage: str, delivery):
+    from mke_ray.cluster import trial_capacity
+    from mke_ray.report.answer import BestByValidation, SettingMeans
+    from mke_ray.tuning.callbacks import MlflowTrials
+    from mke_ray.tuning.progress import ProgressLine
+    from mke_ray.tuning.runner import run_trials
+    from mke_ray.tuning.trainable import TrialContext, run_pack, run_search_trial, run_trial
+    import ray
+    import torch
+
+    task = spec.task.build()
+    trainer = spec.trainer.resolve(task, trial_capacity(ray.cluster_resources()), trials=remaining)
+    spec = spec.model_copy(update={"trainer": trainer})
+    print(f"students are trained {spec.trainer.describe()}", flush=True)
+    context = TrialContext(task=spec.task, student=student_settings,
+                           pseudo_labels=ray.put(torch.load(pseudo_labels, weights_only=True)),
+                           delivery=delivery, log_every=spec.tracking.log_every,
+                           plots=spec.tracking.plots, threads=max(1, int(spec.resources.cpu)),
+                           seeds=tuple(spec.seeds), trainer=spec.trainer, storage=f"{storage}/ray_train",
+                           splits=task.splits() if task.send_splits else None)
+    mlflow_trials = MlflowTrials(log, output / "trials")
+    if spec.search.kind == "optuna":
+        from mke_ray.tuning.search import run_search
+
+        progress = ProgressLine(remaining, BestByValidation())
+        run_search(spec, remaining, run_search_trial, context, output, f"{storage}/ray_results",
+                   [mlflow_trials, progress])
+    else:
+        progress = ProgressLine(len(trials), SettingMeans(spec.methods, score_of(spec)[0]))
+        run_trials(trials, run_pack if spec.trainer.kind == "batched" else run_trial, context, spec.resources,
+                   spec.trainer, f"{storage}/ray_results",
+                   [mlflow_trials, progress], retries=spec.retries)
+    return mlflow_trials.failures
+
+
+def _write_results(spec: SweepSpec, output: Path, trials: list[TrialSpec], teacher_acc: float,
+                   teacher_val: float | None) -> tuple[str, Answer]:
+    """Write results.csv, table.csv, table.md and the figures; return the table as text, and the answer. The
+    teacher's test score goes in the table, its validation accuracy in the figures of a search."""
+    smoke = f"> **{SMOKE_NOTE}**\n\n" if spec.is_smoke else ""
+    if spec.search.kind == "optuna":
+        from mke_ray.report.search import best_sweep, format_search, optuna_plots, search_frame
+        from mke_ray.tuning.search import study_storage
+
+        frame = search_frame(output / "trials")
+        frame.to_csv(output / "results.csv", index=False)
+        (output / "table.md").write_text(smoke + format_search(frame, teacher_acc, top=10, markdown=True))
+        if not frame.empty:
+            (output / "best_sweep.yaml").write_text(best_sweep(spec, frame))
+            optuna_plots(study_storage(output, spec.search.storage), spec.name, frame, teacher_val, output)
+        return format_search(frame, teacher_acc), search_answer(spec, frame, teacher_acc)
+    results = results_frame(trials, output / "trials")
+    table = paper_table(spec, results)
+    results.to_csv(output / "results.csv", index=False)
+    table.to_csv(output / "table.csv", index=False)
+    (output / "table.md").write_text(smoke + format_table(spec, table, teacher_acc, markdown=True))
+    if not results.empty:
+        summary_figure(spec, table, teacher_acc, output / "summary.png")
+        gain_figure(spec, table, teacher_acc, output / "gain.png")
+        setting_figure(spec, table, teacher_acc, output / "settings.png")
+    return format_table(spec, table, teacher_acc), grid_answer(spec, table, teacher_acc, *score_of(spec))
+
+
+
+def _dump_spec(spec: SweepSpec) -> str:
+    import yaml
+
+    data = spec.model_dump()
+    data["regularizers"] = {**data["regularizers"], **data.pop("fixed")}
+    if data["search"]["storage"]:  # this file is recorded in MLflow: no password
+        data["search"]["storage"] = masked(data["search"]["storage"])
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def _ui_uri(uri: str) -> str:
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
+    return uri
+
+
+def _quiet_logs() -> None:
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # a "View run" line per run
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    for name in ("mlflow", "alembic", "ray", "ray.tune", "ray.train"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
