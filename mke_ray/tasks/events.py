@@ -1,6 +1,6 @@
 """Event classification, AudioSet -> VGGSound: a teacher on labeled audio, students on unlabeled audio + video.
 
-``source: prepared`` reads the file ``python -m mke_ray.data.events prepare ...`` makes (README, "Events"):
+``source: prepared`` reads the file ``python -m mke_ray.data.events prepare ...`` makes (docs/events.md):
 AudioSet clips with multi-hot targets train the teacher; VGGSound's ``train`` clips are the unlabeled set (their
 labels are used by MM sup and the diagnostics only), its ``test`` clips are split into validation
 (``val_fraction``, seeded) and test. ``source: synthetic`` generates a stand-in of tones and tinted frames

@@ -70,7 +70,7 @@ class NyuOptions(BaseModel):
         if self.source == "prepared":
             missing = [k for k in ("labeled", "class_mapping", "splits", "pairs") if getattr(self, k) is None]
             if missing:
-                raise ValueError(f"source: prepared needs {', '.join(missing)} (see the README's NYU section), "
+                raise ValueError(f"source: prepared needs {', '.join(missing)} (see docs/nyu.md), "
                                  f"or use source: synthetic")
         return self
 
