@@ -215,7 +215,7 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
         interrupted = False
         try:
             if remaining > 0:
-                failures += _run_with_ray(spec, todo, remaining, teacher.pseudo_labels_path, output,
+                failures += _run_with_ray(spec, todo, remaining, teacher, output,
                                           student_settings, log, storage or str(output), delivery)
         except KeyboardInterrupt:
             interrupted = True
@@ -310,7 +310,7 @@ def _teacher(spec: SweepSpec, task, settings, output: Path, delivery, storage: s
     return train_teacher(task, settings, folder, log_every=spec.tracking.log_every, plot=spec.tracking.plots)
 
 
-def _run_with_ray(spec, trials, remaining, pseudo_labels, output, student_settings, log, storage: str, delivery):
+def _run_with_ray(spec, trials, remaining, teacher, output, student_settings, log, storage: str, delivery):
     from mke_ray.cluster import trial_capacity
     from mke_ray.report.answer import BestByValidation, SettingMeans
     from mke_ray.tuning.callbacks import MlflowTrials
@@ -318,14 +318,13 @@ def _run_with_ray(spec, trials, remaining, pseudo_labels, output, student_settin
     from mke_ray.tuning.runner import run_trials
     from mke_ray.tuning.trainable import TrialContext, run_pack, run_search_trial, run_trial
     import ray
-    import torch
 
     task = spec.task.build()
     trainer = spec.trainer.resolve(task, trial_capacity(ray.cluster_resources()), trials=remaining)
     spec = spec.model_copy(update={"trainer": trainer})
     print(f"students are trained {spec.trainer.describe()}", flush=True)
     context = TrialContext(task=spec.task, student=student_settings,
-                           pseudo_labels=ray.put(torch.load(pseudo_labels, weights_only=True)),
+                           teacher=ray.put(teacher.for_students(weights=spec.needs_teacher_weights())),
                            delivery=delivery, log_every=spec.tracking.log_every,
                            plots=spec.tracking.plots, threads=max(1, int(spec.resources.cpu)),
                            seeds=tuple(spec.seeds), trainer=spec.trainer, storage=f"{storage}/ray_train",

@@ -338,6 +338,10 @@ class SweepSpec(_Spec):
                                                   f"{self.task.name!r} does not have; use um_student with "
                                                   f"a regularizer")
         if self.trainer.kind == "batched":
+            for i, name in enumerate(self.methods):
+                if not METHODS.get(name).stackable:
+                    raise _FieldError(("methods", i), f"{name} cannot be trained as a stack; use trainer kind: "
+                                                      f"auto or local")
             student = self.student.resolve(task.student_defaults) if task.stackable else None
             if self.search.kind != "grid":
                 raise _FieldError(("trainer", "kind"), "batched stacks the trials of a grid; an Optuna search "
@@ -362,7 +366,7 @@ class SweepSpec(_Spec):
         ignore = task.ignore_index
         if ignore is not None and bool((splits.unlabeled.y == ignore).all()):
             for name in self.methods:
-                if METHODS.get(name).targets == "true":
+                if not METHODS.get(name).from_teacher:
                     raise SpecError(f"methods: {name} trains on the unlabeled set's true labels, which this data "
                                     f"set does not have; leave it out")
 
@@ -451,6 +455,11 @@ class SweepSpec(_Spec):
                 for setting in self.settings()
                 for method in self.methods
                 for repeat, seed in enumerate(self.seeds)]
+
+    def needs_teacher_weights(self) -> bool:
+        """Whether a method of the sweep learns from more than the teacher's pseudo labels."""
+        methods = self.methods + ([self.search.method] if self.search.kind == "optuna" else [])
+        return any(METHODS.get(name).needs_teacher_weights for name in methods)
 
     @property
     def is_smoke(self) -> bool:

@@ -17,17 +17,19 @@ def test_ddp_student_reaches_the_in_process_accuracy(tmp_path, ray_local):
     teacher = train_teacher(task, TrainSettings(epochs=1000, lr=0.01, seed=39), tmp_path / "teacher", plot=False)
     settings = TrainSettings(epochs=2000, lr=0.01)
     local, ddp = [], []
-    for seed in (81, 14):
+    for seed, workers in ((81, 1), (14, 2)):
         trial = TrialSpec("mm_student", {"input_noise": 1.0, "hidden_noise": 0.0, "dropout": 0.0}, seed, 0)
         local.append(train_student(task, trial, settings, torch.load(teacher.pseudo_labels_path),
                                    tmp_path / "local" / trial.key, plot=False)["test_acc"])
         result = train_student_distributed(task_spec, trial, settings, torch.load(teacher.pseudo_labels_path),
                                            open_delivery(tmp_path / "ddp"), trial.key, str(tmp_path / "ray_train"),
-                                           workers=2, gpu=False, log_every=500, plot=False)
-        assert result["workers"] == 2
+                                           workers=workers, gpu=False, log_every=500, plot=False)
+        assert result["workers"] == workers
         assert (tmp_path / "ddp" / trial.key / "student.pt").exists()
         assert len(pd.read_json(tmp_path / "ddp" / trial.key / "history.jsonl", lines=True)) == 4
         ddp.append(result["test_acc"])
-    # the same expected gradient, other noise draws: within the spread across seeds (~1-3 points)
-    assert abs(sum(ddp) / 2 - sum(local) / 2) <= 3.0, (local, ddp)
+    # one seed rule (methods.base): one worker draws as the in-process trainer, whatever the rounding of DDP
+    assert abs(ddp[0] - local[0]) <= 0.5, (local, ddp)
+    # two workers: the same expected gradient, other noise draws: within the spread across seeds (~1-3 points)
+    assert abs(ddp[1] - local[1]) <= 4.0, (local, ddp)
     assert min(ddp) > 72  # far above the 68% teacher: the expansion effect survives DDP

@@ -1,32 +1,7 @@
-"""The MKE methods: which inputs and which labels each model is trained on."""
+"""The methods by name. Importing this package registers the built-in ones; a new method is one file with a
+``@register``-ed ``Method`` subclass, imported here."""
 
-from __future__ import annotations
+from mke_ray.methods import mke  # noqa: F401  (registration)
+from mke_ray.methods.base import METHODS, TEACHER_LABEL, Method, Student, Teacher, register
 
-from dataclasses import dataclass
-from typing import Literal
-
-from mke_ray.registry import Registry
-
-
-@dataclass(frozen=True)
-class Method:
-    name: str
-    label: str  # as the paper's tables print it
-    multimodal: bool  # all modalities, or the teacher's only
-    targets: Literal["pseudo", "true"]  # the teacher's pseudo labels, or ground truth
-    augment: bool = False  # trains on the task's input augmentation (a NOISY student)
-
-    def modalities(self, task) -> tuple[str, ...]:
-        return tuple(task.modalities) if self.multimodal else (task.teacher_modality,)
-
-
-METHODS: Registry[Method] = Registry("method")
-for _m in (
-    Method("um_student", "UM student", multimodal=False, targets="pseudo"),
-    Method("noisy_student", "NOISY student", multimodal=False, targets="pseudo", augment=True),
-    Method("mm_student", "MM student", multimodal=True, targets="pseudo"),
-    Method("mm_sup", "MM student (sup)", multimodal=True, targets="true"),
-):
-    METHODS.register(_m.name)(_m)
-
-TEACHER_LABEL = "UM teacher"
+__all__ = ["METHODS", "TEACHER_LABEL", "Method", "Student", "Teacher", "register"]

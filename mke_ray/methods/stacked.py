@@ -15,17 +15,18 @@ from typing import Any
 import torch
 
 from mke_ray.errors import NonFiniteLossError
-from mke_ray.methods import METHODS
-from mke_ray.methods.student import finish_student, student_targets
+from mke_ray.methods import METHODS, Teacher
+from mke_ray.methods.base import as_teacher
+from mke_ray.methods.student import finish_student
 from mke_ray.models.mlp import StackedMLPs
 from mke_ray.spec import TrialSpec
 from mke_ray.tasks import Task, TrainSettings
 from mke_ray.training.batched import fit_stacked, stacked_logits
 
 
-def train_students_stacked(task: Task, trials: list[TrialSpec], settings: TrainSettings, pseudo_labels: torch.Tensor,
-                           trials_dir: Path, *, log_every: int = 100, plot: bool = True
-                           ) -> list[dict[str, Any] | NonFiniteLossError]:
+def train_students_stacked(task: Task, trials: list[TrialSpec], settings: TrainSettings,
+                           teacher: Teacher | torch.Tensor, trials_dir: Path, *, log_every: int = 100,
+                           plot: bool = True) -> list[dict[str, Any] | NonFiniteLossError]:
     """Train ``trials`` (one method, the same settings) as one stack; return each one's metrics, or for a student
     whose training loss became NaN or infinite the ``NonFiniteLossError`` (also written to its folder's
     ``error.txt``; it has no result)."""
@@ -34,17 +35,19 @@ def train_students_stacked(task: Task, trials: list[TrialSpec], settings: TrainS
     if len(methods) != 1 or len(overrides) != 1:
         raise ValueError(f"a stack trains one method with one set of settings, not {sorted(methods)}")
     method = METHODS.get(trials[0].method)
+    if not method.stackable:
+        raise ValueError(f"method {method.name} cannot be trained as a stack (trainer: batched); use trainer: local")
+    teacher = as_teacher(teacher)
     settings = settings.model_copy(update=trials[0].overrides)
-    mods = method.modalities(task)
     given, trials = trials, sorted(trials, key=_regularizers)  # a group per set of regularizers in the stack
-    models, generators = [], []
+    students, generators = [], []
     for trial in trials:
-        torch.manual_seed(trial.seed)  # as train_student: the seed drives initialisation and every draw after it
-        models.append(task.build_model(mods, trial.regularization))
+        students.append(method.prepare(task, trial, teacher))  # seeded as for any trainer (methods.base)
         generator = torch.Generator()
-        generator.set_state(torch.get_rng_state())
+        generator.set_state(torch.get_rng_state())  # the stream a lone student's training would continue
         generators.append(generator)
-    stack = StackedMLPs(models, generators)
+    stack = StackedMLPs([s.model for s in students], generators)
+    mods, x, y = students[0].modalities, students[0].x, students[0].y
     splits = task.splits()
     named = {"test": splits.test, "unlabeled": splits.unlabeled, **({"val": splits.val} if splits.val else {})}
     inputs = {name: task.features(split, mods) for name, split in named.items()}
@@ -56,12 +59,11 @@ def train_students_stacked(task: Task, trials: list[TrialSpec], settings: TrainS
                 for b in range(len(stack))]
 
     started, started_at = time.perf_counter(), time.time()
-    histories = fit_stacked(stack, task.features(splits.unlabeled, mods), student_targets(task, method, pseudo_labels),
-                            epochs=settings.epochs, lr=settings.lr, loss=task.stacked_loss(), log_every=log_every,
-                            probe=probe)
+    histories = fit_stacked(stack, x, y, epochs=settings.epochs, lr=settings.lr, loss=task.stacked_loss(),
+                            log_every=log_every, probe=probe)
     share = (time.perf_counter() - started) / len(trials)  # each student's share of the stack's training time
     results = {trial.key: _failed(histories[b], trials_dir / trial.key) if isinstance(histories[b], Exception)
-               else finish_student(task, trial, stack.unstack(b), histories[b], share, pseudo_labels,
+               else finish_student(task, trial, stack.unstack(b), histories[b], share, teacher.labels,
                                    trials_dir / trial.key, started_at=started_at, plot=plot)
                for b, trial in enumerate(trials)}
     return [results[trial.key] for trial in given]

@@ -2,39 +2,35 @@
 
 from __future__ import annotations
 
-import functools
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from mke_ray.methods import METHODS
+from mke_ray.methods import METHODS, Teacher
+from mke_ray.methods.base import as_teacher
 from mke_ray.methods.artifacts import write_run
 from mke_ray.spec import TrialSpec
 from mke_ray.tasks import Task, TrainSettings
 from mke_ray.training.loop import fit
 
 
-def train_student(task: Task, trial: TrialSpec, settings: TrainSettings, pseudo_labels: torch.Tensor,
+def train_student(task: Task, trial: TrialSpec, settings: TrainSettings, teacher: Teacher | torch.Tensor,
                   folder: Path, *, log_every: int = 100, plot: bool = True) -> dict[str, Any]:
     """Train one student in this process and write its artifacts into ``folder``; return its metrics.
 
-    ``torch.manual_seed(trial.seed)`` is set right before the model is built, so one
-    seed drives initialisation and every noise and dropout draw, as in the paper.
+    ``teacher``: what the teacher gives (``methods.Teacher``), or its pseudo labels alone.
     """
-    method = METHODS.get(trial.method)
-    mods = method.modalities(task)
-    splits = task.splits()
-    torch.manual_seed(trial.seed)
-    model = task.build_model(mods, trial.regularization)
+    teacher = as_teacher(teacher)
+    student = METHODS.get(trial.method).prepare(task, trial, teacher)
     settings = settings.model_copy(update=trial.overrides)
     started, started_at = time.perf_counter(), time.time()
-    history = fit(model, task.features(splits.unlabeled, mods), student_targets(task, method, pseudo_labels),
-                  loss_fn=task.loss_fn(), log_every=log_every, probe=lambda m: evaluate(task, m, mods),
-                  augment=augmentation(task, method, trial.regularization), **fit_options(task, settings, mods))
-    return finish_student(task, trial, model, history, time.perf_counter() - started, pseudo_labels, folder,
-                          started_at=started_at, plot=plot)
+    history = student.method.train(student, fit, log_every=log_every,
+                                   probe=lambda m: evaluate(task, m, student.modalities),
+                                   **fit_options(task, settings, student.modalities))
+    return finish_student(task, trial, student.model, history, time.perf_counter() - started, teacher.labels,
+                          folder, started_at=started_at, plot=plot)
 
 
 def fit_options(task: Task, settings: TrainSettings, mods: tuple[str, ...]) -> dict[str, Any]:
@@ -49,25 +45,6 @@ def fit_options(task: Task, settings: TrainSettings, mods: tuple[str, ...]) -> d
     device = task.device()
     return {"epochs": settings.epochs, "lr": settings.lr, "batch_size": settings.batch_size,
             "momentum": settings.momentum, "score": score, "device": device, "amp": device.type == "cuda"}
-
-
-def augmentation(task: Task, method, regularization: dict[str, float]):
-    """``augment(x, y)`` for a student that trains on the task's augmentation, else None.
-
-    A NOISY student augments every sample; the ``augment`` regularizer, a share of them.
-    """
-    p = 1.0 if method.augment else regularization.get("augment", 0.0)
-    if not p:
-        return None
-    if task.augment is None:
-        raise ValueError(f"{method.name} with augment={p:g} needs the task's input augmentation, which task "
-                         f"{type(task).__name__} does not define")
-    return functools.partial(task.augment, p=p)
-
-
-def student_targets(task: Task, method, pseudo_labels: torch.Tensor) -> torch.Tensor:
-    """What a student learns from: the teacher's pseudo labels, or the truth (MM sup)."""
-    return pseudo_labels if method.targets == "pseudo" else task.as_targets(task.splits().unlabeled.y)
 
 
 def evaluate(task: Task, model, mods: tuple[str, ...]) -> dict[str, float]:

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from mke_ray.methods import TEACHER_LABEL
+from mke_ray.methods import TEACHER_LABEL, Teacher
 from mke_ray.methods.artifacts import read_history, read_result, write_run
 from mke_ray.spec import spec_hash
 from mke_ray.tasks import Task, TrainSettings
@@ -29,6 +29,11 @@ class TeacherRun:
     @property
     def pseudo_labels_path(self) -> Path:
         return self.folder / PSEUDO_LABELS
+
+    def for_students(self, weights: bool = False) -> Teacher:
+        """What the students get: the pseudo labels, and with ``weights`` the teacher's weights too."""
+        return Teacher(torch.load(self.pseudo_labels_path, weights_only=True),
+                       torch.load(self.folder / "teacher.pt", weights_only=True) if weights else None)
 
 
 def teacher_folder(root: Path, task_name: str, task_options: dict, settings: TrainSettings) -> Path:

@@ -76,7 +76,7 @@ def best_settings(spec: SweepSpec, table: pd.DataFrame) -> list[Best]:
 def headline(found: list[Best]) -> Best | None:
     """The method the answer is about: the MM student, else the best student trained on pseudo labels (else the
     best of all)."""
-    pseudo = [b for b in found if METHODS.get(b.method).targets == "pseudo"] or found
+    pseudo = [b for b in found if METHODS.get(b.method).from_teacher] or found
     return next((b for b in found if b.method == MM), None) or max(pseudo, key=lambda b: b.mean, default=None)
 
 
@@ -154,7 +154,7 @@ class SettingMeans:
     far; the best setting of the MM student (else of the best method trained on pseudo labels, else of any)."""
 
     def __init__(self, methods: list[str], key: str):
-        pseudo = [m for m in methods if METHODS.get(m).targets == "pseudo"]
+        pseudo = [m for m in methods if METHODS.get(m).from_teacher]
         self.methods = [MM] if MM in methods else pseudo or list(methods)
         self.key = key
         self.scores: dict[tuple[str, str], dict[str, float]] = {}  # (method, setting) -> trial key -> score

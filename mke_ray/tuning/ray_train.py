@@ -16,10 +16,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from mke_ray.methods import METHODS
-from mke_ray.methods.student import augmentation, evaluate, finish_student, fit_options, student_targets
+from mke_ray.methods import METHODS, Student
+from mke_ray.methods.base import as_teacher
+from mke_ray.methods.student import evaluate, finish_student, fit_options
 from mke_ray.methods.teacher import finish_teacher, teacher_probe
 from mke_ray.spec import TaskSpec, TrialSpec
 from mke_ray.tasks import Splits, TrainSettings
@@ -27,14 +29,15 @@ from mke_ray.tuning.delivery import Delivery
 from mke_ray.training.loop import fit, take
 
 
-def train_student_distributed(task_spec: TaskSpec, trial: TrialSpec, settings: TrainSettings, pseudo_labels,
+def train_student_distributed(task_spec: TaskSpec, trial: TrialSpec, settings: TrainSettings, teacher,
                               delivery: Delivery, relative: str, storage: str, *, workers: int, gpu: bool,
                               log_every: int, plot: bool, splits: Splits | None = None) -> dict[str, Any]:
     """Fit one student with a ``TorchTrainer`` into the output folder's ``relative``; return its metrics.
 
-    ``pseudo_labels``: a Ray object reference to the teacher's pseudo labels (or the tensor)."""
+    ``teacher``: a Ray object reference to what the teacher gives (``methods.Teacher`` or its pseudo labels), or
+    that object."""
     settings = settings.model_copy(update=trial.overrides)
-    config = {"role": "student", "trial": trial.to_dict(), "pseudo_labels": _ref(pseudo_labels)}
+    config = {"role": "student", "trial": trial.to_dict(), "teacher": _ref(teacher)}
     metrics = _fit(task_spec, settings, config, delivery, relative, storage, workers=workers, gpu=gpu,
                    log_every=log_every, plot=plot, splits=splits, name=trial.key)
     return metrics
@@ -91,24 +94,22 @@ def _train_worker(config: dict[str, Any]) -> None:
         task.adopt(ray.get(config["splits"]))
     settings = TrainSettings(**config["settings"])
     student = config["role"] == "student"
-    if student:
+    if student:  # the student every trainer takes (methods.base): the same seed rule
         trial = TrialSpec.from_dict(config["trial"])
-        method = METHODS.get(trial.method)
-        mods, regularization, seed = method.modalities(task), trial.regularization, trial.seed
-        pseudo = ray.get(config["pseudo_labels"])
-        x = task.features(task.splits().unlabeled, mods)
-        y = student_targets(task, method, pseudo)
-        augment = augmentation(task, method, regularization)
+        teacher = as_teacher(ray.get(config["teacher"]))
+        prepared = METHODS.get(trial.method).prepare(task, trial, teacher)
+        mods, plain, seed = prepared.modalities, prepared.model, trial.seed
     else:
-        mods, regularization, seed, augment = (task.teacher_modality,), {}, settings.seed, None
-        x, y = task.features(task.splits().labeled, mods), task.splits().labeled.y
-    shard = torch.arange(rank, len(y) // world * world, world)  # equal shards: DDP steps in lockstep
-    x, y = take(x, shard), y[shard]
-
-    torch.manual_seed(seed)  # the same initial weights everywhere (DDP also broadcasts rank 0's)
-    plain = task.build_model(mods, regularization)
-    model = ray.train.torch.prepare_model(plain)
-    torch.manual_seed(seed * 1000 + rank)  # each worker draws its own noise, dropout and batches
+        mods, seed = (task.teacher_modality,), settings.seed
+        torch.manual_seed(seed)
+        plain = task.build_model(mods, {})
+        prepared = Student(None, None, mods, plain, task.features(task.splits().labeled, mods),
+                           task.splits().labeled.y, task.loss_fn())
+    shard = torch.arange(rank, len(prepared.y) // world * world, world)  # equal shards: DDP steps in lockstep
+    prepared.x, prepared.y = take(prepared.x, shard), prepared.y[shard]
+    prepared.model = ray.train.torch.prepare_model(plain)  # the same initial weights everywhere (DDP broadcasts)
+    if rank > 0:  # rank 0 continues the seed's stream, as in process; the others draw their own
+        torch.manual_seed(int(np.random.SeedSequence([seed, rank]).generate_state(1)[0]))
     device = ray.train.torch.get_device()
 
     def probe(_: torch.nn.Module) -> dict[str, float]:
@@ -116,10 +117,13 @@ def _train_worker(config: dict[str, Any]) -> None:
         ray.train.report(record)  # every worker reports at the same epochs, as Ray Train requires
         return record
 
-    options = {**fit_options(task, settings, mods), "device": device, "amp": device.type == "cuda"}
+    options = {**fit_options(task, settings, mods), "device": device, "amp": device.type == "cuda",
+               "log_every": config["log_every"], "probe": probe}
     started, started_at = time.perf_counter(), time.time()
-    history = fit(model, x, y, loss_fn=task.loss_fn(), log_every=config["log_every"], probe=probe,
-                  augment=augment, **options)
+    if student:
+        history = prepared.method.train(prepared, fit, **options)
+    else:
+        history = fit(prepared.model, prepared.x, prepared.y, loss_fn=prepared.loss_fn, **options)
     seconds = time.perf_counter() - started
     if rank == 0:  # measured where it trained; the folder reaches the driver through Ray
         trained = {"fit_seconds": seconds, "on_gpu": float(device.type == "cuda"), "amp": float(options["amp"]),
@@ -127,7 +131,7 @@ def _train_worker(config: dict[str, Any]) -> None:
                    "workers": world}
         with config["delivery"].folder(config["relative"]) as folder:
             if student:
-                finish_student(task, trial, plain, history, seconds, pseudo, folder, started_at=started_at,
+                finish_student(task, trial, plain, history, seconds, teacher.labels, folder, started_at=started_at,
                                plot=config["plot"], extra=trained)
             else:
                 finish_teacher(task, plain, history, seconds, settings, folder, started_at=started_at,

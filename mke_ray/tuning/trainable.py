@@ -25,7 +25,7 @@ class TrialContext:
 
     task: TaskSpec
     student: TrainSettings
-    pseudo_labels: Any  # the teacher's pseudo labels: a Ray object reference (fetched once per process)
+    teacher: Any  # what the teacher gives (``methods.Teacher``): a Ray object reference, fetched once per process
     delivery: Delivery  # where trial folders go: the driver's output folder
     log_every: int
     plots: bool
@@ -41,12 +41,12 @@ def _train(context: TrialContext, trial: TrialSpec, relative: str) -> dict[str, 
     if context.trainer.kind == "ray_train":
         from mke_ray.tuning.ray_train import train_student_distributed
 
-        return train_student_distributed(context.task, trial, context.student, context.pseudo_labels,
+        return train_student_distributed(context.task, trial, context.student, context.teacher,
                                          context.delivery, relative, context.storage,
                                          workers=context.trainer.workers, gpu=context.trainer.gpu,
                                          log_every=context.log_every, plot=context.plots, splits=context.splits)
     with context.delivery.folder(relative) as folder:
-        return train_student(_task(context), trial, context.student, _pseudo_labels(context.pseudo_labels),
+        return train_student(_task(context), trial, context.student, _teacher(context.teacher),
                              folder, log_every=context.log_every, plot=context.plots)
 
 
@@ -61,7 +61,7 @@ def _built(spec_json: str):
 
 
 @lru_cache(maxsize=4)
-def _pseudo_labels(ref) -> torch.Tensor:
+def _teacher(ref):
     import ray
 
     return ray.get(ref)
@@ -98,7 +98,7 @@ def run_pack(config: dict[str, Any], context: TrialContext) -> None:
     for trials in stacks.values():
         with context.delivery.folder(TRIALS) as trials_dir:  # the stack's folders arrive before its report
             results = train_students_stacked(_task(context), trials, context.student,
-                                             _pseudo_labels(context.pseudo_labels), trials_dir,
+                                             _teacher(context.teacher), trials_dir,
                                              log_every=context.log_every, plot=context.plots)
         done = [i for i, result in enumerate(results) if isinstance(result, dict)]
         failed = {trials[i].key: f"{type(results[i]).__module__}.{type(results[i]).__name__}: {results[i]}"
