@@ -353,6 +353,11 @@ class SweepSpec(_Spec):
         if task.augment is None and (self.fixed.get("augment") or any(self.regularizers.get("augment", {}).values())):
             raise _FieldError(("regularizers", "augment"), f"task {self.task.name!r} has no input augmentation; "
                                                            f"use input_noise, hidden_noise or dropout")
+        placed = self.regularizer_names()
+        for name in [*self.regularizers, *self.fixed]:
+            if name not in placed and (self.fixed.get(name) or any(self.regularizers.get(name, {}).values())):
+                raise _FieldError(("regularizers", name), f"task {self.task.name!r}'s networks have no place for "
+                                                          f"{name}; use {', '.join(placed)}")
         return self
 
     def check_data(self, splits) -> None:
@@ -437,8 +442,9 @@ class SweepSpec(_Spec):
 
     def regularizer_names(self) -> list[str]:
         """The regularizers this task's trials have (augmentation only where the task has one)."""
-        augments = TASKS.get(self.task.name).augment is not None
-        return [n for n in REGULARIZERS.names() if augments or not REGULARIZERS.get(n).on_data]
+        task = TASKS.get(self.task.name)
+        return [n for n in REGULARIZERS.names()
+                if (task.augment is not None if REGULARIZERS.get(n).on_data else n in task.placed_regularizers)]
 
     def settings(self) -> list[dict[str, float]]:
         """Distinct regularization settings: each grid entry with the others at 0."""

@@ -159,6 +159,10 @@ class Task(ABC):
         """Where this process trains the task's models."""
         return torch.device("cuda" if self.accelerate and torch.cuda.is_available() else "cpu")
 
+    placed_regularizers: ClassVar[tuple[str, ...]] = ("input_noise", "hidden_noise", "dropout")
+    """The regularizers ``build_model`` places in its networks; the spec refuses any other (those applied to the
+    data, such as ``augment``, come with the task's ``augment``)."""
+
     augment: ClassVar[Callable | None] = None
     """``augment(inputs, targets, p) -> (inputs, targets)``: the task's random augmentation of a
     training batch, each sample augmented with probability ``p`` (targets move with their
