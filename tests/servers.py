@@ -33,14 +33,17 @@ def wait_for(check, what: str, timeout: float = 90) -> None:
 
 
 @contextlib.contextmanager
-def mlflow_server(backend_store_uri: str, artifacts: Path, allowed_hosts: str | None = None):
-    """``mlflow server`` on a free port of 127.0.0.1 (one worker); yields its URI once /health answers."""
+def mlflow_server(backend_store_uri: str, artifacts: Path | None, allowed_hosts: str | None = None,
+                  command: str = "server", cwd: Path | None = None):
+    """``mlflow server`` (or ``command``, e.g. ``ui``) on a free port of 127.0.0.1 (one worker), run in ``cwd``;
+    without ``artifacts`` (no ``--artifacts-destination``) runs' artifacts are read where their URIs point.
+    Yields its URI once /health answers."""
     port = free_port()
     extra = ["--allowed-hosts", allowed_hosts.format(port=port)] if allowed_hosts else []
-    server = subprocess.Popen([BIN / "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-                               "--backend-store-uri", backend_store_uri, "--artifacts-destination", str(artifacts),
-                               *extra],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    extra += ["--artifacts-destination", str(artifacts)] if artifacts is not None else []
+    server = subprocess.Popen([BIN / "mlflow", command, "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+                               "--backend-store-uri", backend_store_uri, *extra],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd=cwd)
     uri = f"http://127.0.0.1:{port}"
 
     def healthy() -> bool:
