@@ -264,7 +264,7 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
             f"--resume finishes the sweep")
     for key, error in unrecorded:
         say(f"NOT IN MLFLOW {key}: {error} (its files and result are in {output / 'trials' / key})")
-    say(f"compare runs: mlflow ui --backend-store-uri {_ui_uri(recorder.uri)}  (parent run {parent})")
+    say(_compare_hint(recorder, parent))
     return EXIT_INTERRUPTED if interrupted else 1 if failures or unrecorded else 0
 
 
@@ -383,10 +383,17 @@ def _dump_spec(spec: SweepSpec) -> str:
     return yaml.safe_dump(data, sort_keys=False)
 
 
-def _ui_uri(uri: str) -> str:
+def _compare_hint(recorder: Recorder, parent: str) -> str:
+    """Where to compare the runs: the experiment's training runs in MLflow's UI (whose "GenAI / Model training"
+    switch starts on GenAI: the address says which), on a tracking server or a local store's ``mlflow ui``."""
+    runs = f"#/experiments/{recorder.experiment_id}/runs?workflowType=machine_learning"
+    uri = recorder.uri
+    if uri.startswith(("http://", "https://")):
+        return f"compare runs: {uri.rstrip('/')}/{runs}  (parent run {parent})"
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
-    return uri
+        uri = "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
+    return (f"compare runs: mlflow ui --backend-store-uri {uri}  (parent run {parent})\n"
+            f"  then open http://127.0.0.1:5000/{runs}")
 
 
 def _quiet_logs() -> None:

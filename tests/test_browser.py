@@ -1,5 +1,5 @@
-"""MLflow's UI on a finished smoke sweep, in headless Chromium driven by Selenium: the ``mlflow ui`` command the sweep
-prints opens the experiment on its training runs, the parent run shows the answer as its description, and a child
+"""MLflow's UI on a finished smoke sweep, in headless Chromium driven by Selenium: the ``mlflow ui`` command and the
+page the sweep prints open the experiment on its training runs, the parent run shows the answer as its description, and a child
 run shows its params and its plot. Screenshots of each page are kept in ``$MKE_TEST_ARTIFACTS/browser`` (else
 ``test-artifacts/browser`` in the checkout).
 
@@ -7,7 +7,7 @@ Needs Debian's ``chromium`` and ``chromium-driver`` (.ci/run installs them); not
 
 MLflow 3's UI picks an experiment's layout from the "GenAI / Model training" switch at the top left (kept in the
 browser, GenAI at first), not from the experiment's ``mlflow.experimentKind`` tag: the pages are opened with
-``?workflowType=machine_learning``, which is what that switch sets."""
+``?workflowType=machine_learning``, which is what that switch sets (and what the sweep's last line says to open)."""
 
 import contextlib
 import io
@@ -72,6 +72,13 @@ def ui(sweep, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def printed_page(sweep) -> str:
+    """The page the sweep's last line says to open, without its host (the test's UI has a port of its own)."""
+    (page,) = re.findall(r"then open http://127\.0\.0\.1:5000/(\S+)", sweep.printed)
+    return page
+
+
+@pytest.fixture(scope="module")
 def browser(chromium, ui):
     """Headless Chromium, 1600x1000, without MLflow's assistant panel (it takes a third of the page)."""
     chromium, chromedriver = chromium
@@ -121,9 +128,10 @@ def shot(driver, name: str) -> None:
     assert driver.save_screenshot(str(path)), path
 
 
-def test_the_experiment_opens_on_its_training_runs(sweep, ui, browser):
+def test_the_experiment_opens_on_its_training_runs(sweep, ui, browser, printed_page):
     experiment, parent, child = sweep.experiment, sweep.parent, sweep.child
-    browser.get(f"{ui}/#/experiments/{experiment}{TRAINING}")
+    assert printed_page == f"#/experiments/{experiment}/runs{TRAINING}"
+    browser.get(f"{ui}/{printed_page}")  # what the sweep's last line says to open
     visible_text(browser, parent.info.run_name)
     assert re.search(rf"#/experiments/{experiment}/runs\b", browser.current_url), browser.current_url
     visible_text(browser, "14 matching runs")  # the parent, the teacher and 12 students
