@@ -21,7 +21,7 @@ from mke_ray.report.plots import gain_figure, setting_figure, summary_figure
 from mke_ray.report.table import format_table, paper_table, results_frame, score_of
 from mke_ray.methods.artifacts import read_result
 from mke_ray.output import OutputLock, fingerprint, is_uri, mirror, prepare_output, write_state
-from mke_ray.spec import SpecError, SweepSpec, TrialSpec, load_spec
+from mke_ray.spec import SpecError, SweepSpec, TrainSpec, TrialSpec, load_spec
 from mke_ray.tasks import TaskDataError
 from mke_ray.tracking import Recorder, TrackingError, resolve_tracking_uri
 from mke_ray.tracking.sweep_log import SweepLog, experiment_note, record_key
@@ -182,7 +182,12 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
     try:  # from here on the parent run ends FINISHED, FAILED or KILLED, whatever happens
         write_state(output, {**state, "status": "running"})
         if new:
-            (output / "sweep.resolved.yaml").write_text(_dump_spec(spec))
+            resolved = spec.model_copy(update={
+                "task": spec.task.model_copy(update={"options": spec.task.resolved_options()}),
+                "teacher": TrainSpec(**teacher_settings.model_dump()),
+                "student": TrainSpec(**student_settings.model_dump()),
+                "trainer": _resolved_trainer(spec, task, planned)})
+            (output / "sweep.resolved.yaml").write_text(_dump_spec(resolved))
             recorder.log_artifact(parent, output / "sweep.resolved.yaml")
             if sweep_file is not None and sweep_file.is_file():
                 recorder.log_artifact(parent, sweep_file)
@@ -289,7 +294,7 @@ def _teacher(spec: SweepSpec, task, settings, output: Path, delivery, storage: s
     is Ray Train (its folder shipped back), else in this process."""
     import ray
 
-    folder = teacher_folder(output, spec.task.name, spec.task.options, settings)
+    folder = teacher_folder(output, spec.task, settings)
     from mke_ray.cluster import trial_capacity
 
     trainer = spec.trainer.resolve(task, trial_capacity(ray.cluster_resources()), trials=1)  # alone on the cluster
@@ -310,8 +315,16 @@ def _teacher(spec: SweepSpec, task, settings, output: Path, delivery, storage: s
     return train_teacher(task, settings, folder, log_every=spec.tracking.log_every, plot=spec.tracking.plots)
 
 
-def _run_with_ray(spec, trials, remaining, teacher, output, student_settings, log, storage: str, delivery):
+def _resolved_trainer(spec: SweepSpec, task, trials: int):
+    """The trainer ``auto`` (and every default) resolves to on this cluster, for ``trials`` students."""
+    import ray
+
     from mke_ray.cluster import trial_capacity
+
+    return spec.trainer.resolve(task, trial_capacity(ray.cluster_resources()), trials=trials)
+
+
+def _run_with_ray(spec, trials, remaining, teacher, output, student_settings, log, storage: str, delivery):
     from mke_ray.report.answer import BestByValidation, SettingMeans
     from mke_ray.tuning.callbacks import MlflowTrials
     from mke_ray.tuning.progress import ProgressLine
@@ -320,8 +333,7 @@ def _run_with_ray(spec, trials, remaining, teacher, output, student_settings, lo
     import ray
 
     task = spec.task.build()
-    trainer = spec.trainer.resolve(task, trial_capacity(ray.cluster_resources()), trials=remaining)
-    spec = spec.model_copy(update={"trainer": trainer})
+    spec = spec.model_copy(update={"trainer": _resolved_trainer(spec, task, remaining)})
     print(f"students are trained {spec.trainer.describe()}", flush=True)
     context = TrialContext(task=spec.task, student=student_settings,
                            teacher=ray.put(teacher.for_students(weights=spec.needs_teacher_weights())),

@@ -69,6 +69,10 @@ class TaskSpec(_Spec):
         cls = TASKS.get(self.name)
         return cls(cls.Options.model_validate(self.options))
 
+    def resolved_options(self) -> dict[str, Any]:
+        """Every option of the task, those left out with their defaults."""
+        return TASKS.get(self.name).Options.model_validate(self.options).model_dump(mode="json")
+
 
 class TrainSpec(_Spec):
     """Overrides of the task's training defaults; unset keys keep the task's value."""

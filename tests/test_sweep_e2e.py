@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 
 from mke_ray.report.answer import NOTE_TAG, SMOKE_NOTE
+from mke_ray.spec import load_spec
 from mke_ray.sweep import main
 from mke_ray.tracking import Recorder
 from mke_ray.tracking.recorder import TRIAL_KEY_TAG
@@ -29,6 +30,14 @@ def test_smoke_sweep_finishes_and_writes_results(smoke_sweep):
     assert "UM teacher" in table and "MM student (sup)" in table and "| no | weak |" in table
     assert table.startswith(f"> **{SMOKE_NOTE}**")  # a smoke table says it means nothing
     assert (out / "summary.png").stat().st_size > 1000
+
+
+def test_the_resolved_sweep_file_holds_the_settings_as_run(smoke_sweep):
+    _, out, _ = smoke_sweep
+    resolved = load_spec(out / "sweep.resolved.yaml")
+    assert resolved.trainer.kind == "local" and resolved.trainer.workers == 1  # what auto became for TwoMoon
+    assert resolved.teacher.epochs == 1000 and resolved.student.epochs == 200  # the task's defaults, filled in
+    assert resolved.task.options["n_samples"] == 500  # every task option, not only those the file sets
 
 
 def test_a_storage_uri_holds_rays_state_and_a_copy_of_the_output(smoke_sweep):

@@ -1,7 +1,9 @@
+from pathlib import Path
+
 import pytest
 import torch
 
-from mke_ray.spec import TrialSpec
+from mke_ray.spec import TaskSpec, TrialSpec
 from mke_ray.methods.artifacts import read_history, read_result
 from mke_ray.methods.student import train_student
 from mke_ray.methods.teacher import train_teacher
@@ -105,3 +107,20 @@ def test_host_resident_batches_train_exactly_like_device_resident_ones(workers):
         weights.append(model.fc.weight.detach().clone())
         losses.append(history[-1]["train_loss"])
     assert torch.equal(weights[0], weights[1]) and losses[0] == losses[1]
+
+
+def test_the_teacher_cache_is_keyed_on_resolved_options(monkeypatch):
+    from mke_ray.methods.teacher import teacher_folder
+
+    settings = TrainSettings(epochs=10, lr=0.01, seed=1)
+    folder = lambda spec: teacher_folder(Path("o"), spec, settings)  # noqa: E731
+    written = TaskSpec(name="twomoon", options={"noise": 0.1})
+    before = folder(written)
+    assert before == folder(TaskSpec(name="twomoon"))  # noise 0.1 is the default: the same teacher
+    task = TASKS.get("twomoon")
+
+    class Changed(task.Options):  # a default changed in code: another teacher, not the stale one
+        n_samples: int = 400
+
+    monkeypatch.setattr(task, "Options", Changed)
+    assert folder(written) != before

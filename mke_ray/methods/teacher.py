@@ -11,7 +11,7 @@ import torch
 
 from mke_ray.methods import TEACHER_LABEL, Teacher
 from mke_ray.methods.artifacts import read_history, read_result, write_run
-from mke_ray.spec import spec_hash
+from mke_ray.spec import TaskSpec, spec_hash
 from mke_ray.tasks import Task, TrainSettings
 from mke_ray.training.loop import fit
 from mke_ray.methods.student import evaluate, fit_options, label_accuracy
@@ -36,9 +36,10 @@ class TeacherRun:
                        torch.load(self.folder / "teacher.pt", weights_only=True) if weights else None)
 
 
-def teacher_folder(root: Path, task_name: str, task_options: dict, settings: TrainSettings) -> Path:
-    """Where the teacher for these settings lives: keyed by a hash of everything it depends on."""
-    return root / "teacher" / spec_hash(task_name, task_options, settings.model_dump())
+def teacher_folder(root: Path, task: TaskSpec, settings: TrainSettings) -> Path:
+    """Where the teacher for these settings lives: keyed by a hash of everything it depends on, as resolved (every
+    task option with its default filled in, so a changed default is a new teacher, not a stale one reused)."""
+    return root / "teacher" / spec_hash(task.name, task.resolved_options(), settings.model_dump())
 
 
 def train_teacher(task: Task, settings: TrainSettings, folder: Path, *,
