@@ -18,7 +18,7 @@ from mke_ray.errors import NonFiniteLossError
 from mke_ray.methods.teacher import cached_teacher, teacher_folder, train_teacher
 from mke_ray.report.answer import NOTE_TAG, SMOKE_NOTE, Answer, grid_answer, search_answer
 from mke_ray.report.plots import gain_figure, setting_figure, summary_figure
-from mke_ray.report.table import format_table, paper_table, results_frame, score_of
+from mke_ray.report.table import format_rounds, format_table, paper_table, results_frame, rounds_table, score_of
 from mke_ray.methods.artifacts import read_result
 from mke_ray.output import OutputLock, fingerprint, is_uri, mirror, prepare_output, write_state
 from mke_ray.spec import SpecError, SweepSpec, TrainSpec, TrialSpec, load_spec
@@ -376,12 +376,19 @@ def _write_results(spec: SweepSpec, output: Path, trials: list[TrialSpec], teach
     table = paper_table(spec, results)
     results.to_csv(output / "results.csv", index=False)
     table.to_csv(output / "table.csv", index=False)
-    (output / "table.md").write_text(smoke + format_table(spec, table, teacher_acc, markdown=True))
+    by_round = rounds_table(spec, results) if (spec.student.rounds or 1) > 1 and not results.empty else None
+    (output / "table.md").write_text(smoke + format_table(spec, table, teacher_acc, markdown=True)
+                                     + ("" if by_round is None else
+                                        "\n" + format_rounds(spec, by_round, teacher_acc, markdown=True)))
     if not results.empty:
         summary_figure(spec, table, teacher_acc, output / "summary.png")
         gain_figure(spec, table, teacher_acc, output / "gain.png")
         setting_figure(spec, table, teacher_acc, output / "settings.png")
-    return format_table(spec, table, teacher_acc), grid_answer(spec, table, teacher_acc, *score_of(spec))
+    if by_round is not None:
+        by_round.to_csv(output / "rounds.csv", index=False)
+    return format_table(spec, table, teacher_acc) + ("" if by_round is None else
+                                                     "\n" + format_rounds(spec, by_round, teacher_acc)), \
+        grid_answer(spec, table, teacher_acc, *score_of(spec))
 
 
 

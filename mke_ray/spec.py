@@ -74,6 +74,9 @@ class TaskSpec(_Spec):
         return TASKS.get(self.name).Options.model_validate(self.options).model_dump(mode="json")
 
 
+MAX_ROUNDS = 10
+
+
 class TrainSpec(_Spec):
     """Overrides of the task's training defaults; unset keys keep the task's value."""
 
@@ -84,6 +87,9 @@ class TrainSpec(_Spec):
     momentum: float | None = Field(None, ge=0, lt=1)
     select: Literal["last", "best_val"] | None = Field(
         None, description="last: the final epoch's model; best_val: the epoch best on the validation split")
+    rounds: int | None = Field(None, ge=1, le=MAX_ROUNDS, description="students: iterative MKE, round k's student "
+                                                                      "pseudo-labels the unlabeled data for round "
+                                                                      "k+1 (1: the paper's single round)")
 
     def resolve(self, defaults: TrainSettings) -> TrainSettings:
         return defaults.model_copy(update=self.model_dump(exclude_none=True))
@@ -357,6 +363,12 @@ class SweepSpec(_Spec):
         if task.augment is None and (self.fixed.get("augment") or any(self.regularizers.get("augment", {}).values())):
             raise _FieldError(("regularizers", "augment"), f"task {self.task.name!r} has no input augmentation; "
                                                            f"use input_noise, hidden_noise or dropout")
+        if (self.teacher.rounds or 1) > 1:
+            raise _FieldError(("teacher", "rounds"), "a teacher trains once; rounds is a student setting")
+        if (self.student.rounds or 1) > 1:  # methods that do not learn from pseudo labels train once
+            if self.trainer.kind == "batched":
+                raise _FieldError(("trainer", "kind"), "batched stacks one round of students; with student.rounds "
+                                                       "use kind: auto or local")
         placed = self.regularizer_names()
         for name in [*self.regularizers, *self.fixed]:
             if name not in placed and (self.fixed.get(name) or any(self.regularizers.get(name, {}).values())):
@@ -423,7 +435,8 @@ class SweepSpec(_Spec):
                 epochs = math.ceil(self.search.space.student["epochs"].high)
         else:
             trials = len(self.settings()) * len(self.methods) * len(self.seeds)
-        return trials, trials * epochs
+        rounds = self.student.rounds or 1
+        return trials, trials * epochs * rounds
 
     def _plan_shape(self) -> str:
         seeds = _count(len(self.seeds), "seed")

@@ -86,6 +86,12 @@ class Method:
         """Whether it learns from the teacher (so its result measures knowledge expansion)."""
         return self.learns_from != "true_labels"
 
+    @property
+    def iterates(self) -> bool:
+        """Whether ``student.rounds`` applies (iterative MKE: round k's student pseudo-labels the data for round
+        k+1): for methods that learn from pseudo labels; the others train once."""
+        return self.learns_from == "pseudo_labels"
+
     def modalities(self, task: Task) -> tuple[str, ...]:
         return tuple(task.modalities) if self.multimodal else (task.teacher_modality,)
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
-from mke_ray.methods import METHODS, Teacher
+from mke_ray.methods import METHODS, Student, Teacher
 from mke_ray.methods.base import as_teacher
 from mke_ray.methods.artifacts import write_run
 from mke_ray.spec import TrialSpec
@@ -22,15 +23,52 @@ def train_student(task: Task, trial: TrialSpec, settings: TrainSettings, teacher
 
     ``teacher``: what the teacher gives (``methods.Teacher``), or its pseudo labels alone.
     """
-    teacher = as_teacher(teacher)
-    student = METHODS.get(trial.method).prepare(task, trial, teacher)
     settings = settings.model_copy(update=trial.overrides)
-    started, started_at = time.perf_counter(), time.time()
-    history = student.method.train(student, fit, log_every=log_every,
-                                   probe=lambda m: evaluate(task, m, student.modalities),
-                                   **fit_options(task, settings, student.modalities))
-    return finish_student(task, trial, student.model, history, time.perf_counter() - started, teacher.labels,
-                          folder, started_at=started_at, plot=plot)
+    started_at = time.time()
+
+    def train_round(student: Student) -> list[dict[str, float]]:
+        return student.method.train(student, fit, log_every=log_every,
+                                    probe=lambda m: evaluate(task, m, student.modalities),
+                                    **fit_options(task, settings, student.modalities))
+
+    run = iterate(task, trial, settings.rounds, as_teacher(teacher), train_round)
+    return finish_student(task, trial, run.student.model, run.history, run.seconds, run.teacher.labels, folder,
+                          started_at=started_at, plot=plot, rounds=run.rounds)
+
+
+@dataclass
+class Rounds:
+    """The last round of a student's training: its student, history and teacher (the labels it learned from),
+    the training seconds of every round, and the records of the rounds before."""
+
+    student: Student
+    history: list[dict[str, float]]
+    teacher: Teacher
+    seconds: float
+    rounds: list[dict[str, float]]
+
+
+def iterate(task: Task, trial: TrialSpec, rounds: int, teacher: Teacher,
+            train_round: Callable[[Student], list[dict[str, float]]]) -> Rounds:
+    """Train the trial's student ``rounds`` times (for a method that learns from pseudo labels; once otherwise),
+    each round's student, measured, pseudo-labelling the unlabeled split for the next (iterative MKE). Every round
+    is prepared from the trial's seed: round k+1 differs from round k only by the labels it learns from.
+    ``train_round(student)`` is the trainer's own training of a prepared student; it returns the history."""
+    method = METHODS.get(trial.method)
+    rounds = rounds if method.iterates else 1
+    records, seconds = [], 0.0
+    for k in range(1, rounds + 1):
+        student = method.prepare(task, trial, teacher)
+        started = time.perf_counter()
+        history = train_round(student)
+        seconds += time.perf_counter() - started
+        if k == rounds:
+            return Rounds(student, history, teacher, seconds, records)
+        records.append({"round": k, **measure(task, student.model, student.modalities, teacher.labels),
+                        "train_seconds": time.perf_counter() - started})
+        unlabeled = task.features(task.splits().unlabeled, student.modalities)
+        teacher = Teacher(task.pseudo_labels(task.predict(student.model, unlabeled)))
+    raise ValueError(f"rounds must be at least 1 (got {rounds})")
 
 
 def fit_options(task: Task, settings: TrainSettings, mods: tuple[str, ...]) -> dict[str, Any]:
@@ -58,18 +96,37 @@ def evaluate(task: Task, model, mods: tuple[str, ...]) -> dict[str, float]:
 
 def finish_student(task: Task, trial: TrialSpec, model, history: list[dict[str, float]], seconds: float,
                    pseudo_labels: torch.Tensor, folder: Path, *, started_at: float, plot: bool = True,
-                   extra: dict[str, float] | None = None) -> dict[str, Any]:
+                   extra: dict[str, float] | None = None, rounds: list[dict[str, float]] = ()) -> dict[str, Any]:
     """Measure a trained student, write its artifacts into ``folder``, return its metrics.
 
     ``seconds`` is its training time; ``started_at`` (``time.time()``) when its training began, kept with the
     end of its measurement as ``started_at`` and ``ended_at`` (epoch ms): its MLflow run's start and end.
+    ``pseudo_labels``: the labels it learned from; ``rounds``: the records of its earlier rounds (``iterate``),
+    kept with this, the last one's, as ``rounds`` in its result.
     """
-    method = METHODS.get(trial.method)
-    mods = method.modalities(task)
+    mods = METHODS.get(trial.method).modalities(task)
+    result = {**measure(task, model, mods, pseudo_labels), "train_seconds": seconds, **(extra or {})}
+    if rounds:
+        result["rounds"] = [*rounds, {"round": len(rounds) + 1, **{k: v for k, v in result.items()
+                                                                   if k != "train_seconds"}}]
+    folder.mkdir(parents=True, exist_ok=True)
+    if plot:
+        title = f"{METHODS.get(trial.method).label}, {_describe(trial)}: test {task.metric_name} {result[f'test_{task.metric}']:.1f}%"
+        task.plot_trial(model, mods, pseudo_labels, title, folder / task.plot_name)
+    result.update(started_at=int(started_at * 1000), ended_at=int(time.time() * 1000))
+    write_run(folder, history=history, result={**result, "trial": trial.to_dict()},
+              model=model, model_name="student.pt")
+    return result
+
+
+def measure(task: Task, model, mods: tuple[str, ...], pseudo_labels: torch.Tensor) -> dict[str, float]:
+    """A trained student's scores, and where the unlabeled split's truth is known (per sample or pixel) how it
+    did with the ``pseudo_labels`` it learned from: their accuracy, and the shares of the wrong ones it corrects
+    and of the right ones it breaks."""
     truth = task.splits().unlabeled.y
     labeled = _labeled(task, truth)
-    result = {**evaluate(task, model, mods), "train_seconds": seconds, **(extra or {})}
-    if labeled.any():  # expansion diagnostics, where the unlabeled set's truth is known (per sample or pixel)
+    result = evaluate(task, model, mods)
+    if labeled.any():
         on_unlabeled = task.hard(task.predict(model, task.features(task.splits().unlabeled, mods)))
         pseudo_classes = task.hard(pseudo_labels)
         pseudo_right = (pseudo_classes == truth) & labeled
@@ -77,13 +134,6 @@ def finish_student(task: Task, trial: TrialSpec, model, history: list[dict[str, 
         result.update(pseudo_label_acc=label_accuracy(task, pseudo_classes, truth),
                       corrected_share=_share(on_unlabeled[pseudo_wrong] == truth[pseudo_wrong]),
                       broken_share=_share(on_unlabeled[pseudo_right] != truth[pseudo_right]))
-    folder.mkdir(parents=True, exist_ok=True)
-    if plot:
-        title = f"{method.label}, {_describe(trial)}: test {task.metric_name} {result[f'test_{task.metric}']:.1f}%"
-        task.plot_trial(model, mods, pseudo_labels, title, folder / task.plot_name)
-    result.update(started_at=int(started_at * 1000), ended_at=int(time.time() * 1000))
-    write_run(folder, history=history, result={**result, "trial": trial.to_dict()},
-              model=model, model_name="student.pt")
     return result
 
 

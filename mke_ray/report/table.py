@@ -28,8 +28,51 @@ def results_frame(trials: list[TrialSpec], trials_dir: Path) -> pd.DataFrame:
             continue
         rows.append({"trial": trial.key, "method": trial.method, "seed": trial.seed, "repeat": trial.repeat,
                      **{f"reg.{n}": v for n, v in trial.regularization.items()},
-                     **{k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}})
+                     **_numbers(result),
+                     **{f"round{r['round']}.{k}": v for r in result.get("rounds", []) for k, v in _numbers(r).items()
+                        if k != "round"}})
     return pd.DataFrame(rows)
+
+
+def _numbers(result: dict) -> dict:
+    return {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def rounds_table(spec: SweepSpec, results: pd.DataFrame) -> pd.DataFrame:
+    """The test score by round (iterative MKE, ``student.rounds``): one row per (regularizer, method, column) as
+    ``paper_table``, a mean and a std column per round; a method that trains once has round 1 only."""
+    key = score_of(spec)[0]
+    rounds = spec.student.rounds or 1
+    once = results.assign(**{f"round1.{key}": results[f"round1.{key}"].fillna(results[key])}) \
+        if f"round1.{key}" in results else results.assign(**{f"round1.{key}": results.get(key)})
+    table = None
+    for k in range(1, rounds + 1):
+        column = f"round{k}.{key}"
+        cells = paper_table(spec, once.assign(**{key: once[column] if column in once else float("nan")}))
+        cells = cells.rename(columns={"mean": f"round {k}", "std": f"round {k} std"})
+        table = cells.drop(columns="n") if table is None else table.join(cells[[f"round {k}", f"round {k} std"]])
+    return table
+
+
+def format_rounds(spec: SweepSpec, table: pd.DataFrame, teacher_acc: float, markdown: bool = False) -> str:
+    """The score by round as text or Markdown: a line per setting and method, a column per round."""
+    rounds = [c for c in table.columns if c.startswith("round ") and not c.endswith(" std")]
+    header = ["regularizer", "method", *rounds]
+    lines = [["-", TEACHER_LABEL, f"{teacher_acc:.2f}", *[""] * (len(rounds) - 1)]]
+    for _, row in table.iterrows():
+        cells = ["" if pd.isna(row[r]) else f"{row[r]:.2f} ± {row[f'{r} std']:.2f}" for r in rounds]
+        strength = "" if pd.isna(row["strength"]) else f" {row['strength']:g}"
+        lines.append([f"{row['regularizer']} {row['column']}{strength}", row["method"], *cells])
+    seeds = len(spec.seeds)
+    title = (f"Test {score_of(spec)[1]} (%) by round (iterative MKE: round k's student labels the data for round "
+             f"k+1), mean ± std over {seeds} seed{'s' * (seeds > 1)}")
+    if markdown:
+        out = [f"**{title}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        return "\n".join(out + ["| " + " | ".join(line) + " |" for line in lines]) + "\n"
+    widths = [max(len(str(r[i])) for r in [header, *lines]) for i in range(len(header))]
+    fmt = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    rule = "-" * len(fmt(header))
+    return "\n".join([title, rule, fmt(header), rule, *map(fmt, lines), rule]) + "\n"
 
 
 def paper_table(spec: SweepSpec, results: pd.DataFrame) -> pd.DataFrame:

@@ -47,6 +47,7 @@ class TrainSettings(BaseModel):
     batch_size: int = 0          # 0: one full-batch step per epoch
     momentum: float = 0.0        # SGD momentum
     select: Literal["last", "best_val"] = "last"  # report the last epoch, or the best on validation
+    rounds: int = 1              # iterative MKE (students): round k's student labels the data for round k+1
 
 
 class Task(ABC):

@@ -102,9 +102,31 @@ class SweepLog:
         metrics = _numbers(result)
         if self.teacher_score is not None and self.score_key in metrics:
             metrics["gain_over_teacher"] = metrics[self.score_key] - self.teacher_score
-        return self._write(record_key(trial), run_name(trial, self.spec.seeds), params=self.trial_params(trial),
-                           history=read_history(folder), metrics=metrics, artifacts=folder,
-                           status="FINISHED", tags=tags, **_times(result))
+        name = run_name(trial, self.spec.seeds)
+        by_round = [{"epoch": float(r["round"]), f"round_{self.score_key}": r[self.score_key]}
+                    for r in result.get("rounds", []) if self.score_key in r]  # a chart of the score by round
+        run_id = self._write(record_key(trial), name, params=self.trial_params(trial),
+                             history=[*read_history(folder), *by_round], metrics=metrics, artifacts=folder,
+                             status="FINISHED", tags=tags, **_times(result))
+        if run_id is not None:
+            self._record_rounds(run_id, record_key(trial), name, result)
+        return run_id
+
+    def _record_rounds(self, run_id: str, key: str, name: str, result: dict[str, Any]) -> None:
+        """Iterative MKE: a run per round under the trial's run, with the round's scores, the accuracy of the
+        labels it learned from and its corrected / broken shares (the trial's run has ``round_<score>`` by round,
+        as steps, for MLflow's charts)."""
+        for record in result.get("rounds", []):
+            metrics = _numbers(record)
+            if self.teacher_score is not None and self.score_key in metrics:
+                metrics["gain_over_teacher"] = metrics[self.score_key] - self.teacher_score
+            try:
+                self.recorder.log_child(run_id, f"{key}/round{record['round']}", f"{name} round {record['round']}",
+                                        params={"round": record["round"]}, metrics=metrics,
+                                        tags={"mke.kind": "round"})
+            except Exception as err:  # the trial's run and files stand without it
+                print(f"MLflow could not record round {record['round']} of {key} ({err})", file=sys.stderr,
+                      flush=True)
 
     def record_failure(self, trial: TrialSpec, error: str, log_folder: Path | None) -> str | None:
         return self._write(record_key(trial), run_name(trial, self.spec.seeds), params=self.trial_params(trial),

@@ -13,15 +13,16 @@ teacher its pseudo labels. The folder reaches the driver's output folder through
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from mke_ray.methods import METHODS, Student
+from mke_ray.methods import Student
 from mke_ray.methods.base import as_teacher
-from mke_ray.methods.student import evaluate, finish_student, fit_options
+from mke_ray.methods.student import evaluate, finish_student, fit_options, iterate
 from mke_ray.methods.teacher import finish_teacher, teacher_probe
 from mke_ray.spec import TaskSpec, TrialSpec
 from mke_ray.tasks import Splits, TrainSettings
@@ -94,45 +95,51 @@ def _train_worker(config: dict[str, Any]) -> None:
         task.adopt(ray.get(config["splits"]))
     settings = TrainSettings(**config["settings"])
     student = config["role"] == "student"
-    if student:  # the student every trainer takes (methods.base): the same seed rule
-        trial = TrialSpec.from_dict(config["trial"])
-        teacher = as_teacher(ray.get(config["teacher"]))
-        prepared = METHODS.get(trial.method).prepare(task, trial, teacher)
-        mods, plain, seed = prepared.modalities, prepared.model, trial.seed
-    else:
-        mods, seed = (task.teacher_modality,), settings.seed
-        torch.manual_seed(seed)
-        plain = task.build_model(mods, {})
-        prepared = Student(None, None, mods, plain, task.features(task.splits().labeled, mods),
-                           task.splits().labeled.y, task.loss_fn())
-    shard = torch.arange(rank, len(prepared.y) // world * world, world)  # equal shards: DDP steps in lockstep
-    prepared.x, prepared.y = take(prepared.x, shard), prepared.y[shard]
-    prepared.model = ray.train.torch.prepare_model(plain)  # the same initial weights everywhere (DDP broadcasts)
-    if rank > 0:  # rank 0 continues the seed's stream, as in process; the others draw their own
-        torch.manual_seed(int(np.random.SeedSequence([seed, rank]).generate_state(1)[0]))
     device = ray.train.torch.get_device()
 
-    def probe(_: torch.nn.Module) -> dict[str, float]:
-        record = evaluate(task, plain, mods) if student else teacher_probe(task, plain)
-        ray.train.report(record)  # every worker reports at the same epochs, as Ray Train requires
-        return record
+    def train_share(prepared: Student, seed: int) -> list[dict[str, float]]:
+        """Train a prepared network on this worker's equal shard (DDP steps in lockstep), wrapped by DDP (which
+        broadcasts rank 0's weights and averages the gradients); rank 0 continues the seed's stream, as in
+        process (``methods.base``), the others draw from streams of their own."""
+        shard = torch.arange(rank, len(prepared.y) // world * world, world)
+        share = replace(prepared, x=take(prepared.x, shard), y=prepared.y[shard],
+                        model=ray.train.torch.prepare_model(prepared.model))
+        if rank > 0:
+            torch.manual_seed(int(np.random.SeedSequence([seed, rank]).generate_state(1)[0]))
 
-    options = {**fit_options(task, settings, mods), "device": device, "amp": device.type == "cuda",
-               "log_every": config["log_every"], "probe": probe}
+        def probe(_: torch.nn.Module) -> dict[str, float]:
+            record = evaluate(task, prepared.model, prepared.modalities) if student else \
+                teacher_probe(task, prepared.model)
+            ray.train.report(record)  # every worker reports at the same epochs, as Ray Train requires
+            return record
+
+        options = {**fit_options(task, settings, prepared.modalities), "device": device,
+                   "amp": device.type == "cuda", "log_every": config["log_every"], "probe": probe}
+        if student:
+            return prepared.method.train(share, fit, **options)
+        return fit(share.model, share.x, share.y, loss_fn=share.loss_fn, **options)
+
     started, started_at = time.perf_counter(), time.time()
-    if student:
-        history = prepared.method.train(prepared, fit, **options)
+    if student:  # the student every trainer takes (methods.base), round after round (methods.student.iterate)
+        trial = TrialSpec.from_dict(config["trial"])
+        run = iterate(task, trial, settings.rounds, as_teacher(ray.get(config["teacher"])),
+                      lambda prepared: train_share(prepared, trial.seed))
+        plain, history = run.student.model, run.history
     else:
-        history = fit(prepared.model, prepared.x, prepared.y, loss_fn=prepared.loss_fn, **options)
+        mods = (task.teacher_modality,)
+        torch.manual_seed(settings.seed)
+        plain = task.build_model(mods, {})
+        history = train_share(Student(None, None, mods, plain, task.features(task.splits().labeled, mods),
+                                      task.splits().labeled.y, task.loss_fn()), settings.seed)
     seconds = time.perf_counter() - started
     if rank == 0:  # measured where it trained; the folder reaches the driver through Ray
-        trained = {"fit_seconds": seconds, "on_gpu": float(device.type == "cuda"), "amp": float(options["amp"]),
+        trained = {"fit_seconds": seconds, "on_gpu": float(device.type == "cuda"), "amp": float(device.type == "cuda"),
                    "peak_gpu_mib": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0,
                    "workers": world}
         with config["delivery"].folder(config["relative"]) as folder:
             if student:
-                finish_student(task, trial, plain, history, seconds, teacher.labels, folder, started_at=started_at,
-                               plot=config["plot"], extra=trained)
+                finish_student(task, trial, plain, history, run.seconds, run.teacher.labels, folder,
+                               started_at=started_at, plot=config["plot"], extra=trained, rounds=run.rounds)
             else:
                 finish_teacher(task, plain, history, seconds, settings, folder, started_at=started_at,
                                plot=config["plot"], extra=trained)
