@@ -47,10 +47,11 @@ SETTINGS = {
 }
 
 
-def run(setting: Setting, data_seed: int, seeds: list[int], folder: Path) -> list[dict[str, float]]:
+def run(setting: Setting, data_seed: int, seeds: list[int], folder: Path, rounds: int = 1) -> list[dict[str, float]]:
     """The teacher of data set ``data_seed`` (trained with that seed too) and a student of each method for each
     of ``seeds``; one record per seed: the teacher's and each method's test score and the MM student's
-    corrected / broken shares of pseudo labels."""
+    corrected / broken shares of pseudo labels; with ``rounds`` > 1 (iterative MKE) each method's score by round
+    too (``<method>_round<k>``)."""
     options = {**setting.options, "synthetic_seed": data_seed, "split_seed": data_seed}
     task = parse_spec({"name": "effect", "task": {"name": setting.task, "options": options}}).task.build()
     metric = f"test_{task.metric}"
@@ -58,7 +59,7 @@ def run(setting: Setting, data_seed: int, seeds: list[int], folder: Path) -> lis
                                                                            "seed": data_seed}),
                             folder / f"data{data_seed}" / "teacher", log_every=0, plot=False)
     pseudo = torch.load(teacher.pseudo_labels_path, weights_only=True)
-    settings = task.student_defaults.model_copy(update={"epochs": setting.student_epochs})
+    settings = task.student_defaults.model_copy(update={"epochs": setting.student_epochs, "rounds": rounds})
     records = []
     for seed in seeds:
         record = {"data_seed": data_seed, "seed": seed, "teacher": teacher.result[metric]}
@@ -67,6 +68,7 @@ def run(setting: Setting, data_seed: int, seeds: list[int], folder: Path) -> lis
             result = train_student(task, trial, settings, pseudo, folder / f"data{data_seed}" / trial.key,
                                    log_every=0, plot=False)
             record[method] = result[metric]
+            record.update({f"{method}_round{r['round']}": r[metric] for r in result.get("rounds", [])})
             if method == "mm_student":
                 record.update(corrected_share=result["corrected_share"], broken_share=result["broken_share"])
         records.append(record)
