@@ -123,10 +123,10 @@ def _join_ray(address: str | None) -> tuple[dict[str, float], bool]:
                             f"for a local Ray") from None
     try:
         return start_ray(address), ours
-    except (ConnectionError, RuntimeError, ValueError) as err:
+    except Exception as err:  # Ray raises plain Exception too (a node that timed out during start-up)
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if not target:
-            raise SpecError(f"cannot start a local Ray ({first})") from None
+            raise SpecError(f"cannot start a local Ray ({first}); on a busy machine run the command again") from None
         raise SpecError(f"cannot join the Ray cluster at {target} ({first}); start it with 'ray start --head' "
                         f"or leave out --address and RAY_ADDRESS for a local Ray") from None
 

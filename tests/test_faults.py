@@ -336,3 +336,17 @@ def test_a_stray_file_where_a_trial_folder_goes_fails_that_trial_only(tmp_path, 
     assert parent.info.status == "FAILED"
     (failed,) = [r for r in runs if r.info.status == "FAILED"]
     assert failed.data.tags["mke.trial_key"] == stray.name
+
+
+def test_a_ray_that_does_not_start_is_one_line(tmp_path, capsys, monkeypatch):
+    from mke_ray.tuning import runner
+
+    def timed_out(address):  # what ray.init raises when its node does not come up in time (a busy machine)
+        raise Exception("The current node timed out during startup. This could happen because some of the raylet "
+                        "failed to startup or the GCS has become overloaded.")
+
+    monkeypatch.setattr(runner, "start_ray", timed_out)
+    assert main(sweep_args(tmp_path)) == 2
+    assert capsys.readouterr().err == ("error: cannot start a local Ray (The current node timed out during startup. "
+                                       "This could happen because some of the raylet failed to startup or the GCS "
+                                       "has become overloaded.); on a busy machine run the command again\n")
