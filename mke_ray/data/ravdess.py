@@ -243,11 +243,6 @@ def read_frames(path: str | os.PathLike[str], n: int = 1) -> list[np.ndarray]:
     return frames
 
 
-def middle_frame(path: str | os.PathLike[str]) -> np.ndarray:
-    """The middle frame of a video as a uint8 H x W x 3 RGB array."""
-    return read_frames(path, 1)[0]
-
-
 @dataclass(frozen=True)
 class FaceCrop:
     """A fixed box, as fractions of the frame's height and width, where RAVDESS's face is: NOT face detection.
