@@ -123,7 +123,6 @@ class ClassIndices:
     """AudioSet's classes as ``class_labels_indices.csv`` lists them."""
 
     index: dict[str, int]  # MID -> the class's index in AudioSet's outputs
-    names: dict[str, str]  # MID -> display name
     path: Path             # the file they were read from, for messages
 
 
@@ -131,7 +130,6 @@ def read_class_indices(csv_path: str | os.PathLike[str]) -> ClassIndices:
     """Read ``class_labels_indices.csv`` (header ``index,mid,display_name``)."""
     header = ["index", "mid", "display_name"]
     index: dict[str, int] = {}
-    names: dict[str, str] = {}
     for number, (line, fields) in enumerate(_rows(csv_path, "AudioSet class list")):
         if number == 0:
             if fields != header:
@@ -141,10 +139,10 @@ def read_class_indices(csv_path: str | os.PathLike[str]) -> ClassIndices:
             raise _malformed(csv_path, line, 'expected index,mid,display_name such as 0,/m/09x0r,"Speech"')
         if fields[1] in index:
             raise _malformed(csv_path, line, f"MID {fields[1]} is listed twice")
-        index[fields[1]], names[fields[1]] = int(fields[0]), fields[2]
+        index[fields[1]] = int(fields[0])
     if not index:
         raise TaskDataError(f"AudioSet class list {csv_path} has no classes")
-    return ClassIndices(index=index, names=names, path=Path(csv_path))
+    return ClassIndices(index=index, path=Path(csv_path))
 
 
 def read_vggsound(csv_path: str | os.PathLike[str]) -> pd.DataFrame:
@@ -249,34 +247,6 @@ class ClassMapping:
             raise TaskDataError(f"class mapping {path} has no classes; expected the header "
                                 f"{','.join(MAPPING_HEADER)} and one row per class, as in {EXAMPLE_MAPPING}")
         return cls(tuple(classes), tuple(mids))
-
-    def to_csv(self, path: str | os.PathLike[str]) -> Path:
-        """Write the mapping in the format ``from_csv`` reads, e.g. to edit one from ``build_mapping_by_name``."""
-        path = Path(path)
-        with path.open("w", newline="", encoding="utf-8") as file:
-            writer = csv.writer(file)
-            writer.writerow(MAPPING_HEADER)
-            writer.writerows((name, ";".join(mids)) for name, mids in zip(self.classes, self.mids, strict=True))
-        return path
-
-
-def build_mapping_by_name(vggsound_labels: Iterable[str], class_indices: ClassIndices) -> ClassMapping:
-    """A mapping of each VGGSound label that equals an AudioSet display name (ignoring case and punctuation).
-
-    Only exact names match (``helicopter`` -> Helicopter, but not ``dog barking`` -> Bark), so this is a start to
-    edit, not a complete mapping. Classes are in sorted label order; labels without a match are left out.
-    """
-    by_name: dict[str, list[str]] = defaultdict(list)
-    for mid, name in class_indices.names.items():
-        by_name[_normalize(name)].append(mid)
-    labels: dict[str, str] = {}  # normalized -> the first label with that form
-    for label in sorted(set(vggsound_labels)):
-        labels.setdefault(_normalize(label), label)
-    matched = [(label, tuple(by_name[key])) for key, label in labels.items() if key in by_name]
-    if not matched:
-        raise TaskDataError(f"none of the {len(labels)} VGGSound labels is an AudioSet class name in "
-                            f"{class_indices.path}; write a mapping file instead, as in {EXAMPLE_MAPPING}")
-    return ClassMapping(tuple(label for label, _ in matched), tuple(mids for _, mids in matched))
 
 
 # --- audio and video ------------------------------------------------------------------------------------------------
