@@ -14,15 +14,9 @@ import torch
 from pydantic import ValidationError
 from sklearn.metrics import average_precision_score
 
-from mke_ray.data.events import (
-    EventsDataWarning,
-    center_crop,
-    dequantize_audio,
-    prepare_events,
-    quantize_audio,
-    spectrogram,
-)
-from mke_ray.models.events import LogSpectrogram
+from mke_ray.data.events import dequantize_audio, quantize_audio
+from mke_ray.data.events_prepare import EventsDataWarning, prepare_events
+from mke_ray.models.events import LOG_FLOOR, LogSpectrogram
 from mke_ray.spec import SpecError, load_spec, parse_spec
 from mke_ray.sweep import main
 from mke_ray.tasks.events import EventsOptions, map_scores
@@ -61,33 +55,41 @@ def run_sweep(tmp_path, text: str) -> tuple[int, pd.DataFrame, dict]:
 
 # --- the spectrogram inside the network ------------------------------------------------------------------------------
 
-def test_log_spectrogram_equals_the_data_modules_spectrogram():
-    torch.manual_seed(0)
+def test_log_spectrogram_is_257_by_500_log_magnitudes_of_the_middle():
     net = LogSpectrogram(5 * RATE, 512, 160, 500)
-    wave = 0.3 * torch.randn(5 * RATE)
-    out = net(wave[None])
-    assert out.shape == (1, 1, 257, 500) and out.dtype == torch.float32
-    expected = spectrogram(wave)
-    assert expected.shape == (1, 257, 500)
-    assert torch.allclose(out[0], expected, atol=1e-4)
+    t = torch.arange(5 * RATE) / RATE
+    sine = 0.5 * torch.sin(2 * math.pi * 1000.0 * t)
+    out = net(sine[None])
+    assert out.shape == (1, 1, 257, 500) and out.dtype == torch.float32 and torch.isfinite(out).all()
+    assert torch.all(out[0, 0, :, 1:].argmax(dim=0) == 32)  # 1000 Hz / (16000 / 512 Hz per bin); frame 0 reflects
+    # the magnitude, not the power or a normalised one: amplitude / 2 times the Hann window's sum (256)
+    assert torch.allclose(out[0, 0, 32, 2:-2].exp(), torch.tensor(0.5 / 2 * 256), rtol=1e-3)  # windows inside
+    silence = net(torch.zeros(1, 5 * RATE))
+    assert torch.allclose(silence, torch.full_like(silence, math.log(LOG_FLOOR)))
+    for length in (100, 3 * RATE, 7 * RATE):  # shorter clips are padded, longer ones cropped
+        assert net(torch.zeros(1, length)).shape == (1, 1, 257, 500)
 
-    # a 10 s clip: the spectrogram of its middle 5 s
+    # a 10 s clip: the spectrogram of its middle 5 s, not of its start
+    torch.manual_seed(0)
     long = 0.3 * torch.randn(10 * RATE)
-    middle = spectrogram(center_crop(long))
-    assert torch.allclose(net(long[None])[0], middle, atol=1e-4)
-    assert not torch.allclose(net(long[None])[0], spectrogram(long[:5 * RATE]), atol=1e-2)  # not the start
+    middle = net(long[None, 40_000:120_000])
+    assert torch.equal(net(long[None]), middle)
+    assert not torch.allclose(net(long[None]), net(long[None, :5 * RATE]), atol=1e-2)
+    # a 3 s clip: zero-padded by 1 s on each side
+    short = long[:3 * RATE]
+    assert torch.equal(net(short[None]), net(torch.cat([torch.zeros(RATE), short, torch.zeros(RATE)])[None]))
 
     # int16 samples: as their float values
     samples = quantize_audio(long)
     assert samples.dtype == torch.int16
     assert torch.allclose(net(samples[None]), net(dequantize_audio(samples)[None]), atol=1e-5)
-    assert (net(samples[None])[0] - middle).abs().mean() < 1e-2  # quantization moves small magnitudes only
+    assert (net(samples[None]) - middle).abs().mean() < 1e-2  # quantization moves small magnitudes only
 
     # a batch: every row its own middle
     batch = torch.stack([long, 0.1 * torch.randn(10 * RATE)])
     both = net(batch)
     assert both.shape == (2, 1, 257, 500)
-    assert torch.allclose(both[1, 0], spectrogram(center_crop(batch[1]))[0], atol=1e-4)
+    assert torch.allclose(both[1], net(batch[1:]), atol=1e-5)
 
 
 # --- the augmentation -------------------------------------------------------------------------------------------------

@@ -6,19 +6,8 @@ import warnings
 import pytest
 import torch
 
-from mke_ray.data.events import (
-    AUDIO_SCALE,
-    SAMPLE_RATE,
-    EventsDataWarning,
-    center_crop,
-    dequantize_audio,
-    load_audio,
-    load_frames,
-    load_prepared_events,
-    main,
-    prepare_events,
-    quantize_audio,
-)
+from mke_ray.data.events import AUDIO_SCALE, SAMPLE_RATE, dequantize_audio, load_prepared_events, quantize_audio
+from mke_ray.data.events_prepare import EventsDataWarning, center_crop, load_audio, load_frames, main, prepare_events
 from mke_ray.tasks.base import TaskDataError
 from tests.conftest import ROOT
 from tests.events_fixture import CLIPS, MAPPING_ROWS, SEGMENTS, tone, write_events_fixture
@@ -162,7 +151,7 @@ def test_clips_that_cannot_be_decoded_are_skipped_and_counted(raw, tmp_path, cap
         assert part.untyped_storage().nbytes() == part.nbytes
 
 
-@pytest.mark.filterwarnings("ignore::mke_ray.data.events.EventsDataWarning")
+@pytest.mark.filterwarnings("ignore::mke_ray.data.events_prepare.EventsDataWarning")
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(data, tmp_path, monkeypatch):
     out = tmp_path / "events.pt"
     out.write_bytes(b"the old file")
@@ -185,7 +174,7 @@ def test_a_part_without_decodable_clips_is_an_error(raw, tmp_path):
     assert list(tmp_path.iterdir()) == [tmp_path / "raw"]  # neither the file nor its .tmp
 
 
-@pytest.mark.filterwarnings("ignore::mke_ray.data.events.EventsDataWarning")
+@pytest.mark.filterwarnings("ignore::mke_ray.data.events_prepare.EventsDataWarning")
 def test_no_usable_test_rows_is_a_one_line_error(data, tmp_path):
     train_only = tmp_path / "train_only.csv"
     train_only.write_text("".join(line for line in data.vggsound_csv.read_text().splitlines(keepends=True)
@@ -199,6 +188,28 @@ def test_no_usable_test_rows_is_a_one_line_error(data, tmp_path):
                              data.mapping_csv, tmp_path / "events.pt")
     assert "none of the 1 VGGSound test rows can be used (1 without a video)" in message
     assert str(data.video_root) in message and f"{CLIPS[3].ytid}_{CLIPS[3].start:06d}.mp4" in message
+    assert not (tmp_path / "events.pt").exists()
+
+
+def test_no_usable_audioset_or_vggsound_rows_are_one_line_errors_naming_the_folder_and_file_names(data, tmp_path):
+    segments = tmp_path / "segments.csv"
+    segments.write_text('kZegES0woJo, 35.000, 45.000, "/m/05tny_"\n')  # a mapped class, but no file
+    message = one_line_error(prepare_events, segments, data.audio_root, data.vggsound_csv, data.video_root,
+                             data.mapping_csv, tmp_path / "events.pt")
+    assert message.startswith("none of the 1 AudioSet rows can be used (1 without an audio file)")
+    assert str(data.audio_root) in message and "kZegES0woJo_35.000.wav" in message and "Y<YTID>.wav" in message
+    message = one_line_error(prepare_events, data.segments_csv, tmp_path / "nowhere", data.vggsound_csv,
+                             data.video_root, data.mapping_csv, tmp_path / "events.pt")
+    assert f"folder {tmp_path / 'nowhere'} does not exist" in message
+    harp = tmp_path / "vggsound.csv"
+    harp.write_text(f"{CLIPS[4].ytid},{CLIPS[4].start},{CLIPS[4].label},train\n"
+                    f"{CLIPS[2].ytid},{CLIPS[2].start},{CLIPS[2].label},test\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", EventsDataWarning)  # the fixture's AudioSet rows
+        message = one_line_error(prepare_events, data.segments_csv, data.audio_root, harp, data.video_root,
+                                 data.mapping_csv, tmp_path / "events.pt")
+    assert message.startswith("none of the 1 VGGSound train rows can be used (1 with a label outside the mapping)")
+    assert "1MP3sQTk8wo_000000.mp4" in message
     assert not (tmp_path / "events.pt").exists()
 
 

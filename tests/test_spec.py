@@ -238,3 +238,24 @@ def test_trainer_the_cluster_cannot_hold_is_refused(trainer, cluster, names):
     with pytest.raises(SpecError) as error:
         TrainerSpec(**trainer).resolve(ACCELERATED, cluster)
     assert all(name in str(error.value) for name in names), str(error.value)
+
+
+def test_a_sweep_file_loads_its_own_task_only():
+    """Tasks are imported when named: checking an events sweep imports the events task, not the others, and no
+    decoding library (PyAV, torchaudio, pandas, ...), which only preparing data needs."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    code = ("import sys\n"
+            "from mke_ray.spec import parse_spec\n"
+            "from mke_ray.tasks import TASKS\n"
+            "assert TASKS.names() == ['events', 'nyu', 'ravdess', 'tabular', 'twomoon'], TASKS.names()\n"
+            "parse_spec({'name': 's', 'task': {'name': 'events', 'options': {'source': 'synthetic'}}})\n"
+            "heavy = ('av', 'torchaudio', 'pandas', 'h5py', 'scipy', 'PIL', 'sklearn', 'torchvision', 'ray')\n"
+            "print(sorted(m for m in sys.modules if m.startswith('mke_ray.tasks.') or m.split('.')[0] in heavy))\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[0] == "['mke_ray.tasks.base', 'mke_ray.tasks.events']"
+    assert TASKS.get("events").__name__ == "Events" and all(TASKS.get(name).Options for name in TASKS.names())

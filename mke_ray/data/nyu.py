@@ -24,15 +24,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import h5py
 import numpy as np
-import scipy.io
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from mke_ray.errors import TaskDataError
+
+if TYPE_CHECKING:
+    import h5py
 
 NUM_CLASSES = 40
 IGNORE = 255  # label of unlabeled pixels (class id 0 in the official file)
@@ -248,6 +249,8 @@ def _normals(points: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, t
 @contextmanager
 def _open_labeled(path: Path) -> Iterator[h5py.File]:
     """The labeled file, open, after checking that it is HDF5 with the three datasets in h5py's orientation."""
+    import h5py  # h5py, SciPy and PIL load where the raw files are read, not for hha or the synthetic stand-in
+
     if not path.is_file():
         raise TaskDataError(f"labeled file not found: {path}; download nyu_depth_v2_labeled.mat (2.8 GB) from "
                             f"{LABELED_URL}")
@@ -273,6 +276,8 @@ def _open_labeled(path: Path) -> Iterator[h5py.File]:
 
 def _loadmat(path: Path, what: str, url: str) -> dict:
     """A MATLAB v5 file's variables, squeezed."""
+    import scipy.io
+
     if not path.is_file():
         raise TaskDataError(f"{what} not found: {path}; download it from {url}")
     try:
@@ -340,6 +345,8 @@ def _scan_pairs(root: Path) -> list[tuple[Path, Path]]:
 
 def _read_image(path: Path, depth: bool) -> torch.Tensor:
     """uint8 [3,H,W] RGB, or with ``depth`` float32 [1,H,W] metres from a 16-bit grey PNG in millimetres."""
+    from PIL import Image
+
     try:
         with Image.open(path) as image:
             if depth and image.mode not in _DEPTH_MODES:

@@ -22,15 +22,16 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import av
 import numpy as np
 import torch
 import torch.nn.functional as F
-import torchaudio
 
 from mke_ray.errors import TaskDataError
+
+if TYPE_CHECKING:
+    import torchaudio
 
 EMOTIONS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
 FORMAT_VERSION = 1
@@ -182,6 +183,8 @@ def read_wav(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
 
 def read_audio_from_video(path: str | os.PathLike[str], sample_rate: int | None = None) -> tuple[np.ndarray, int]:
     """The first audio stream of a video as float32 mono samples, at ``sample_rate`` (default: the stream's)."""
+    import av  # PyAV and torchaudio load where files are decoded, not where a prepared file is read
+
     with av.open(str(path)) as container:
         if not container.streams.audio:
             raise ValueError(f"{path} has no audio stream")
@@ -201,6 +204,8 @@ def frame_indices(count: int, n: int) -> list[int]:
 
 def _count_frames(path: str | os.PathLike[str]) -> int:
     """The number of video frames, counted from the packets, for containers that do not store it."""
+    import av
+
     with av.open(str(path)) as container:
         return sum(1 for packet in container.demux(video=0) if packet.size)
 
@@ -211,6 +216,8 @@ def read_frames(path: str | os.PathLike[str], n: int = 1) -> list[np.ndarray]:
     Frames are decoded in order up to the last one needed: RAVDESS clips are a few seconds long, and seeking in
     them is no faster. If the container over-reports its frame count, the last decoded frame fills the gap.
     """
+    import av
+
     if n < 1:
         raise ValueError(f"n must be at least 1, not {n}")
     with av.open(str(path)) as container:
@@ -234,11 +241,6 @@ def read_frames(path: str | os.PathLike[str], n: int = 1) -> list[np.ndarray]:
             raise ValueError(f"{path} has no decodable video frames")
         frames += [last.to_ndarray(format="rgb24")] * (n - len(frames))
     return frames
-
-
-def middle_frame(path: str | os.PathLike[str]) -> np.ndarray:
-    """The middle frame of a video as a uint8 H x W x 3 RGB array."""
-    return read_frames(path, 1)[0]
 
 
 @dataclass(frozen=True)
@@ -282,11 +284,15 @@ def crop_face(frame: np.ndarray, image_size: tuple[int, int] = (64, 64), crop: F
 
 @lru_cache(maxsize=8)
 def _resample(orig_rate: int) -> torchaudio.transforms.Resample:
+    import torchaudio
+
     return torchaudio.transforms.Resample(orig_rate, SAMPLE_RATE)
 
 
 @lru_cache(maxsize=4)
 def _mfcc(n_mfcc: int) -> torchaudio.transforms.MFCC:
+    import torchaudio
+
     return torchaudio.transforms.MFCC(
         sample_rate=SAMPLE_RATE, n_mfcc=n_mfcc,
         melkwargs={"n_fft": N_FFT, "win_length": WIN_LENGTH, "hop_length": HOP_LENGTH, "n_mels": N_MELS})
@@ -321,6 +327,8 @@ def prepare(root: str | os.PathLike[str], out: str | os.PathLike[str], *, image_
     With ``frames_per_clip`` > 1 each frame is its own sample, sharing its clip's audio, label and clip id. Clips
     that fail to decode are skipped and reported; the file's keys are described in ``RavdessArrays``.
     """
+    import av
+
     image_size = (int(image_size[0]), int(image_size[1]))
     for what, value in (("image size", min(image_size)), ("frames per clip", frames_per_clip),
                         ("n_mfcc", n_mfcc), ("audio frames", audio_frames)):

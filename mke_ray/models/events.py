@@ -19,9 +19,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mke_ray.data.events import LOG_FLOOR, dequantize_audio
+from mke_ray.data.events import dequantize_audio
 from mke_ray.regularizers import build_all
 
+LOG_FLOOR = 1e-6  # added to the STFT magnitude before the log: silence is log(1e-6), about -13.8
 AUDIO_BACKBONES = ("resnet18", "small")
 VIDEO_BACKBONES = ("r3d_18", "small")
 VIDEO_MEAN = (0.43216, 0.394666, 0.37645)  # Kinetics-400 statistics, as torchvision's video models expect
@@ -31,9 +32,12 @@ VIDEO_STD = (0.22803, 0.22145, 0.216989)
 class LogSpectrogram(nn.Module):
     """Waveforms [B, T] -> log-magnitude STFT [B, 1, n_fft // 2 + 1, frames] of their middle ``crop`` samples.
 
-    The same transform as ``mke_ray.data.events.spectrogram`` (Hann window, centred frames, first ``frames``
-    kept), batched and on the model's device. Waveforms of exactly ``crop`` samples (a random crop drawn by the
-    task's augmentation) pass uncropped; int16 samples are scaled to [-1, 1]. Computed in float32 even under
+    The events task's one spectrogram, computed on the model's device: ``log(|STFT| + LOG_FLOOR)`` with a Hann
+    window of ``n_fft`` and centred (reflect-padded) frames every ``hop_length`` samples, the middle ``frames`` of
+    them kept (padded with silence if fewer). The paper's 5 s at 16 kHz, n_fft 512 and hop 160 give
+    1 + 80000 // 160 = 501 frames, of which the first 500 are kept: 257 x 500. Waveforms of exactly ``crop``
+    samples (a random crop drawn by the task's augmentation) pass uncropped, longer ones give their middle, shorter
+    ones are zero-padded on both sides; int16 samples are scaled to [-1, 1]. Computed in float32 even under
     autocast.
     """
 

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from mke_ray.models.events import AUDIO_BACKBONES, VIDEO_BACKBONES, EventsNet, LogSpectrogram, audio_backbone, \
     video_backbone
-from mke_ray.tasks.base import TASKS, Split, Splits, Task, TaskDataError, TrainSettings
+from mke_ray.tasks.base import Split, Splits, Task, TaskDataError, TrainSettings
 
 AUDIO, VIDEO = "audio", "video"
 MIN_FRAMES = 8  # spectrogram frames the audio networks need (the small one halves the time axis three times)
@@ -156,7 +156,6 @@ def map_scores(probabilities: torch.Tensor, y: torch.Tensor) -> dict[str, float]
     return out
 
 
-@TASKS.register("events")
 class Events(Task):
     Options = EventsOptions
     data_options = ("data", "audio_weights", "video_weights")

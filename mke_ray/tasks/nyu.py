@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mke_ray.models.segmentation import BACKBONES, DeepLab, GatedFusionSegmenter
-from mke_ray.tasks.base import TASKS, Split, Splits, Task, TaskDataError, TrainSettings
+from mke_ray.tasks.base import Split, Splits, Task, TaskDataError, TrainSettings
 
 RGB, DEPTH = "rgb", "depth"
 IGNORE = 255
@@ -138,7 +138,6 @@ def miou_scores(pred: torch.Tensor, truth: torch.Tensor, classes: int, ignore: i
     return {"miou": 100.0 * miou, "pixel_acc": 100.0 * hits.sum().item() / max(valid.sum().item(), 1)}
 
 
-@TASKS.register("nyu")
 class Nyu(Task):
     Options = NyuOptions
     data_options = ("labeled", "class_mapping", "splits", "pairs", "weights")

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mke_ray.models.cnn import ConvEncoder, FusionClassifier
-from mke_ray.tasks.base import TASKS, Split, Splits, Task, TaskDataError, TrainSettings
+from mke_ray.tasks.base import Split, Splits, Task, TaskDataError, TrainSettings
 
 IMAGE, AUDIO = "image", "audio"
 
@@ -125,7 +125,6 @@ def _make_splits(options_json: str) -> Splits:
     return Splits(labeled=split("labeled"), unlabeled=split("unlabeled"), val=split("val"), test=split("test"))
 
 
-@TASKS.register("ravdess")
 class Ravdess(Task):
     Options = RavdessOptions
     data_options = ("data",)

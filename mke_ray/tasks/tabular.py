@@ -43,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from torch import nn
 
 from mke_ray.models.mlp import PerturbedMLP
-from mke_ray.tasks.base import TASKS, Split, Splits, Task, TaskDataError, TrainSettings
+from mke_ray.tasks.base import Split, Splits, Task, TaskDataError, TrainSettings
 
 SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".npz": "npz"}
 SPLIT_NAMES = ("labeled", "unlabeled", "val", "test")
@@ -347,7 +347,6 @@ def _fraction_split(y: np.ndarray, fractions: Fractions, seed: int) -> dict[str,
     return {name: np.sort(rows) for name, rows in parts.items()}
 
 
-@TASKS.register("tabular")
 class Tabular(Task):
     """Modalities are column groups of one table; every model is a ``PerturbedMLP`` on standardised features."""
 

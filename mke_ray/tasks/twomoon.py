@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from mke_ray.models.mlp import PerturbedMLP
-from mke_ray.tasks.base import TASKS, Split, Splits, Task, TrainSettings
+from mke_ray.tasks.base import Split, Splits, Task, TrainSettings
 
 
 class TwoMoonOptions(BaseModel):
@@ -75,7 +75,6 @@ COLORS = ("#c0392b", "#2e5fa3")  # the two classes' pseudo labels
 SHADES = ("#f4c7c3", "#c6d9f1")  # the two classes' predicted regions
 
 
-@TASKS.register("twomoon")
 class TwoMoon(Task):
     Options = TwoMoonOptions
     modalities = ("a", "b")

@@ -188,16 +188,3 @@ def run_search(spec: SweepSpec, n_trials: int, trainable, context, output: Path,
                                   verbose=0, failure_config=tune.FailureConfig(max_failures=spec.retries)),
     )
     tuner.fit()
-
-
-def finished_trials(output: Path, study_name: str, storage: str | None = None) -> int:
-    """How many trials of the study are complete."""
-    import optuna
-
-    if storage is None and not (output / STUDY_FILE).exists():
-        return 0
-    try:
-        study = optuna.load_study(study_name=study_name, storage=study_storage(output, storage))
-    except KeyError:
-        return 0
-    return sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
