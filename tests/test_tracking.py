@@ -282,3 +282,14 @@ def test_a_student_run_has_its_setting_gain_own_times_and_source(tmp_path):
         {"regularizer": "none", "strength": "0", "column": "no"}
     assert setting_params(parse_spec({"name": "x", "regularizers": {"dropout": 0.2}}), {"dropout": 0.2}) == \
         {"regularizer": "none", "strength": "0", "column": "fixed"}
+
+
+def test_the_final_measurement_replaces_the_probe_at_the_last_step(tmp_path):
+    """One value per metric, step and time: a logged model copies the run's metrics and refuses two (the probe's
+    last record and the final measurement differ where the trainer keeps another epoch or evaluates anew)."""
+    recorder = Recorder(f"sqlite:///{tmp_path / 'mlflow.db'}", "final")
+    parent = recorder.start_parent("sweep", {}, {})
+    run_id = recorder.log_child(parent, "k", "k", params={}, metrics={"test_acc": 70.0}, end_time=1_000,
+                                history=[{"epoch": 10.0, "test_acc": 60.0}, {"epoch": 20.0, "test_acc": 69.0}])
+    history = [(m.step, m.value) for m in recorder.client.get_metric_history(run_id, "test_acc")]
+    assert sorted(history) == [(10, 60.0), (20, 70.0)]

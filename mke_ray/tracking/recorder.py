@@ -312,11 +312,14 @@ class Recorder:
 
         now = when or int(time.time() * 1000)
         batch = [Param(k, str(v)[:6000]) for k, v in flatten(params).items()]
-        batch_metrics = [Metric(k, rounded(v), now, int(record.get("epoch", 0)))
-                         for record in history for k, v in record.items() if k != "epoch"]
         last_step = int(max((r.get("epoch", 0) for r in history), default=0))
-        batch_metrics += [Metric(k, rounded(v), now, last_step) for k, v in metrics.items()
-                          if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        final = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        # a metric has one value per (step, time): at the last step the final measurement replaces the probe's
+        # (a logged model copies its run's metrics under that key, and refuses two)
+        batch_metrics = [Metric(k, rounded(v), now, int(record.get("epoch", 0)))
+                         for record in history for k, v in record.items()
+                         if k != "epoch" and not (k in final and int(record.get("epoch", 0)) == last_step)]
+        batch_metrics += [Metric(k, rounded(v), now, last_step) for k, v in final.items()]
         # MLflow takes at most 100 params and 1000 metrics per batch: one batch for most runs
         for i in range(max(-(-len(batch) // 100), -(-len(batch_metrics) // 1000))):
             _retry(lambda p=batch[i * 100:(i + 1) * 100], m=batch_metrics[i * 1000:(i + 1) * 1000]:
