@@ -5,13 +5,15 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mke_ray.methods import METHODS, Teacher
-from mke_ray.spec import TrialSpec
-from mke_ray.tasks import TASKS
+from mke_ray.models.crossmodal import LateFusion
+from mke_ray.spec import TaskSpec, TrialSpec
+from mke_ray.tasks import TASKS, TrainSettings
 from mke_ray.training.loop import fit
 
-BASELINES = ("owens",)
+BASELINES = ("gupta", "owens")
 NO_REG = {"input_noise": 0.0, "hidden_noise": 0.0, "dropout": 0.0}
 TINY = {
     "twomoon": {},
@@ -114,6 +116,59 @@ def test_owens_leaves_out_the_pixels_the_augmentation_padded():
     assert torch.isclose(task.soft_loss()(logits, targets), per_pixel[kept].mean())
 
 
+@pytest.mark.parametrize("task_name", ["twomoon", "events", "nyu"])
+def test_gupta_transfers_the_teachers_features_to_the_trunk_then_tunes_and_fuses(task_name):
+    task = TASKS.get(task_name)(TASKS.get(task_name).Options(**TINY[task_name]))
+    net, teacher = teacher_of(task)
+    gupta = METHODS.get("gupta")
+    student = gupta.prepare(task, TrialSpec("gupta", NO_REG, 3, 0), teacher)
+    fused = student.model
+    assert isinstance(fused, LateFusion)
+    new = fused.student
+    transform = student.extra["transform"]
+    x = student.x
+
+    def distance():  # in training mode: batch statistics, no draws
+        with torch.no_grad():
+            return F.mse_loss(transform(new.train().embed(x)), net.embed(teacher_input(task, x))).item()
+
+    head = [n for n in new.net.head_names]
+    stages = []
+
+    def spy(module, *args, **kwargs):  # what each stage trains, and the distance after it
+        heads = {n: copy.deepcopy(getattr(new.net, n).state_dict()) for n in head}
+        history = fit(module, *args, **kwargs)
+        stages.append((kwargs["epochs"], distance(), all(
+            all(torch.equal(a, b) for a, b in zip(heads[n].values(), getattr(new.net, n).state_dict().values()))
+            for n in head)))
+        return history
+
+    start = distance()
+    history = gupta.train(student, spy, epochs=20 if task_name == "twomoon" else 4,
+                          lr=0.1 if task_name == "twomoon" else 0.01, batch_size=0 if task_name == "twomoon" else 4,
+                          log_every=1)
+    (first, after_transfer, head_kept), (second, _, head_kept_2) = stages
+    assert (first, second) == gupta.stages(20 if task_name == "twomoon" else 4)
+    assert after_transfer < start  # stage 1 moved the new network's features toward the teacher's
+    assert head_kept and not head_kept_2  # stage 1 trains the trunk alone; stage 2 the whole new network
+    assert [r["stage"] for r in history] == [1.0] * first + [2.0] * second
+    assert "transfer_loss" in history[0] and "train_loss" in history[-1]
+    assert [r["epoch"] for r in history] == list(range(1, first + second + 1))
+    # the prediction: the mean of the teacher's logits and the new network's
+    fused.eval()
+    with torch.no_grad():
+        assert torch.allclose(fused(x), 0.5 * (net(teacher_input(task, x)) + new(x)), atol=1e-5)
+    assert torch.equal(fused.teacher.net.state_dict()[next(iter(net.state_dict()))],
+                       net.state_dict()[next(iter(net.state_dict()))])  # the teacher stays as it was
+
+
+def test_gupta_splits_its_epochs_between_the_stages():
+    gupta = METHODS.get("gupta")
+    assert gupta.stages(30) == (15, 15)
+    assert gupta.stages(7) == (4, 3)
+    assert gupta.stages(1) == (1, 1) and gupta.stages(2) == (1, 1)
+
+
 def test_the_baselines_are_refused_by_the_stacked_trainer():
     from mke_ray.spec import SpecError, parse_spec
 
@@ -133,3 +188,28 @@ def test_a_saved_baseline_loads_into_its_network(tmp_path):
         rebuilt.load_state_dict(student.model.state_dict())  # what the MLflow writer does with student.pt
         student.model.eval(), rebuilt.eval()
         assert torch.equal(rebuilt(student.x), student.model(student.x))
+
+
+@pytest.mark.parametrize("method", ["gupta"])
+def test_ray_train_trains_the_baselines_stage_modules_data_parallel(method, tmp_path, ray_local):
+    """Two DDP workers, full batch, no perturbation: the gradients of each stage's own data-parallel module are
+    averaged over the shards, so rank 0 ends where the in-process student ends (up to rounding)."""
+    from mke_ray.methods.student import train_student
+    from mke_ray.methods.teacher import train_teacher
+    from mke_ray.tuning.delivery import open_delivery
+    from mke_ray.tuning.ray_train import train_student_distributed
+
+    task_spec = TaskSpec(name="twomoon", options={})
+    task = task_spec.build()
+    teacher = train_teacher(task, TrainSettings(epochs=300, lr=0.01, seed=39), tmp_path / "teacher", plot=False)
+    given = teacher.for_students(weights=True)
+    settings = TrainSettings(epochs=60, lr=0.05)
+    trial = TrialSpec(method, NO_REG, 81, 0)
+    local = train_student(task, trial, settings, given, tmp_path / "local", plot=False)
+    result = train_student_distributed(task_spec, trial, settings, given, open_delivery(tmp_path / "ddp"), trial.key,
+                                       str(tmp_path / "ray_train"), workers=2, gpu=False, log_every=30, plot=False)
+    assert result["workers"] == 2
+    ours = torch.load(tmp_path / "local" / "student.pt")
+    theirs = torch.load(tmp_path / "ddp" / trial.key / "student.pt")
+    assert max((ours[k] - theirs[k]).abs().max().item() for k in ours) < 1e-5
+    assert abs(result["test_acc"] - local["test_acc"]) <= 0.5
