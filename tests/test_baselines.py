@@ -8,12 +8,13 @@ import torch
 import torch.nn.functional as F
 
 from mke_ray.methods import METHODS, Teacher
+from mke_ray.methods.crossmodal import new_modalities
 from mke_ray.models.crossmodal import LateFusion
 from mke_ray.spec import TaskSpec, TrialSpec
 from mke_ray.tasks import TASKS, TrainSettings
 from mke_ray.training.loop import fit
 
-BASELINES = ("gupta", "owens")
+BASELINES = ("gupta", "owens", "cmkd")
 NO_REG = {"input_noise": 0.0, "hidden_noise": 0.0, "dropout": 0.0}
 TINY = {
     "twomoon": {},
@@ -169,6 +170,31 @@ def test_gupta_splits_its_epochs_between_the_stages():
     assert gupta.stages(1) == (1, 1) and gupta.stages(2) == (1, 1)
 
 
+@pytest.mark.parametrize("task_name", ["twomoon", "ravdess", "nyu"])
+def test_cmkd_loss_is_the_pseudo_label_loss_plus_the_feature_alignment(task_name):
+    task = TASKS.get(task_name)(TASKS.get(task_name).Options(**TINY[task_name]))
+    net, teacher = teacher_of(task)
+    cmkd = METHODS.get("cmkd")
+    student = cmkd.prepare(task, TrialSpec("cmkd", NO_REG, 3, 0), teacher)
+    x, (labels, teacher_features) = student.augment(student.x, student.y)
+    assert torch.equal(labels, student.y)  # no augmentation: the teacher's pseudo labels as they are
+    assert torch.allclose(teacher_features, net.embed(teacher_input(task, x)))
+
+    def loss():  # in training mode: batch statistics, no draws
+        with torch.no_grad():
+            logits = student.model.train()(x)
+            features = student.extra["transform"](student.model.embed(x))
+            expected = task.loss_fn()(logits, student.y) + cmkd.feature_weight * F.mse_loss(features, teacher_features)
+            assert torch.isclose(student.loss_fn((logits, features), (labels, teacher_features)), expected)
+            return expected.item()
+
+    before = loss()
+    cmkd.train(student, fit, epochs=20 if task_name == "twomoon" else 3, lr=0.1 if task_name == "twomoon" else 0.01,
+               batch_size=0 if task_name == "twomoon" else 4)
+    assert loss() < before
+    assert set(new_modalities(task)) == set(task.modalities) - {task.teacher_modality}
+
+
 def test_the_baselines_are_refused_by_the_stacked_trainer():
     from mke_ray.spec import SpecError, parse_spec
 
@@ -190,7 +216,7 @@ def test_a_saved_baseline_loads_into_its_network(tmp_path):
         assert torch.equal(rebuilt(student.x), student.model(student.x))
 
 
-@pytest.mark.parametrize("method", ["gupta"])
+@pytest.mark.parametrize("method", ["gupta", "cmkd"])
 def test_ray_train_trains_the_baselines_stage_modules_data_parallel(method, tmp_path, ray_local):
     """Two DDP workers, full batch, no perturbation: the gradients of each stage's own data-parallel module are
     averaged over the shards, so rank 0 ends where the in-process student ends (up to rounding)."""

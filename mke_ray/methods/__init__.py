@@ -2,7 +2,7 @@
 ``@register``-ed ``Method`` subclass, imported here."""
 
 from mke_ray.methods import mke  # noqa: F401  (registration: the paper's methods first)
-from mke_ray.methods import gupta, owens  # noqa: F401  (the cross-modal distillation baselines)
+from mke_ray.methods import gupta, owens, cmkd  # noqa: F401  (the cross-modal distillation baselines)
 from mke_ray.methods.base import METHODS, TEACHER_LABEL, Method, Student, Teacher, register
 
 __all__ = ["METHODS", "TEACHER_LABEL", "Method", "Student", "Teacher", "register"]
