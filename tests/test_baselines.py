@@ -239,3 +239,81 @@ def test_ray_train_trains_the_baselines_stage_modules_data_parallel(method, tmp_
     theirs = torch.load(tmp_path / "ddp" / trial.key / "student.pt")
     assert max((ours[k] - theirs[k]).abs().max().item() for k in ours) < 1e-5
     assert abs(result["test_acc"] - local["test_acc"]) <= 0.5
+
+
+TABLE5 = ["UM teacher", "UM student", "NOISY student", "Owens et al.", "CMKD", "MM student (no reg)", "MM student",
+          "MM student (sup)"]
+
+
+def test_the_paper_rows_follow_table_4_and_5():
+    """Each row of the paper's table from its (method, setting): the baselines without regularization, the NOISY
+    and MM students at their best regularized setting, in the paper's order whatever the sweep's."""
+    import pandas as pd
+
+    from mke_ray.report.table import format_table, paper_rows, paper_table
+    from mke_ray.spec import parse_spec
+
+    spec = parse_spec({"name": "t", "task": {"name": "events", "options": TINY["events"]}, "seeds": [1],
+                       "methods": ["mm_sup", "mm_student", "cmkd", "owens", "um_student"],
+                       "regularizers": {"augment": {"no": 0.0, "half": 0.5, "reg": 1.0}}})
+    score = {"um_student": 70, "owens": 60, "cmkd": 61, "mm_student": 80, "mm_sup": 90}
+    results = pd.DataFrame([{"trial": t.key, "method": t.method, "seed": t.seed, "reg.augment": t.regularization["augment"],
+                             "test_map": score[t.method] + 10 * t.regularization["augment"]} for t in spec.trials()])
+    table = paper_table(spec, results)
+    rows = paper_rows(spec, table)
+    assert [label for label, _ in rows] == TABLE5[1:]
+    cells = {label: (cell["mean"], cell["column"]) for label, cell in rows}
+    assert cells["UM student"] == (70, "no") and cells["NOISY student"] == (80, "reg")
+    assert cells["Owens et al."] == (60, "no") and cells["CMKD"] == (61, "no")  # as their papers: unregularized
+    assert cells["MM student (no reg)"] == (80, "no") and cells["MM student"] == (90, "reg")
+    text = format_table(spec, table, 50.0)
+    block = text[text.index("As the paper's Table 5"):]
+    assert [line.split("  ")[0] for line in block.splitlines()[4:-1]] == TABLE5
+    assert "owens, no regularization" in block and "mm_student, augment = 1 (reg)" in block
+    twomoon = parse_spec({"name": "t", "methods": ["um_student", "gupta"]})
+    assert paper_rows(twomoon, paper_table(twomoon, pd.DataFrame())) == []  # Table 2 has its own layout
+
+
+def test_an_events_sweep_of_table_5_trains_and_logs_every_baseline(tmp_path, ray_local, capsys):
+    """Table 5's methods through the sweep command on a tiny stand-in: every student finishes, the table prints the
+    paper's rows in its order, and every student (the baselines' wrapped networks too) is logged as an MLflow
+    model that reloads."""
+    import json
+
+    import pandas as pd
+    import yaml
+
+    from mke_ray.sweep import main
+    from mke_ray.tracking import Recorder
+
+    sweep = tmp_path / "events.yaml"
+    sweep.write_text(yaml.safe_dump({
+        "name": "table5", "task": {"name": "events", "options": {**TINY["events"], "synthetic_unlabeled": 16}},
+        "teacher": {"epochs": 3, "select": "last"}, "student": {"epochs": 2, "select": "last", "batch_size": 8},
+        "methods": ["um_student", "owens", "cmkd", "mm_student", "mm_sup"],
+        "regularizers": {"augment": {"no": 0.0, "reg": 1.0}}, "seeds": [0], "trainer": {"kind": "local"},
+        "tracking": {"experiment": "table5", "log_every": 1, "log_models": "all"}}))
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    code = main([str(sweep), "--output", str(tmp_path / "run"), "--tracking-uri", uri])
+    assert code == 0
+    assert "could not log the model" not in capsys.readouterr().err
+    results = pd.read_csv(tmp_path / "run" / "results.csv")
+    assert sorted(results["method"]) == sorted(["um_student", "owens", "cmkd", "mm_student", "mm_sup"] * 2)
+    assert results["test_map"].between(0, 100).all()
+    table = (tmp_path / "run" / "table.md").read_text()
+    block = table[table.index("As the paper's Table 5"):]
+    assert [line.split(" | ")[0].lstrip("| ") for line in block.splitlines()[4:]] == TABLE5
+    recorder = Recorder(uri, "table5")
+    runs = recorder.client.search_runs([recorder.experiment_id], "params.method = 'cmkd'")
+    assert len(runs) == 2
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    logged = mlflow.search_logged_models(experiment_ids=[recorder.experiment_id], output_format="list")
+    assert len(logged) == 10  # every student, the baselines' too
+    (cmkd,) = [m for m in logged if m.source_run_id == runs[0].info.run_id]
+    model = mlflow.pytorch.load_model(f"models:/{cmkd.model_id}")
+    assert type(model).__name__ == "Pick"  # the new modality's network, reading the multimodal input
+    folder = next((tmp_path / "run" / "trials").glob("owens-*"))
+    history = [json.loads(line) for line in (folder / "history.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in history] == [1.0, 2.0]
