@@ -24,13 +24,15 @@ ratio for a fixed budget, so each stage gets half. The history's stage-1 records
 ``stage`` 1; stage 2 continues the epoch count. Under Ray Train each stage's module is wrapped in its own
 DistributedDataParallel (``methods.crossmodal.parallel_like``).
 
-Confirmed from the paper's abstract and the authors' public implementation: supervision transfer by an L2 loss
-between the new-modality network's mid-level output and the frozen labeled-modality network's on paired images,
-then training the new-modality network on the task from that initialisation; the RGB-D model made of the two
-separately trained networks, its class scores the mean of theirs (weights 0.5 and 0.5). Assumptions: the layer
-matched in each of this project's networks; the new network's initialisation (the seed's random weights, as every
-student here; one public script starts the depth network as a copy of the RGB one, which cannot carry over to
-networks of other shapes, e.g. 2D audio to 3D video); the even split of epochs.
+What we could confirm: from the paper's abstract and public summaries of it, supervision transfer as matching
+mid-level representations of the paired labeled modality's network with an L2 distance, through a transformation,
+used as pre-training for the new modality; from the authors' released detection code (the paper's distillation
+branch of Fast R-CNN), that the depth network is then trained on the task from the supervision-transfer weights,
+and that the RGB-D model is the two separately trained networks with their class scores averaged (weights 0.5 and
+0.5); from a public training script of the method, a mean-squared-error criterion against the frozen RGB network's
+output. Assumptions: the layer matched in each of this project's networks; the new network's initialisation (the
+seed's random weights, as every student here; that script starts the depth network as a copy of the RGB one,
+which cannot carry over to networks of other shapes, e.g. 2D audio to 3D video); the even split of epochs.
 """
 
 from __future__ import annotations
