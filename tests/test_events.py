@@ -231,10 +231,11 @@ def test_options_need_data_for_prepared_and_scale_the_stand_in():
 
 def test_shipped_sweeps_are_valid():
     grid = load_spec(ROOT / "sweeps" / "events_grid.yaml")
-    assert len(grid.trials()) == 18 and grid.student.select == "best_val" and grid.teacher.select == "best_val"
+    assert len(grid.trials()) == 30 and grid.student.select == "best_val" and grid.teacher.select == "best_val"
     assert grid.task.options["source"] == "prepared" and grid.task.options["audio_backbone"] == "resnet18"
     smoke = load_spec(ROOT / "sweeps" / "events_smoke.yaml")
-    assert len(smoke.trials()) == 6 and smoke.task.build().options.audio_backbone == "small"
+    assert len(smoke.trials()) == 10 and smoke.task.build().options.audio_backbone == "small"
+    assert grid.methods == smoke.methods == ["um_student", "owens", "cmkd", "mm_student", "mm_sup"]  # Table 5
 
 
 # --- real-size networks -----------------------------------------------------------------------------------------------
@@ -314,9 +315,10 @@ def test_the_mm_student_expands_its_teacher_on_the_stand_in(tmp_path, ray_local)
     (+1.8 at worst, on data seed 1). Asserted on the two seeds' mean, with room for another CPU's rounding.
     """
     smoke = (ROOT / "sweeps" / "events_smoke.yaml").read_text()
-    assert "source: synthetic" in smoke and "methods: [um_student, mm_student, mm_sup]" in smoke
+    methods = "methods: [um_student, owens, cmkd, mm_student, mm_sup]"
+    assert "source: synthetic" in smoke and methods in smoke
     assert "seeds: [0]" in smoke and "trainer: {kind: local}" in smoke  # in process: no Ray Train start-up
-    text = (smoke.replace("methods: [um_student, mm_student, mm_sup]", "methods: [mm_student]")
+    text = (smoke.replace(methods, "methods: [mm_student]")
             .replace("augment: {no: 0.0, reg: 1.0}", "augment: {no: 0.0}").replace("seeds: [0]", "seeds: [0, 1]"))
     code, results, teacher = run_sweep(tmp_path, text)
     assert code == 0

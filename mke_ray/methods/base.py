@@ -117,6 +117,11 @@ class Method:
                              f"{type(task).__name__} does not define")
         return functools.partial(task.augment, p=p)
 
+    def network(self, task: Task, regularization: dict[str, float]) -> nn.Module:
+        """The student's network, untrained: what ``prepare`` builds (right after the seed), and what a trained
+        student's saved weights load into."""
+        return task.build_model(self.modalities(task), regularization)
+
     def prepare(self, task: Task, trial: TrialSpec, teacher: Teacher) -> Student:
         """The trial's student: the network built right after ``torch.manual_seed(trial.seed)`` (so the seed
         drives its initial weights and every draw after), its inputs and targets on the unlabeled split."""
@@ -124,7 +129,7 @@ class Method:
         y = self.targets(task, teacher)
         x = task.features(task.splits().unlabeled, mods)
         torch.manual_seed(trial.seed)
-        model = task.build_model(mods, trial.regularization)
+        model = self.network(task, trial.regularization)
         return Student(self, trial, mods, model, x, y, self.loss_fn(task),
                        self.augmentation(task, trial.regularization))
 

@@ -69,13 +69,28 @@ class FusionClassifier(nn.Module):
             regularization, "input_noise", "hidden_noise", "dropout")
 
     def forward(self, x: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return self.classify(self.embed(x), x)
+
+    # the representation a cross-modal method matches (methods.crossmodal): the encoders' features
+    head_names = ("head",)  # the layers after it
+
+    @property
+    def embed_features(self) -> int:
+        return self.head[0].in_features
+
+    def embed(self, x: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The encoders' features, concatenated (before the hidden-state noise)."""
         features = []
         for name, encoder in self.encoders.items():
             inputs = x[name]
             if encoder.image and inputs.dtype == torch.uint8:
                 inputs = inputs.float() / 255.0
             features.append(encoder(self.input_noise(inputs)))
-        h = self.hidden_noise(torch.cat(features, dim=1))
+        return torch.cat(features, dim=1)
+
+    def classify(self, h: torch.Tensor, x: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Logits from ``embed``'s features: ``forward(x)`` is ``classify(embed(x), x)``."""
+        h = self.hidden_noise(h)
         h = self.dropout(torch.relu(self.head[0](h)))
         h = torch.relu(self.head[1](h))
         return self.head[2](h)

@@ -125,7 +125,7 @@ def video_backbone(name: str, weights: str | None = None) -> tuple[nn.Module, in
 
 
 class EventsNet(nn.Module):
-    """Audio (and video) encoders, their features concatenated, one linear layer to class logits.
+    """Audio and/or video encoders, their features concatenated, one linear layer to class logits.
 
     Input: ``{"audio": waveforms [B, T], "video": uint8 frames [B, 3, T, H, W]}`` (the modalities it was built
     with). Regularizers: input noise on the spectrogram and the normalised frames, hidden noise on the
@@ -144,6 +144,17 @@ class EventsNet(nn.Module):
             regularization, "input_noise", "hidden_noise", "dropout")
 
     def forward(self, x: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return self.classify(self.embed(x), x)
+
+    # the representation a cross-modal method matches (methods.crossmodal): the encoders' features
+    head_names = ("head",)  # the layer after it
+
+    @property
+    def embed_features(self) -> int:
+        return self.head.in_features
+
+    def embed(self, x: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The encoders' features, concatenated (before the hidden-state noise)."""
         features = []
         for name, encoder in self.encoders.items():
             if name == "audio":
@@ -153,4 +164,8 @@ class EventsNet(nn.Module):
                 frames = frames.float() / 255.0 if frames.dtype == torch.uint8 else frames
                 inputs = (frames - self.video_mean) / self.video_std
             features.append(encoder(self.input_noise(inputs)))
-        return self.head(self.dropout(self.hidden_noise(torch.cat(features, dim=1))))
+        return torch.cat(features, dim=1)
+
+    def classify(self, h: torch.Tensor, x: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Logits from ``embed``'s features: ``forward(x)`` is ``classify(embed(x), x)``."""
+        return self.head(self.dropout(self.hidden_noise(h)))

@@ -38,6 +38,24 @@ class PerturbedMLP(nn.Module):
         h = self.drop2(torch.relu(self.fc2(h)))
         return self.fc3(h)
 
+    # the representation a cross-modal method matches (methods.crossmodal): what the last layer reads
+    head_names = ("fc3",)  # the layers after it
+
+    @property
+    def embed_features(self) -> int:
+        return self.fc2.out_features
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The second hidden layer after its ReLU (before its dropout), with the perturbations ``forward`` draws
+        up to there, in the same order."""
+        x = self.input_noise(x)
+        h = self.drop1(self.hidden_noise(torch.relu(self.fc1(x))))
+        return torch.relu(self.fc2(h))
+
+    def classify(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Logits from ``embed``'s features: ``forward(x)`` is ``classify(embed(x), x)``."""
+        return self.fc3(self.drop2(h))
+
 
 class StackedMLPs(nn.Module):
     """Many ``PerturbedMLP``s of one shape as one network: weights stacked on a leading model axis.

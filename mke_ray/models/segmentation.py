@@ -94,24 +94,47 @@ class _Regularized(nn.Module):
 
 
 class DeepLab(_Regularized):
-    """DeepLabV3 on one modality (``rgb``): ResNet trunk, ASPP head, logits upsampled to the input."""
+    """DeepLabV3 on one modality: ResNet trunk, ASPP head, logits upsampled to the input.
+
+    ``rgb`` images are normalised with ImageNet statistics; another modality (depth: HHA bytes or normalised
+    depth, ``in_channels`` of them) enters as the gated student's depth branch takes it, bytes scaled to [0, 1].
+    """
 
     def __init__(self, classes: int, backbone: str = "resnet101", weights: str | None = None,
-                 regularization: Mapping[str, float] | None = None, modality: str = "rgb"):
+                 regularization: Mapping[str, float] | None = None, modality: str = "rgb", in_channels: int = 3):
         super().__init__()
         self.modality = modality
-        self.trunk = resnet_trunk(backbone, 3, weights)
+        self.trunk = resnet_trunk(backbone, in_channels, weights)
         self.head = segmentation_head(backbone, self.trunk.widths[-1], classes)
         self._regularizers(regularization)
 
     def forward(self, x: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return self.classify(self.embed(x), x)
+
+    # the representation a cross-modal method matches (methods.crossmodal): the trunk's last feature map
+    head_names = ("head",)  # the layers after it
+    embed_spatial = True
+
+    @property
+    def embed_features(self) -> int:
+        return self.trunk.widths[-1]
+
+    def embed(self, x: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The trunk's last feature map (before the hidden-state noise)."""
         image = x[self.modality]
-        size = image.shape[-2:]
-        h = self.trunk.stem(self.input_noise(_normalise_rgb(image, self.mean, self.std)))
+        if self.modality == "rgb":
+            image = _normalise_rgb(image, self.mean, self.std)
+        elif image.dtype == torch.uint8:
+            image = image.float() / 255.0
+        h = self.trunk.stem(self.input_noise(image))
         for stage in self.trunk.stages:
             h = stage(h)
+        return h
+
+    def classify(self, h: torch.Tensor, x: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Logits from ``embed``'s features, upsampled to the input: ``forward(x)`` is ``classify(embed(x), x)``."""
         h = self.dropout(self.hidden_noise(h))
-        return F.interpolate(self.head(h), size=size, mode="bilinear", align_corners=False)
+        return F.interpolate(self.head(h), size=x[self.modality].shape[-2:], mode="bilinear", align_corners=False)
 
 
 class _Gate(nn.Module):

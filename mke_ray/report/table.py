@@ -8,6 +8,7 @@ import pandas as pd
 
 from mke_ray.methods import METHODS, TEACHER_LABEL
 from mke_ray.methods.artifacts import read_result
+from mke_ray.report.answer import setting_words
 from mke_ray.spec import SweepSpec, TrialSpec
 from mke_ray.tasks import TASKS
 
@@ -106,8 +107,66 @@ def _select(spec: SweepSpec, results: pd.DataFrame, method: str, reg: str, stren
     return results.loc[mask, score_of(spec)[0]]
 
 
+# The paper's tables whose rows are methods at one setting each (Table 4: NYU Depth V2, Table 5: events): a row
+# is (label as the paper prints it, [(method, regularized), ...] the first of which the sweep trained). Regularized:
+# the method's best cell with a swept regularizer on (the paper's regularization is the task's augmentation);
+# else its cell without regularization (the cross-modal baselines as their papers train them).
+_NOISY = ("NOISY student", (("noisy_student", False), ("um_student", True)))
+_BASELINE_ROWS = (("MM student (no reg)", (("mm_student", False),)), ("MM student", (("mm_student", True),)),
+                  ("MM student (sup)", (("mm_sup", True),)))
+PAPER_ROWS: dict[str, tuple[str, tuple[tuple[str, tuple[tuple[str, bool], ...]], ...]]] = {
+    "nyu": ("Table 4", (("Naive student", (("um_student", False),)), _NOISY,
+                        ("Gupta et al.", (("gupta", False),)), ("CMKD", (("cmkd", False),)), *_BASELINE_ROWS)),
+    "events": ("Table 5", (("UM student", (("um_student", False),)), _NOISY,
+                           ("Owens et al.", (("owens", False),)), ("CMKD", (("cmkd", False),)), *_BASELINE_ROWS)),
+}
+
+
+def paper_rows(spec: SweepSpec, table: pd.DataFrame) -> list[tuple[str, pd.Series]]:
+    """The rows of the paper's table for this sweep's task (``PAPER_ROWS``) that the sweep trained: (the paper's
+    label, the ``paper_table`` cell it shows); empty for a task without such a table."""
+    layout = PAPER_ROWS.get(spec.task.name)
+    if layout is None or table.empty:
+        return []
+    rows = []
+    for label, choices in layout[1]:
+        for method, regularized in choices:
+            if method not in spec.methods:
+                continue
+            cells = table[(table["method"] == METHODS.get(method).label) & (table["n"] > 0)]
+            on = cells["strength"].fillna(0) > 0 if spec.regularizers else \
+                pd.Series(any(spec.fixed.values()), index=cells.index)
+            cells = cells[on] if regularized else cells[~on]
+            if len(cells):
+                rows.append((label, cells.loc[cells["mean"].idxmax()]))
+                break
+    return rows
+
+
+def _format_paper_rows(spec: SweepSpec, table: pd.DataFrame, teacher_acc: float, markdown: bool) -> list[str]:
+    rows = paper_rows(spec, table)
+    if not rows:
+        return []
+    name = score_of(spec)[1]
+    header = ["row", f"test {name}", "trained as"]
+    lines = [[TEACHER_LABEL, f"{teacher_acc:.2f}", ""]]
+    for label, cell in rows:
+        method = next(m for m in spec.methods if METHODS.get(m).label == cell["method"])
+        setting = setting_words(spec, cell["regularizer"], cell["column"], cell["strength"])
+        lines.append([label, f"{cell['mean']:.2f} ± {cell['std']:.2f}", f"{method}, {setting}"])
+    title = f"As the paper's {PAPER_ROWS[spec.task.name][0]}: test {name} (%), its rows in its order"
+    if markdown:
+        return ["", f"**{title}**", "", "| " + " | ".join(header) + " |", "|---|---|---|",
+                *("| " + " | ".join(line) + " |" for line in lines)]
+    widths = [max(len(r[i]) for r in [header, *lines]) for i in range(3)]
+    fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    rule = "-" * len(fmt(header))
+    return ["", title, rule, fmt(header), rule, *map(fmt, lines), rule]
+
+
 def format_table(spec: SweepSpec, table: pd.DataFrame, teacher_acc: float, markdown: bool = False) -> str:
-    """The table as text (terminal) or Markdown, in the paper's layout."""
+    """The table as text (terminal) or Markdown, in the paper's layout; for a task whose paper table lists methods
+    at one setting each (``PAPER_ROWS``), followed by those rows in the paper's order."""
     labels = list(dict.fromkeys(table["column"]))
     header = ["regularizer", "method", *labels]
     lines = [["-", TEACHER_LABEL, f"{teacher_acc:.2f}", *[""] * (len(labels) - 1)]]
@@ -118,11 +177,12 @@ def format_table(spec: SweepSpec, table: pd.DataFrame, teacher_acc: float, markd
         lines.append([f"{reg} ({strengths})" if strengths else reg, method, *(cells.get(c, "") for c in labels)])
     seeds = len(spec.seeds)
     title = f"Test {score_of(spec)[1]} (%), mean ± std over {seeds} seed{'s' * (seeds > 1)}"
+    rows = _format_paper_rows(spec, table, teacher_acc, markdown)
     if markdown:
         out = [f"**{title}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         out += ["| " + " | ".join(line) + " |" for line in lines]
-        return "\n".join(out) + "\n"
+        return "\n".join(out + rows) + "\n"
     widths = [max(len(str(r[i])) for r in [header, *lines]) for i in range(len(header))]
     fmt = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
     rule = "-" * len(fmt(header))
-    return "\n".join([title, rule, fmt(header), rule, *map(fmt, lines), rule]) + "\n"
+    return "\n".join([title, rule, fmt(header), rule, *map(fmt, lines), rule, *rows]) + "\n"

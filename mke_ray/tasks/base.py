@@ -143,6 +143,16 @@ class Task(ABC):
         """The targets a student learns from, given the teacher's predictions (by default: the classes)."""
         return pred
 
+    def soft_labels(self, logits: torch.Tensor) -> torch.Tensor:
+        """A model's soft output: its class probabilities (per sample or pixel, along dim 1); a multi-label task
+        returns per-class probabilities instead (what a cross-modal student may learn to predict)."""
+        return torch.softmax(logits.float(), dim=1)
+
+    def soft_loss(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """The loss of logits against ``soft_labels`` targets: cross-entropy with probabilities (samples or
+        pixels whose target row is all zero are left out)."""
+        return soft_cross_entropy
+
     def hard(self, pred: torch.Tensor) -> torch.Tensor:
         """Classes of predictions or pseudo labels, for the expansion diagnostics (how many pseudo labels the
         student corrects); the identity where predictions are classes already."""
@@ -187,6 +197,14 @@ class Task(ABC):
         pred = self.hard(self.predict(model, self.features(test, modalities)))
         confusion_figure(test.y, pred, self.class_names(), title, path)
         return True
+
+
+def soft_cross_entropy(logits: torch.Tensor, probabilities: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of ``logits`` against class ``probabilities`` of the same shape (classes along dim 1),
+    over the samples or pixels whose probabilities are not all zero."""
+    per = -(probabilities.float() * torch.log_softmax(logits.float(), dim=1)).sum(dim=1)
+    counted = probabilities.sum(dim=1) > 0
+    return per.sum() / counted.sum().clamp_min(1)
 
 
 TASKS: Registry[type[Task]] = Registry("task")

@@ -190,7 +190,9 @@ class Events(Task):
         options = self.options
         frames = round(self.crop() / options.hop_length)
         spectrogram = LogSpectrogram(self.crop(), options.n_fft, options.hop_length, frames)
-        encoders = {AUDIO: audio_backbone(options.audio_backbone, options.audio_weights)}
+        encoders = {}
+        if AUDIO in modalities:
+            encoders[AUDIO] = audio_backbone(options.audio_backbone, options.audio_weights)
         if VIDEO in modalities:
             encoders[VIDEO] = video_backbone(options.video_backbone, options.video_weights)
         return EventsNet(spectrogram, encoders, len(self.class_names()), regularization)
@@ -205,6 +207,12 @@ class Events(Task):
         if self.options.pseudo_labels == "soft":
             return pred
         return F.one_hot(pred.argmax(dim=1), pred.shape[1]).float()
+
+    def soft_labels(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(logits.float())
+
+    def soft_loss(self):
+        return F.binary_cross_entropy_with_logits
 
     def hard(self, pred: torch.Tensor) -> torch.Tensor:
         return pred.argmax(dim=1) if pred.ndim == 2 else pred

@@ -163,6 +163,8 @@ class Nyu(Task):
         if modalities == (RGB,):
             return DeepLab(classes, self.options.teacher_backbone, self.options.weights, regularization)
         channels = 3 if self.options.depth == "hha" else 1
+        if modalities == (DEPTH,):  # a unimodal network of the new modality (the cross-modal baselines')
+            return DeepLab(classes, self.options.teacher_backbone, None, regularization, DEPTH, channels)
         return GatedFusionSegmenter(classes, self.options.student_backbone, channels, self.options.weights,
                                     regularization)
 

@@ -192,8 +192,9 @@ class SweepLog:
         import torch
 
         trial = TrialSpec.from_dict(read_result(folder)["trial"])
-        mods = METHODS.get(trial.method).modalities(task)
-        model = task.build_model(mods, trial.regularization)
+        method = METHODS.get(trial.method)
+        mods = method.modalities(task)
+        model = method.network(task, trial.regularization)
         model.load_state_dict(torch.load(folder / "student.pt", weights_only=True))
         features = task.features(task.splits().test, mods)
         example = {m: x[:5] for m, x in features.items()} if isinstance(features, dict) else features[:5]

@@ -193,8 +193,8 @@ def fit(model: nn.Module, x: Inputs, y: torch.Tensor, *, epochs: int, lr: float,
                 with torch.no_grad():
                     torch._foreach_add_(params, [p.grad for p in params], alpha=-lr)
             if step < n:  # read once per epoch: no wait for the GPU at every step
-                total += loss.detach().double() * len(yb)
-                seen += len(yb)
+                total += loss.detach().double() * size(xb)  # yb may be a method's tuple of targets
+                seen += size(xb)
         epoch_loss = loss.detach() if step == n else total / seen
         divergence.update(epoch, epoch_loss.reshape(1))
         last = epoch == epochs or (log_every and epoch % log_every == 0)
