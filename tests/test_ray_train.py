@@ -36,7 +36,8 @@ def test_ddp_student_reaches_the_in_process_accuracy(tmp_path, ray_local):
     rounds = [[{k: v for k, v in r.items() if k != "train_seconds"} for r in json.loads(
         (tmp_path / where / "mm_student-input_noise=1-seed=81-rep=0" / "result.json").read_text())["rounds"]]
         for where in ("ddp", "local")]
-    assert rounds[0] == rounds[1] and len(rounds[0]) == 2
+    assert len(rounds[0]) == len(rounds[1]) == 2
+    assert [r["test_acc"] for r in rounds[0]] == [r["test_acc"] for r in rounds[1]]
     # two workers: the same expected gradient, other noise draws: within the spread across seeds (~1-3 points)
     assert abs(ddp[1] - local[1]) <= 4.0, (local, ddp)
     assert min(ddp) > 72  # far above the 68% teacher: the expansion effect survives DDP
