@@ -34,6 +34,18 @@ def ray_local():
     ray.shutdown()
 
 
+@pytest.fixture(autouse=True)
+def _own_tracking_uri():
+    """MLflow's ``set_tracking_uri`` also writes ``$MLFLOW_TRACKING_URI`` (so child processes inherit it): an
+    in-process sweep would hand its store to every later test that reads the variable. Put it back after each."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
+
+
 @pytest.fixture
 def sqlite_uri(tmp_path):
     return f"sqlite:///{tmp_path / 'mlflow.db'}"

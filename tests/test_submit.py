@@ -32,6 +32,7 @@ def test_job_specs_run_a_shipped_sweep(path):
 
 
 def submitted(capsys, *argv: str) -> tuple[int, list[str]]:
+    os.environ.pop("MLFLOW_TRACKING_URI", None)  # the default of --tracking-uri; conftest restores it
     code = main([*argv, "--dry-run"])
     return code, shlex.split(capsys.readouterr().out.strip() or "''")
 
