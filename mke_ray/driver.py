@@ -4,7 +4,7 @@ teacher, runs every student trial with Ray Tune, records everything in MLflow an
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
+from dataclasses import dataclass, replace
 import logging
 import os
 import socket
@@ -21,10 +21,10 @@ from mke_ray.report.plots import gain_figure, setting_figure, summary_figure
 from mke_ray.report.table import format_rounds, format_table, paper_table, results_frame, rounds_table, score_of
 from mke_ray.methods.artifacts import read_result
 from mke_ray.output import OutputLock, fingerprint, is_uri, mirror, prepare_output, write_state
-from mke_ray.spec import SpecError, SweepSpec, TrainSpec, TrialSpec, load_spec
+from mke_ray.spec import SpecError, SweepSpec, TrainSpec, TrialSpec, format_value, load_spec
 from mke_ray.tasks import TaskDataError
 from mke_ray.tracking import Recorder, TrackingError, resolve_tracking_uri
-from mke_ray.tracking.sweep_log import SweepLog, experiment_note, record_key
+from mke_ray.tracking.sweep_log import SweepLog, with_values, experiment_note, record_key
 from mke_ray.tuning.delivery import open_delivery
 from mke_ray.tuning.search import check_study, claim_study, masked, settle_study
 
@@ -146,8 +146,19 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
     teacher_settings = spec.teacher.resolve(task.teacher_defaults)
     student_settings = spec.student.resolve(task.student_defaults)
     delivery = open_delivery(output)
-    try:
-        teacher = _teacher(spec, task, teacher_settings, output, delivery, storage or str(output))
+    score_key, score_name = score_of(spec)
+    teachers: dict[str, Taught] = {}  # by TrialSpec.variant_key: a teacher per combination of swept task and
+    try:                               # teacher keys, the sweep's own ("") without them
+        for key, values in _teacher_values(spec, trials).items():
+            own = spec.variant(values) if values else spec
+            own_task = own.task.build() if values else task
+            settings = own.teacher.resolve(own_task.teacher_defaults)
+            run = _teacher(own, own_task, settings, output, delivery, storage or str(output))
+            teachers[key] = Taught(values, own, settings, run)
+            right = run.result.get("pseudo_label_acc")
+            say(f"teacher{' (' + _words(values) + ')' if values else ''}: test {score_name} "
+                f"{run.result[score_key]:.2f}%" + (f", pseudo labels {right:.2f}% right" if right is not None else "")
+                + (f" (reused from {run.folder})" if run.cached else ""))
     except NonFiniteLossError as err:  # the teacher diverged: no pseudo labels, so no trial can run
         print(f"error: the teacher diverged: {err} (teacher.lr, teacher.epochs in {spec.name})", file=sys.stderr)
         return EXIT_FAILED
@@ -155,18 +166,16 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
         print("interrupted while the teacher trained; no trial ran and nothing was recorded: run the same "
               "command again" + (" with --resume" if state is not None else ""), file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
-    score_key, score_name = score_of(spec)
-    right = teacher.result.get("pseudo_label_acc")
-    say(f"teacher: test {score_name} {teacher.result[score_key]:.2f}%"
-        + (f", pseudo labels {right:.2f}% right" if right is not None else "")
-        + (f" (reused from {teacher.folder})" if teacher.cached else ""))
+    teacher = next(iter(teachers.values())).run  # the sweep's teacher (the first, where task or teacher keys vary)
 
     common = {"sweep": spec.name, "task": spec.task.model_dump(), "student": student_settings.model_dump(),
               "teacher": teacher_settings.model_dump()}
     new = state is None
     study_shown = spec.search.storage and masked(spec.search.storage)  # never a password
     if new:
-        parent = recorder.start_parent(spec.name, params={**common, "methods": ",".join(spec.methods),
+        swept = {path: next(iter(domain.items())) for path, domain in spec.axes.items()}
+        parent = recorder.start_parent(spec.name, params={**with_values(common, {  # a swept key: its domain
+            path: f"{kind} {values}" for path, (kind, values) in swept.items()}), "methods": ",".join(spec.methods),
                                                           "seeds": ",".join(map(str, spec.seeds)),
                                                           "search": spec.search.kind, "trials": planned},
                                        tags={"mke.kind": "sweep",
@@ -194,9 +203,11 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
         log = SweepLog(recorder, spec, parent, common)
         if new:
             log.log_splits(task)
-        log.record_teacher(f"um_teacher-{teacher.folder.name}", f"um_teacher seed={teacher_settings.seed}",
-                           {"method": "um_teacher", "seed": teacher_settings.seed},
-                           teacher.result, teacher.history, teacher.folder)
+        for taught in teachers.values():
+            run, seed = taught.run, taught.settings.seed
+            log.record_teacher(f"um_teacher-{run.folder.name}", " ".join(
+                ["um_teacher", *(f"{k}={format_value(v)}" for k, v in taught.values.items()), f"seed={seed}"]),
+                {"method": "um_teacher", "seed": seed}, run.result, run.history, run.folder, taught.values)
         done = _finished(output / "trials", trials, optuna)
         for trial, folder in done:  # finished before an interruption: recorded now if the driver died first
             log.record_trial(trial, folder)
@@ -220,12 +231,13 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
         interrupted = False
         try:
             if remaining > 0:
-                failures += _run_with_ray(spec, todo, remaining, teacher, output,
+                failures += _run_with_ray(spec, todo, remaining, teachers, output,
                                           student_settings, log, storage or str(output), delivery)
         except KeyboardInterrupt:
             interrupted = True
         report, answer = _write_results(spec, output, trials, teacher.result[score_key],
-                                        teacher.result.get("val_acc"))
+                                        teacher.result.get("val_acc"),
+                                        {k: t.run.result[score_key] for k, t in teachers.items()})
         # Tune stops on Ctrl-C by itself and returns: trials that never ran mean an interruption
         now_done = _finished(output / "trials", trials, optuna)
         finished = len(now_done)
@@ -271,6 +283,33 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
         say(f"NOT IN MLFLOW {key}: {error} (its files and result are in {output / 'trials' / key})")
     say(_compare_hint(recorder, parent))
     return EXIT_INTERRUPTED if interrupted else 1 if failures or unrecorded else 0
+
+
+@dataclass(frozen=True)
+class Taught:
+    """One teacher of a sweep: the swept task and teacher keys' values it was trained with, the sweep with those
+    values, its training settings and its run."""
+
+    values: dict
+    spec: SweepSpec
+    settings: object
+    run: object
+
+
+def _teacher_values(spec: SweepSpec, trials: list[TrialSpec]) -> dict[str, dict]:
+    """The teachers a sweep needs: the swept task and teacher keys' values of each, by ``variant_key``."""
+    needed = {"": {}}
+    for trial in trials:
+        key = trial.variant_key()
+        if key and key not in needed:
+            needed[key] = {p: v for p, v in trial.overrides.items() if p.startswith(("task.", "teacher."))}
+    if len(needed) > 1:
+        del needed[""]  # every trial has its own values
+    return needed
+
+
+def _words(values: dict) -> str:
+    return ", ".join(f"{k} = {format_value(v)}" for k, v in values.items())
 
 
 def _end_quietly(recorder: Recorder, parent: str, status: str) -> None:
@@ -324,19 +363,24 @@ def _resolved_trainer(spec: SweepSpec, task, trials: int):
     return spec.trainer.resolve(task, trial_capacity(ray.cluster_resources()), trials=trials)
 
 
-def _run_with_ray(spec, trials, remaining, teacher, output, student_settings, log, storage: str, delivery):
+def _run_with_ray(spec, trials, remaining, teachers, output, student_settings, log, storage: str, delivery):
     from mke_ray.report.answer import BestByValidation, SettingMeans
     from mke_ray.tuning.callbacks import MlflowTrials
     from mke_ray.tuning.progress import ProgressLine
     from mke_ray.tuning.runner import run_trials
-    from mke_ray.tuning.trainable import TrialContext, run_pack, run_search_trial, run_trial
+    from mke_ray.tuning.trainable import TrialContext, Variant, run_pack, run_search_trial, run_trial
     import ray
 
     task = spec.task.build()
     spec = spec.model_copy(update={"trainer": _resolved_trainer(spec, task, remaining)})
     print(f"students are trained {spec.trainer.describe()}", flush=True)
-    context = TrialContext(task=spec.task, student=student_settings,
-                           teacher=ray.put(teacher.for_students(weights=spec.needs_teacher_weights())),
+    weights = spec.needs_teacher_weights()
+    variants = {key: Variant(taught.spec.task, ray.put(taught.run.for_students(weights=weights)),
+                             taught.spec.task.build().splits() if task.send_splits else None)
+                for key, taught in teachers.items() if key}
+    teacher = next(iter(teachers.values())).run
+    context = TrialContext(task=spec.task, student=student_settings, variants=variants or None,
+                           teacher=ray.put(teacher.for_students(weights=weights)),
                            delivery=delivery, log_every=spec.tracking.log_every,
                            plots=spec.tracking.plots, threads=max(1, int(spec.resources.cpu)),
                            seeds=tuple(spec.seeds), trainer=spec.trainer, storage=f"{storage}/ray_train",
@@ -357,9 +401,10 @@ def _run_with_ray(spec, trials, remaining, teacher, output, student_settings, lo
 
 
 def _write_results(spec: SweepSpec, output: Path, trials: list[TrialSpec], teacher_acc: float,
-                   teacher_val: float | None) -> tuple[str, Answer]:
+                   teacher_val: float | None, teachers: dict[str, float] | None = None) -> tuple[str, Answer]:
     """Write results.csv, table.csv, table.md and the figures; return the table as text, and the answer. The
-    teacher's test score goes in the table, its validation accuracy in the figures of a search."""
+    teacher's test score goes in the table, its validation accuracy in the figures of a search; ``teachers``:
+    each teacher's test score by ``TrialSpec.variant_key`` (a sweep over task or teacher keys has several)."""
     smoke = f"> **{SMOKE_NOTE}**\n\n" if spec.is_smoke else ""
     if spec.search.kind == "optuna":
         from mke_ray.report.search import best_sweep, format_search, optuna_plots, search_frame
@@ -372,7 +417,9 @@ def _write_results(spec: SweepSpec, output: Path, trials: list[TrialSpec], teach
             (output / "best_sweep.yaml").write_text(best_sweep(spec, frame))
             optuna_plots(study_storage(output, spec.search.storage), spec.name, frame, teacher_val, output)
         return format_search(frame, teacher_acc), search_answer(spec, frame, teacher_acc)
-    results = results_frame(trials, output / "trials")
+    results = results_frame(trials, output / "trials", teachers or {"": teacher_acc}, score_of(spec)[0])
+    if spec.axes:
+        return _write_axis_results(spec, output, results, smoke)
     table = paper_table(spec, results)
     results.to_csv(output / "results.csv", index=False)
     table.to_csv(output / "table.csv", index=False)
@@ -392,11 +439,32 @@ def _write_results(spec: SweepSpec, output: Path, trials: list[TrialSpec], teach
 
 
 
+def _write_axis_results(spec: SweepSpec, output: Path, results, smoke: str) -> tuple[str, Answer]:
+    """A sweep over task, teacher or student keys: results.csv, the score by swept value (table.csv, table.md)
+    with each cell's own teacher, and axes.png."""
+    from mke_ray.report.axes import axis_answer, axis_figure, axis_table, format_axis_table
+
+    key, name = score_of(spec)
+    table = axis_table(spec, results, key)
+    results.to_csv(output / "results.csv", index=False)
+    table.to_csv(output / "table.csv", index=False)
+    (output / "table.md").write_text(smoke + format_axis_table(spec, table, name, markdown=True))
+    if not results.empty:
+        axis_figure(spec, table, name, output / "axes.png")
+    return format_axis_table(spec, table, name), axis_answer(spec, table, key, name)
+
+
 def _dump_spec(spec: SweepSpec) -> str:
     import yaml
 
     data = spec.model_dump()
     data["regularizers"] = {**data["regularizers"], **data.pop("fixed")}
+    for path, domain in data.pop("axes").items():  # each swept key back in its place
+        *parents, last = path.split(".")
+        holder = data
+        for part in parents:
+            holder = holder.setdefault(part, {})
+        holder[last] = domain
     if data["search"]["storage"]:  # this file is recorded in MLflow: no password
         data["search"]["storage"] = masked(data["search"]["storage"])
     return yaml.safe_dump(data, sort_keys=False)

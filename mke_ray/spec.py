@@ -9,6 +9,7 @@ exit code 2 (see ``SpecError``). A sweep's plan, trials and student-epochs, is b
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import re
@@ -252,6 +253,9 @@ class SweepSpec(_Spec):
     # name -> {column label: strength}; a scalar in the file is fixed for every trial
     regularizers: dict[str, dict[str, float]] = Field(default_factory=dict)
     fixed: dict[str, float] = Field(default_factory=dict)
+    # "student.lr" -> {"grid_search": [...]} (or choice / uniform / loguniform / randint): the swept keys, taken
+    # out of task.options, teacher and student by ``_split_axes``; those sections hold the unswept values
+    axes: dict[str, dict[str, list[Any]]] = Field(default_factory=dict)
     seeds: list[int] = Field(default_factory=lambda: [0])
     search: SearchSpec = Field(default_factory=SearchSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
@@ -297,6 +301,41 @@ class SweepSpec(_Spec):
             if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
                 raise _FieldError((i,), f"a seed is an integer in [0, {MAX_SEED}] (got {seed!r})")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_axes(cls, data: Any) -> Any:
+        """Take the search domains (``{grid_search: [...]}`` and the like) out of ``task.options``, ``teacher`` and
+        ``student`` into ``axes``, keyed by their dotted path; each is checked in ``_check_axes``."""
+        if not isinstance(data, dict):
+            return data
+        if "axes" in data:
+            raise _FieldError(("axes",), "unknown key; sweep a key by writing a domain in its place, e.g. "
+                                         "student: {lr: {grid_search: [0.01, 0.1]}}")
+        data, axes = dict(data), {}
+        for where in SWEEPABLE:
+            *parents, last = where.split(".")
+            holder = data
+            for part in parents:
+                holder = holder.get(part) if isinstance(holder.get(part), dict) else None
+                if holder is None:
+                    break
+            section = holder.get(last) if holder is not None else None
+            if not isinstance(section, dict):
+                continue
+            kept = {}
+            for key, value in section.items():
+                domain = _domain(value, (*where.split("."), key))
+                if domain is None:
+                    kept[key] = value
+                else:
+                    axes[f"{where}.{key}"] = domain
+            if len(kept) < len(section):  # rebuild the path down to the section, with the domains left out
+                if where == "task.options":
+                    data["task"] = {**data["task"], "options": kept}
+                else:
+                    data[where] = kept
+        return {**data, "axes": axes} if axes else data
 
     @model_validator(mode="before")
     @classmethod
@@ -411,6 +450,36 @@ class SweepSpec(_Spec):
         return self
 
     @model_validator(mode="after")
+    def _check_axes(self):
+        optuna = self.search.kind == "optuna"
+        for path, domain in self.axes.items():
+            (kind, values), = domain.items()
+            where = tuple(path.split("."))
+            if path == "student.seed":
+                raise _FieldError(where, "the students' seeds are swept by 'seeds:' (a list or a count); "
+                                         "write a fixed student.seed or leave it out")
+            if not optuna and kind != "grid_search":
+                raise _FieldError((*where, kind), f"a grid sweep expands grid_search lists; {kind} is drawn by a "
+                                                  f"search: write {{grid_search: [...]}}, or set search.kind: optuna")
+            if optuna and kind == "grid_search":
+                raise _FieldError((*where, kind), "an Optuna search draws its values: write {choice: [...]} (or a "
+                                                  "range: uniform, loguniform, randint), or set search.kind: grid")
+            if optuna and not path.startswith("student."):
+                raise _FieldError(where, "each value of a task or teacher key needs its own teacher, trained before "
+                                         "the trials: sweep it in a grid sweep ({grid_search: [...]}); an Optuna "
+                                         "search sweeps student keys and regularizer strengths")
+            items = values if kind in ("grid_search", "choice") else \
+                [values[0], values[1] - 1] if kind == "randint" else values
+            for i, value in enumerate(items):
+                try:
+                    self.variant({path: value})
+                except SpecError as err:
+                    message = str(err).split(": ", 1)[-1]
+                    message = message.split(": ", 1)[-1] if message.startswith(path + ":") else message
+                    raise _FieldError((*where, kind, i), message) from None
+        return self
+
+    @model_validator(mode="after")
     def _plan_within_limits(self):
         trials, epochs = self.plan()
         if trials > self.limits.trials:
@@ -428,22 +497,33 @@ class SweepSpec(_Spec):
     def plan(self) -> tuple[int, int]:
         """(student trials, student-epochs at most) of the sweep, counted without expanding it; a search trial
         counts once per seed, each at the most epochs its space allows."""
-        epochs = self.student.resolve(TASKS.get(self.task.name).student_defaults).epochs
+        defaults = TASKS.get(self.task.name).student_defaults
         if self.search.kind == "optuna":
+            epochs = self.student.resolve(defaults).epochs
             trials = self.search.n_trials * len(self.seeds)
             if "epochs" in self.search.space.student:
                 epochs = math.ceil(self.search.space.student["epochs"].high)
-        else:
-            trials = len(self.settings()) * len(self.methods) * len(self.seeds)
-        rounds = self.student.rounds or 1
-        return trials, trials * epochs * rounds
+            domain = self.axes.get("student.epochs", {})
+            if domain:
+                (kind, values), = domain.items()
+                epochs = max(values) - (kind == "randint")
+            return trials, trials * epochs * (self.student.rounds or 1)
+        per_variant = len(self.settings()) * len(self.methods) * len(self.seeds)
+        variants = self.variants()
+        epochs = 0
+        for values in variants:
+            student = {k.removeprefix("student."): v for k, v in values.items() if k.startswith("student.")}
+            settings = self.student.resolve(defaults).model_copy(update=student)
+            epochs += per_variant * settings.epochs * settings.rounds
+        return per_variant * len(variants), epochs
 
     def _plan_shape(self) -> str:
         seeds = _count(len(self.seeds), "seed")
         if self.search.kind == "optuna":
             return f"{self.search.n_trials} search trials x {seeds}"
-        return (f"{_count(len(self.settings()), 'regularization setting')} x "
-                f"{_count(len(self.methods), 'method')} x {seeds}")
+        swept = [f"{len(d['grid_search'])} {path}" for path, d in self.axes.items()]
+        return " x ".join([*swept, _count(len(self.settings()), 'regularization setting'),
+                           _count(len(self.methods), 'method'), seeds])
 
     def describe_plan(self) -> str:
         """One line: what the sweep runs and how much training that is."""
@@ -473,8 +553,28 @@ class SweepSpec(_Spec):
                 settings.setdefault(tuple(sorted(setting.items())), setting)
         return list(settings.values()) or [{**zero, **self.fixed}]
 
+    def variants(self) -> list[dict[str, Any]]:
+        """The cross product of the grid axes: one ``{path: value}`` per combination (``[{}]`` without axes)."""
+        grids = [[(path, value) for value in d["grid_search"]] for path, d in self.axes.items() if "grid_search" in d]
+        return [dict(combination) for combination in itertools.product(*grids)]
+
+    def variant(self, values: dict[str, Any]) -> SweepSpec:
+        """This sweep with the swept keys in ``values`` fixed (the others left out: their defaults), validated as
+        a sweep file holding those values would be (a SpecError otherwise)."""
+        data = self.model_dump()
+        data["regularizers"] = {**data["regularizers"], **data.pop("fixed")}
+        data.pop("axes")
+        for path, value in values.items():
+            *parents, last = path.split(".")
+            holder = data
+            for part in parents:
+                holder = holder.setdefault(part, {})
+            holder[last] = value
+        return parse_spec(data, source=path if len(values) == 1 else "<variant>")
+
     def trials(self) -> list[TrialSpec]:
-        return [TrialSpec(method, setting, seed, repeat)
+        return [TrialSpec(method, setting, seed, repeat, values)
+                for values in self.variants()
                 for setting in self.settings()
                 for method in self.methods
                 for repeat, seed in enumerate(self.seeds)]
@@ -501,6 +601,7 @@ class SweepSpec(_Spec):
             "student": self.student.model_copy(update={"epochs": epochs}),
             "seeds": self.seeds[:1],
             "regularizers": {n: dict(list(g.items())[:2]) for n, g in self.regularizers.items()},
+            "axes": {p: {k: v[:2] if k == "grid_search" else v for k, v in d.items()} for p, d in self.axes.items()},
             "tracking": self.tracking.model_copy(update={"log_every": 50,  # never mixed with real runs
                                                          "experiment": f"{self.tracking.experiment}-smoke"}),
             "search": self.search.model_copy(update={"n_trials": min(4, self.search.n_trials)}),
@@ -512,8 +613,8 @@ class SweepSpec(_Spec):
 class TrialSpec:
     """One training run of a student: method, regularization, seed (and which repeat).
 
-    ``overrides`` change the student's training settings (``lr``, ``epochs``) for
-    this run; ``label`` names the search trial the run belongs to.
+    ``overrides`` are the swept keys' values for this run, by dotted path (``student.lr``,
+    ``teacher.epochs``, ``task.options.hidden_mm``); ``label`` names the search trial the run belongs to.
     """
 
     method: str
@@ -527,9 +628,18 @@ class TrialSpec:
     def key(self) -> str:
         """Unique within a sweep; a readable name, also used as a folder name."""
         active = [f"{n}={v:g}" for n, v in sorted(self.regularization.items()) if v]
-        changed = [f"{n}={v:g}" for n, v in sorted(self.overrides.items())]
+        changed = [f"{n}={format_value(v)}" for n, v in sorted(self.overrides.items())]
         return "-".join([*([self.label] if self.label else []), self.method, *(active or ["noreg"]),
                          *changed, f"seed={self.seed}", f"rep={self.repeat}"])
+
+    def section(self, name: str) -> dict[str, Any]:
+        """The overrides of one section (``student``, ``teacher``, ``task.options``), by their key there."""
+        return {path[len(name) + 1:]: v for path, v in self.overrides.items() if path.startswith(name + ".")}
+
+    def variant_key(self) -> str:
+        """Which teacher the trial learns from: its task and teacher overrides as JSON ("" for the sweep's own)."""
+        own = {p: v for p, v in self.overrides.items() if p.startswith(("task.", "teacher."))}
+        return json.dumps(own, sort_keys=True) if own else ""
 
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, "regularization": dict(self.regularization), "seed": self.seed,
@@ -539,6 +649,48 @@ class TrialSpec:
     def from_dict(cls, d: dict[str, Any]) -> TrialSpec:
         return cls(d["method"], dict(d["regularization"]), int(d["seed"]), int(d["repeat"]),
                    dict(d.get("overrides", {})), d.get("label", ""))
+
+
+SWEEPABLE = ("task.options", "teacher", "student")
+"""Where a value may be replaced by a search domain."""
+DOMAINS = ("grid_search", "choice", "uniform", "loguniform", "randint")
+"""Search domains, named as Ray Tune's: grid_search and choice take a list of values; uniform, loguniform and
+randint take [low, high] (randint: integers low..high-1, as ``tune.randint``)."""
+
+
+def _domain(value: Any, path: tuple) -> dict[str, list[Any]] | None:
+    """``value`` as a search domain ``{kind: values}``, or None where it is a plain value."""
+    if not isinstance(value, dict) or not (value.keys() & set(DOMAINS)):
+        return None
+    if len(value) != 1:
+        raise _FieldError(path, f"a search domain has one key ({', '.join(DOMAINS)}); got {', '.join(map(str, value))}")
+    (kind, values), = value.items()
+    where = (*path, kind)
+    if not isinstance(values, list) or not values:
+        raise _FieldError(where, f"give a non-empty list (got {values!r})")
+    if kind in ("grid_search", "choice"):
+        if any(isinstance(v, (dict, list)) for v in values):
+            raise _FieldError(where, "list plain values (numbers, strings, true/false)")
+        if len(set(map(json.dumps, values))) < len(values):
+            raise _FieldError(where, f"a value is listed twice (got {values!r})")
+        return {kind: list(values)}
+    if len(values) != 2 or not all(_is_number(v) and math.isfinite(v) for v in values):
+        raise _FieldError(where, f"give [low, high], two finite numbers (got {values!r})")
+    low, high = values
+    if not low < high:
+        raise _FieldError(where, f"high must be above low (got {values!r})")
+    if kind == "loguniform" and low <= 0:
+        raise _FieldError(where, f"a log-uniform range needs low > 0 (got {values!r})")
+    if kind == "randint" and not all(isinstance(v, int) for v in values):
+        raise _FieldError(where, f"randint takes two integers, [low, high) (got {values!r})")
+    return {kind: [low, high]}
+
+
+def format_value(value: Any) -> str:
+    """A swept value as a trial's name shows it: numbers short (``0.1``, ``1e-05``), others as written."""
+    if _is_number(value):
+        return f"{value:g}"
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _numbers_in(data: Any, path: tuple = ()):
@@ -690,7 +842,7 @@ def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return []
         model = annotation
-    return [name for name in model.model_fields if name != "fixed"]
+    return [name for name in model.model_fields if name not in ("fixed", "axes")]
 
 
 def spec_hash(*parts: Any) -> str:

@@ -46,7 +46,7 @@ def test_space_keeps_fixed_strengths_and_samples_within_ranges():
         trial = ask(SearchSpace(spec))
         assert 0.5 <= trial.regularization["input_noise"] <= 0.6
         assert trial.regularization["dropout"] == 0.1
-        assert 0.01 <= trial.overrides["lr"] <= 0.02
+        assert 0.01 <= trial.overrides["student.lr"] <= 0.02
 
 
 def test_the_shipped_search_keeps_the_test_set_out_of_the_objective():

@@ -38,7 +38,7 @@ def train_students_stacked(task: Task, trials: list[TrialSpec], settings: TrainS
     if not method.stackable:
         raise ValueError(f"method {method.name} cannot be trained as a stack (trainer: batched); use trainer: local")
     teacher = as_teacher(teacher)
-    settings = settings.model_copy(update=trials[0].overrides)
+    settings = settings.model_copy(update=trials[0].section("student"))
     given, trials = trials, sorted(trials, key=_regularizers)  # a group per set of regularizers in the stack
     students, generators = [], []
     for trial in trials:

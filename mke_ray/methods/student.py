@@ -23,7 +23,7 @@ def train_student(task: Task, trial: TrialSpec, settings: TrainSettings, teacher
 
     ``teacher``: what the teacher gives (``methods.Teacher``), or its pseudo labels alone.
     """
-    settings = settings.model_copy(update=trial.overrides)
+    settings = settings.model_copy(update=trial.section("student"))
     started_at = time.time()
 
     def train_round(student: Student) -> list[dict[str, float]]:

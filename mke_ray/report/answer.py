@@ -161,7 +161,8 @@ class SettingMeans:
 
     def add(self, trial: TrialSpec, result: dict) -> None:
         if trial.method in self.methods and self.key in result:
-            active = " ".join(f"{n}={v:g}" for n, v in trial.regularization.items() if v) or "no regularization"
+            active = " ".join([*(f"{n}={v:g}" for n, v in trial.regularization.items() if v),
+                               *(f"{n}={v}" for n, v in trial.overrides.items())]) or "no regularization"
             self.scores.setdefault((trial.method, active), {})[trial.key] = float(result[self.key])
 
     def describe(self) -> str | None:

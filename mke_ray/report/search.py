@@ -20,7 +20,7 @@ def search_frame(trials_dir: Path) -> pd.DataFrame:
         active = [n for n, v in trial.regularization.items() if v]
         rows.append({"trial": trial.label, "method": trial.method, "regularizer": "+".join(active) or "none",
                      **{f"reg.{n}": v for n, v in trial.regularization.items()},
-                     **{f"student.{n}": v for n, v in trial.overrides.items()},
+                     **trial.overrides,
                      "val_acc": result["val_acc"], "test_acc": result["test_acc"],
                      "test_acc_std": result["test_acc_std"], "seeds": len(result["seeds"])})
     frame = pd.DataFrame(rows)
@@ -53,7 +53,7 @@ def best_sweep(spec: SweepSpec, frame: pd.DataFrame) -> str:
     best = frame.iloc[0]
     regularizers = {n.removeprefix("reg."): float(best[n]) for n in frame.columns if n.startswith("reg.")}
     student = spec.student.model_dump(exclude_none=True)
-    student.update({n.removeprefix("student."): best[n].item() for n in frame.columns if n.startswith("student.")})
+    student.update({n.removeprefix("student."): _plain(best[n]) for n in frame.columns if n.startswith("student.")})
     data = {
         "name": f"{spec.name}_best",
         "task": spec.task.model_dump(),
@@ -67,6 +67,11 @@ def best_sweep(spec: SweepSpec, frame: pd.DataFrame) -> str:
     note = (f"# Chosen by {spec.name} (Optuna, trial {best['trial']}) on validation accuracy "
             f"{best['val_acc']:.2f}%.\n")
     return note + yaml.safe_dump(data, sort_keys=False)
+
+
+def _plain(value):
+    """A numpy scalar as the Python value YAML writes."""
+    return value.item() if hasattr(value, "item") else value
 
 
 def optuna_plots(storage: str, study_name: str, frame: pd.DataFrame, teacher_val: float | None,

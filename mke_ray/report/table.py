@@ -8,7 +8,7 @@ import pandas as pd
 
 from mke_ray.methods import METHODS, TEACHER_LABEL
 from mke_ray.methods.artifacts import read_result
-from mke_ray.report.answer import setting_words
+from mke_ray.report.answer import setting_words, strength_words
 from mke_ray.spec import SweepSpec, TrialSpec
 from mke_ray.tasks import TASKS
 
@@ -20,15 +20,23 @@ def score_of(spec: SweepSpec) -> tuple[str, str]:
     return f"test_{task.metric}", task.metric_name
 
 
-def results_frame(trials: list[TrialSpec], trials_dir: Path) -> pd.DataFrame:
-    """One row per trial with a result on disk; unfinished trials are left out."""
+def results_frame(trials: list[TrialSpec], trials_dir: Path, teachers: dict[str, float] | None = None,
+                  key: str = "test_acc") -> pd.DataFrame:
+    """One row per trial with a result on disk; unfinished trials are left out. A column per swept key (its
+    dotted path); given ``teachers`` (score ``key`` by ``TrialSpec.variant_key``), each trial's teacher's score
+    and its gain over it."""
     rows = []
     for trial in trials:
         result = read_result(trials_dir / trial.key)
         if result is None:
             continue
+        teacher = (teachers or {}).get(trial.variant_key())
+        active = [strength_words(n, v) for n, v in trial.regularization.items() if v]
         rows.append({"trial": trial.key, "method": trial.method, "seed": trial.seed, "repeat": trial.repeat,
+                     **trial.overrides, "setting": ", ".join(active) or "no regularization",
                      **{f"reg.{n}": v for n, v in trial.regularization.items()},
+                     **({f"teacher_{key}": teacher} if teacher is not None else {}),
+                     **({"gain_over_teacher": result[key] - teacher} if teacher is not None and key in result else {}),
                      **_numbers(result),
                      **{f"round{r['round']}.{k}": v for r in result.get("rounds", []) for k, v in _numbers(r).items()
                         if k != "round"}})

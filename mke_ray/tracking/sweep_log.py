@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import sys
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 from mke_ray.methods import METHODS
 from mke_ray.methods.artifacts import read_history, read_result
 from mke_ray.report.table import score_of
-from mke_ray.spec import SweepSpec, TrialSpec
+from mke_ray.spec import SweepSpec, TrialSpec, format_value
 from mke_ray.tasks import Task
 from mke_ray.tracking.recorder import Recorder
 
@@ -47,13 +48,28 @@ def setting_params(spec: SweepSpec, regularization: dict[str, float]) -> dict[st
     return params
 
 
+def with_values(params: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """``params`` (nested) with the swept keys' ``values`` put in at their dotted paths: a run's params show the
+    values it trained with (``student.lr``, ``task.options.hidden_mm``), which MLflow can group and chart by."""
+    if not values:
+        return params
+    out = copy.deepcopy(params)
+    for path, value in values.items():
+        *parents, last = path.split(".")
+        holder = out
+        for part in parents:
+            holder = holder.setdefault(part, {})
+        holder[last] = value
+    return out
+
+
 def run_name(trial: TrialSpec, seeds: list[int]) -> str:
     """Method, active regularizers with their strengths, seed: what the run is, at a glance.
 
     A search trial (one with a label) covers every seed: its name has no seed.
     """
     active = [f"{n}={v:.3g}" for n, v in trial.regularization.items() if v]
-    changed = [f"{n}={v:.3g}" for n, v in trial.overrides.items()]
+    changed = [f"{n}={v:.3g}" if isinstance(v, float) else f"{n}={format_value(v)}" for n, v in trial.overrides.items()]
     if trial.label:
         return " ".join([trial.label, trial.method, *(active or ["noreg"]), *changed])
     name = " ".join([trial.method, *(active or ["noreg"]), *changed, f"seed={trial.seed}"])
@@ -84,14 +100,20 @@ class SweepLog:
         # records the store refused during the sweep: key -> (run name, what to log, error)
         self.pending: dict[str, tuple[str, dict[str, Any], str]] = {}
         self.score_key = score_of(spec)[0]
-        self.teacher_score: float | None = None  # known once the teacher is recorded: each student's gain over it
+        # each teacher's score once it is recorded (by ``TrialSpec.variant_key``): each student's gain over its own
+        self.teacher_scores: dict[str, float] = {}
 
     def trial_params(self, trial: TrialSpec) -> dict[str, Any]:
         seeds = {"seeds": ",".join(map(str, self.spec.seeds))} if trial.label else \
             {"seed": trial.seed, "repeat": trial.repeat}
-        return {**self.common, "method": trial.method, **seeds, "regularization": trial.regularization,
-                **setting_params(self.spec, trial.regularization),
-                **({"overrides": trial.overrides} if trial.overrides else {})}
+        return {**with_values(self.common, trial.overrides), "method": trial.method, **seeds,
+                "regularization": trial.regularization, **setting_params(self.spec, trial.regularization)}
+
+    def _gain(self, trial: TrialSpec, metrics: dict[str, float]) -> None:
+        """Add the student's gain over its teacher to ``metrics``, where both scores are known."""
+        teacher = self.teacher_scores.get(trial.variant_key())
+        if teacher is not None and self.score_key in metrics:
+            metrics["gain_over_teacher"] = metrics[self.score_key] - teacher
 
     def record_trial(self, trial: TrialSpec, folder: Path, tags: dict[str, str] | None = None) -> str | None:
         """Log a finished trial from its folder, with its gain over the teacher and its own start and end time;
@@ -100,8 +122,7 @@ class SweepLog:
         if result is None:
             return self.record_failure(trial, f"trial finished without writing {folder}/result.json", None)
         metrics = _numbers(result)
-        if self.teacher_score is not None and self.score_key in metrics:
-            metrics["gain_over_teacher"] = metrics[self.score_key] - self.teacher_score
+        self._gain(trial, metrics)
         name = run_name(trial, self.spec.seeds)
         by_round = [{"epoch": float(r["round"]), f"round_{self.score_key}": r[self.score_key]}
                     for r in result.get("rounds", []) if self.score_key in r]  # a chart of the score by round
@@ -109,17 +130,17 @@ class SweepLog:
                              history=[*read_history(folder), *by_round], metrics=metrics, artifacts=folder,
                              status="FINISHED", tags=tags, **_times(result))
         if run_id is not None:
-            self._record_rounds(run_id, record_key(trial), name, result)
+            self._record_rounds(run_id, trial, name, result)
         return run_id
 
-    def _record_rounds(self, run_id: str, key: str, name: str, result: dict[str, Any]) -> None:
+    def _record_rounds(self, run_id: str, trial: TrialSpec, name: str, result: dict[str, Any]) -> None:
         """Iterative MKE: a run per round under the trial's run, with the round's scores, the accuracy of the
         labels it learned from and its corrected / broken shares (the trial's run has ``round_<score>`` by round,
         as steps, for MLflow's charts)."""
+        key = record_key(trial)
         for record in result.get("rounds", []):
             metrics = _numbers(record)
-            if self.teacher_score is not None and self.score_key in metrics:
-                metrics["gain_over_teacher"] = metrics[self.score_key] - self.teacher_score
+            self._gain(trial, metrics)
             try:
                 self.recorder.log_child(run_id, f"{key}/round{record['round']}", f"{name} round {record['round']}",
                                         params={"round": record["round"]}, metrics=metrics,
@@ -133,9 +154,13 @@ class SweepLog:
                            artifacts=log_folder, status="FAILED", tags={"mke.error": error[:5000]})
 
     def record_teacher(self, key: str, name: str, params: dict[str, Any], result: dict[str, Any],
-                       history: list[dict[str, float]], folder: Path) -> str | None:
-        self.teacher_score = result.get(self.score_key)
-        return self._write(key, name, params={**self.common, **params}, history=history,
+                       history: list[dict[str, float]], folder: Path, values: dict[str, Any] | None = None) -> str | None:
+        """Log a teacher; ``values``: the swept task and teacher keys it was trained with (a sweep over them has a
+        teacher per combination)."""
+        values = values or {}
+        if self.score_key in result:
+            self.teacher_scores[TrialSpec("", {}, 0, 0, values).variant_key()] = result[self.score_key]
+        return self._write(key, name, params={**with_values(self.common, values), **params}, history=history,
                            metrics=_numbers(result), artifacts=folder, status="FINISHED", **_times(result))
 
     def log_splits(self, task: Task) -> None:
@@ -157,8 +182,9 @@ class SweepLog:
             if run_id is None:  # not recorded: the store refused it
                 continue
             try:
+                own = self.spec.variant(trial.overrides).task.build() if trial.variant_key() else task
                 for model_folder in [folder] if (folder / "student.pt").exists() else self._seed_folders(folder):
-                    self._log_model(task, run_id, model_folder)
+                    self._log_model(own, run_id, model_folder)
             except Exception as err:  # the sweep's results stand without it
                 error = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                 print(f"MLflow could not log the model of {record_key(trial)} ({error})", file=sys.stderr,

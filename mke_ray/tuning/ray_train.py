@@ -37,7 +37,7 @@ def train_student_distributed(task_spec: TaskSpec, trial: TrialSpec, settings: T
 
     ``teacher``: a Ray object reference to what the teacher gives (``methods.Teacher`` or its pseudo labels), or
     that object."""
-    settings = settings.model_copy(update=trial.overrides)
+    settings = settings.model_copy(update=trial.section("student"))
     config = {"role": "student", "trial": trial.to_dict(), "teacher": _ref(teacher)}
     metrics = _fit(task_spec, settings, config, delivery, relative, storage, workers=workers, gpu=gpu,
                    log_every=log_every, plot=plot, splits=splits, name=trial.key)

@@ -24,6 +24,7 @@ class SearchSpace:
         self.fixed = dict(spec.fixed)
         self.names = spec.regularizer_names()
         self.seed = spec.seeds[0]
+        self.axes = spec.axes  # student keys: choice, uniform, loguniform, randint
 
     def __call__(self, trial) -> dict:
         space = self.search.space
@@ -36,11 +37,23 @@ class SearchSpace:
         overrides = {}
         for name, rng in space.student.items():
             if name == "epochs":
-                overrides[name] = trial.suggest_int(f"student.{name}", int(rng.low), int(rng.high), log=rng.log)
+                overrides[f"student.{name}"] = trial.suggest_int(f"student.{name}", int(rng.low), int(rng.high), log=rng.log)
             else:
-                overrides[name] = trial.suggest_float(f"student.{name}", rng.low, rng.high, log=rng.log)
+                overrides[f"student.{name}"] = trial.suggest_float(f"student.{name}", rng.low, rng.high, log=rng.log)
+        for path, domain in self.axes.items():
+            overrides[path] = draw(trial, path, domain)
         label = f"optuna-{trial.number:04d}"
         return {"trial": TrialSpec(self.search.method, regularization, self.seed, 0, overrides, label).to_dict()}
+
+
+def draw(trial, name: str, domain: dict) -> object:
+    """One value of a search domain (``spec.DOMAINS``) from an Optuna trial."""
+    (kind, values), = domain.items()
+    if kind == "choice":
+        return trial.suggest_categorical(name, values)
+    if kind == "randint":
+        return trial.suggest_int(name, values[0], values[1] - 1)
+    return trial.suggest_float(name, float(values[0]), float(values[1]), log=kind == "loguniform")
 
 
 def study_storage(output: Path, storage: str | None = None) -> str:

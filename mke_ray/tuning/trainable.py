@@ -34,10 +34,30 @@ class TrialContext:
     trainer: TrainerSpec = TrainerSpec()
     storage: str | None = None  # Ray Train checkpoints: a folder or a URI
     splits: Splits | None = None  # the task's splits, made by the driver (tasks marked ``send_splits``)
+    variants: dict[str, Variant] | None = None  # a sweep over task or teacher keys: by ``TrialSpec.variant_key``
+
+
+@dataclass(frozen=True)
+class Variant:
+    """The task, teacher and splits of the trials whose task or teacher keys are swept to one combination."""
+
+    task: TaskSpec
+    teacher: Any  # a Ray object reference, as ``TrialContext.teacher``
+    splits: Splits | None = None
+
+
+def for_trial(context: TrialContext, trial: TrialSpec) -> TrialContext:
+    """The context of ``trial``: its own task, teacher and splits where it sweeps task or teacher keys."""
+    key = trial.variant_key()
+    if not key:
+        return context
+    variant = context.variants[key]
+    return replace(context, task=variant.task, teacher=variant.teacher, splits=variant.splits, variants=None)
 
 
 def _train(context: TrialContext, trial: TrialSpec, relative: str) -> dict[str, Any]:
     """Train one student into ``relative`` (a folder in the sweep's output folder); return its metrics."""
+    context = for_trial(context, trial)
     if context.trainer.kind == "ray_train":
         from mke_ray.tuning.ray_train import train_student_distributed
 
@@ -96,9 +116,10 @@ def run_pack(config: dict[str, Any], context: TrialContext) -> None:
     for trial in (TrialSpec.from_dict(t) for t in config["pack"]):
         stacks.setdefault(stack_key(trial), []).append(trial)
     for trials in stacks.values():
+        own = for_trial(context, trials[0])  # a stack shares its overrides, so its task and teacher
         with context.delivery.folder(TRIALS) as trials_dir:  # the stack's folders arrive before its report
-            results = train_students_stacked(_task(context), trials, context.student,
-                                             _teacher(context.teacher), trials_dir,
+            results = train_students_stacked(_task(own), trials, context.student,
+                                             _teacher(own.teacher), trials_dir,
                                              log_every=context.log_every, plot=context.plots)
         done = [i for i, result in enumerate(results) if isinstance(result, dict)]
         failed = {trials[i].key: f"{type(results[i]).__module__}.{type(results[i]).__name__}: {results[i]}"
