@@ -10,6 +10,7 @@ import pandas as pd
 
 from mke_ray.methods import METHODS, TEACHER_LABEL
 from mke_ray.report.answer import MM, Answer, Best, _answer, _metrics, _score, _verdict, _versus
+from mke_ray.report.table import render
 from mke_ray.spec import SweepSpec, format_value
 
 TEACHER = "teacher"  # the table's column of each cell's teacher score
@@ -59,13 +60,7 @@ def format_axis_table(spec: SweepSpec, table: pd.DataFrame, metric_name: str, ma
     seeds = len(spec.seeds)
     title = (f"Test {metric_name} (%) by swept value, mean ± std over {seeds} seed{'s' * (seeds > 1)}; each row "
              f"beside the teacher its students learned from")
-    if markdown:
-        out = [f"**{title}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        return "\n".join(out + ["| " + " | ".join(line) + " |" for line in lines]) + "\n"
-    widths = [max(len(str(r[i])) for r in [header, *lines]) for i in range(len(header))]
-    fmt = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
-    rule = "-" * len(fmt(header))
-    return "\n".join([title, rule, fmt(header), rule, *map(fmt, lines), rule]) + "\n"
+    return render(title, header, lines, markdown)
 
 
 def axis_answer(spec: SweepSpec, table: pd.DataFrame, key: str, metric_name: str) -> Answer:

@@ -75,9 +75,14 @@ def format_rounds(spec: SweepSpec, table: pd.DataFrame, teacher_acc: float, mark
     seeds = len(spec.seeds)
     title = (f"Test {score_of(spec)[1]} (%) by round (iterative MKE: round k's student labels the data for round "
              f"k+1), mean ± std over {seeds} seed{'s' * (seeds > 1)}")
+    return render(title, header, lines, markdown)
+
+
+def render(title: str, header: list[str], lines: list[list], markdown: bool) -> str:
+    """A titled table as Markdown (bold title, pipes) or as aligned text between rules, for the terminal."""
     if markdown:
         out = [f"**{title}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        return "\n".join(out + ["| " + " | ".join(line) + " |" for line in lines]) + "\n"
+        return "\n".join(out + ["| " + " | ".join(map(str, line)) + " |" for line in lines]) + "\n"
     widths = [max(len(str(r[i])) for r in [header, *lines]) for i in range(len(header))]
     fmt = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
     rule = "-" * len(fmt(header))
