@@ -67,7 +67,7 @@ def iterate(task: Task, trial: TrialSpec, rounds: int, teacher: Teacher,
         records.append({"round": k, **measure(task, student.model, student.modalities, teacher.labels),
                         "train_seconds": time.perf_counter() - started})
         unlabeled = task.features(task.splits().unlabeled, student.modalities)
-        teacher = Teacher(task.pseudo_labels(task.predict(student.model, unlabeled)))
+        teacher = Teacher(task.teach(student.model, unlabeled))
     raise ValueError(f"rounds must be at least 1 (got {rounds})")
 
 

@@ -82,7 +82,7 @@ def finish_teacher(task: Task, model, history: list[dict[str, float]], seconds: 
     (``started_at``, ``time.time()`` when training began: as ``finish_student``)."""
     mods = (task.teacher_modality,)
     splits = task.splits()
-    pseudo = task.pseudo_labels(task.predict(model, task.features(splits.unlabeled, mods)))
+    pseudo = task.teach(model, task.features(splits.unlabeled, mods))
     scores = evaluate(task, model, mods)
     result = {"method": "um_teacher", **scores}
     if f"unlabeled_{task.metric}" in scores:  # the unlabeled set's truth is known

@@ -143,6 +143,20 @@ class Task(ABC):
         """The targets a student learns from, given the teacher's predictions (by default: the classes)."""
         return pred
 
+    def soft_targets(self) -> bool:
+        """Whether students learn from soft pseudo labels (the task's option ``pseudo_labels: soft``)."""
+        return getattr(self.options, "pseudo_labels", "hard") == "soft"
+
+    def teach(self, model: nn.Module, x) -> torch.Tensor:
+        """What a student learns from ``model`` (the teacher, or round k's student labelling round k+1) on inputs
+        ``x``: ``pseudo_labels`` of its predictions (hard, the default), or with ``pseudo_labels: soft`` its
+        ``soft_labels`` probabilities; in batches of ``eval_batch``, on the CPU."""
+        if self.soft_targets():
+            from mke_ray.training.loop import predict
+
+            return predict(model, x, self.eval_batch, decide=self.soft_labels)
+        return self.pseudo_labels(self.predict(model, x))
+
     def soft_labels(self, logits: torch.Tensor) -> torch.Tensor:
         """A model's soft output: its class probabilities (per sample or pixel, along dim 1); a multi-label task
         returns per-class probabilities instead (what a cross-modal student may learn to predict)."""
@@ -155,8 +169,9 @@ class Task(ABC):
 
     def hard(self, pred: torch.Tensor) -> torch.Tensor:
         """Classes of predictions or pseudo labels, for the expansion diagnostics (how many pseudo labels the
-        student corrects); the identity where predictions are classes already."""
-        return pred
+        student corrects) and plots: the top class of probability rows (soft pseudo labels: floating point, classes
+        along dim 1); the identity where they are classes already."""
+        return pred.argmax(dim=1) if pred.is_floating_point() else pred
 
     def as_targets(self, y: torch.Tensor) -> torch.Tensor:
         """The true labels ``y`` in the form the loss takes (MM sup trains on them)."""

@@ -6,6 +6,8 @@ group; MM students see all of them. Rows go to the labeled / unlabeled / val / t
 splits by a split column or by seeded, label-stratified fractions. Every feature column
 is standardised with a ``StandardScaler`` fitted on the training rows (labeled and
 unlabeled, no labels used), so validation and test data never shape the inputs.
+``unlabeled_rows`` keeps a seeded subset of the unlabeled rows, drawn after the scaling, so that the
+labeled split and the teacher stay as they are (an ablation of the unlabeled set's size).
 
 NPZ files: every 1-D array is a column named by its key; a 2-D array ``(N, k)`` named
 in a group stands for its ``k`` columns.
@@ -35,6 +37,7 @@ import zipfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -87,6 +90,13 @@ class TabularOptions(BaseModel):
     split_seed: int = Field(0, ge=0, description="the seed of the fraction split")
     hidden: int | None = Field(None, ge=1, description="hidden width of the MLPs; default: twice the model's input "
                                                       "features, clipped to [16, 256]")
+    unlabeled_rows: int | None = Field(
+        None, ge=1, description="keep this many unlabeled rows (a seeded draw, split_seed; a smaller draw is part of "
+                                "a larger one), the other splits, their scaling and so the teacher unchanged; "
+                                "default: every unlabeled row")
+    pseudo_labels: Literal["hard", "soft"] = Field(
+        "hard", description="what the students learn from: hard, the teacher's classes; soft, its class "
+                            "probabilities (softmax)")
 
     @field_validator("path")
     @classmethod
@@ -207,7 +217,14 @@ def _load_cached(options_json: str, mtime_ns: int, size: int) -> TabularSplits:
                              for i, m in enumerate(names)},
                      y=torch.from_numpy(y[rows]))
 
-    return TabularSplits(labeled=split(parts["labeled"]), unlabeled=split(parts["unlabeled"]),
+    unlabeled = parts["unlabeled"]
+    if options.unlabeled_rows is not None:  # after the scaling: the labeled rows' inputs stay as they are
+        if options.unlabeled_rows > len(unlabeled):
+            raise TaskDataError(f"unlabeled_rows is {options.unlabeled_rows} but the unlabeled split has "
+                                f"{len(unlabeled)} rows; lower task.options.unlabeled_rows or leave it out")
+        order = np.random.default_rng(options.split_seed).permutation(len(unlabeled))
+        unlabeled = np.sort(unlabeled[order[:options.unlabeled_rows]])
+    return TabularSplits(labeled=split(parts["labeled"]), unlabeled=split(unlabeled),
                          test=split(parts["test"]), val=split(parts["val"]), classes=classes)
 
 

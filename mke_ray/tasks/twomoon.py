@@ -4,6 +4,8 @@ Modality ``a`` is the x coordinate, ``b`` the y coordinate. Data and splits foll
 the authors' notebook: ``make_moons(500, noise=0.1, random_state=42)``, a
 ``StandardScaler`` fitted on all 500 points, then 200 test points and 300 training
 points, of which 30 are labeled (the teacher's) and 270 unlabeled (the students').
+``unlabeled_points`` resizes the unlabeled split alone (fewer of those points, or more drawn afresh), for
+ablations of the unlabeled set's size with the teacher unchanged.
 """
 
 from __future__ import annotations
@@ -38,10 +40,19 @@ class TwoMoonOptions(BaseModel):
     hidden_mm: int = Field(16, ge=1, description="hidden width of multimodal networks")
     val_size: int = Field(200, ge=0, description="validation points: a fresh draw (random_state = data_seed + 1) "
                                                  "scaled like the rest, so the published splits stay untouched")
+    unlabeled_points: int | None = Field(
+        None, ge=1, description="the unlabeled split's size, the labeled, test and validation splits (and so the "
+                                "teacher) unchanged: the first N of the usual unlabeled points, or all of them and "
+                                "fresh ones (random_state = data_seed + 2, scaled like the rest); default: as "
+                                "unlabeled_size leaves it")
+    pseudo_labels: Literal["hard", "soft"] = Field(
+        "hard", description="what the students learn from: hard, the teacher's classes; soft, its class "
+                            "probabilities (softmax)")
 
 
 @lru_cache(maxsize=8)
 def _make_splits(options: TwoMoonOptions) -> Splits:
+    import numpy as np
     from sklearn.datasets import make_moons
     from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import StandardScaler
@@ -63,6 +74,13 @@ def _make_splits(options: TwoMoonOptions) -> Splits:
     if options.val_size:
         x_val, y_val = make_moons(n_samples=options.val_size, noise=options.noise, random_state=options.data_seed + 1)
         val = split(scaler.transform(x_val), y_val)
+    wanted = options.unlabeled_points
+    if wanted is not None and wanted <= len(y_unl):
+        x_unl, y_unl = x_unl[:wanted], y_unl[:wanted]
+    elif wanted is not None:  # more than the split holds: fresh points of the same moons, scaled as the rest
+        x_new, y_new = make_moons(n_samples=wanted - len(y_unl), noise=options.noise,
+                                  random_state=options.data_seed + 2)
+        x_unl, y_unl = np.concatenate([x_unl, scaler.transform(x_new)]), np.concatenate([y_unl, y_new])
     return Splits(labeled=split(x_lab, y_lab), unlabeled=split(x_unl, y_unl), test=split(x_test, y_test), val=val)
 
 
@@ -125,6 +143,7 @@ class TwoMoon(Task):
         # the predicted regions as an image: drawn in a few ms, where contourf takes ten times as long
         ax.imshow(region.numpy(), extent=(lo[0].item(), hi[0].item(), lo[1].item(), hi[1].item()), origin="lower",
                   aspect="auto", cmap=ListedColormap(SHADES), vmin=0, vmax=1, alpha=0.8, interpolation="nearest")
+        pseudo_labels = self.hard(pseudo_labels)  # soft pseudo labels: each point coloured by its top class
         wrong = pseudo_labels != unl.y
         for cls in (0, 1):
             ok = (pseudo_labels == cls) & ~wrong

@@ -33,6 +33,7 @@ def fit_stacked(stack: StackedMLPs, x: torch.Tensor, y: torch.Tensor, *, epochs:
                 probe: Callable[[StackedMLPs], list[dict[str, float]]] | None = None
                 ) -> list[list[dict[str, float]] | NonFiniteLossError]:
     """Full-batch SGD of every stacked model on (``x``, ``y``) for ``epochs``; returns each model's history.
+    ``y`` holds classes ``[N]`` or class probabilities ``[N, C]`` (soft pseudo labels).
 
     ``loss`` is ``cross_entropy`` or ``softmax_cross_entropy`` (the published TwoMoon loss). Each model's
     gradient is that of its own mean loss (the stack's loss is their sum). Every ``log_every`` epochs and
@@ -44,7 +45,7 @@ def fit_stacked(stack: StackedMLPs, x: torch.Tensor, y: torch.Tensor, *, epochs:
     """
     params = list(stack.parameters())
     histories: list[list[dict[str, float]]] = [[] for _ in range(len(stack))]
-    targets = y.repeat(len(stack))
+    targets = y.repeat(len(stack), *[1] * (y.ndim - 1))  # classes, or rows of class probabilities (soft)
     divergence = Divergence(x.device, len(stack))
     failed: dict[int, NonFiniteLossError] = {}
     started = time.perf_counter()
