@@ -29,7 +29,7 @@ def train_student(task: Task, trial: TrialSpec, settings: TrainSettings, teacher
     ``report(epochs, {"val_acc": ...})`` is called every ``report_every`` epochs of training before the last
     (``reporting``: the trial's progress, for an early-stopping scheduler).
     """
-    settings = settings.model_copy(update=trial.overrides)
+    settings = trial_settings(trial, settings)
     started_at = time.time()
     trainer, progress = reporting(task, trial, fit, report, report_every, student_epochs(trial, settings)) \
         if report is not None else (fit, None)
@@ -45,8 +45,13 @@ def train_student(task: Task, trial: TrialSpec, settings: TrainSettings, teacher
                           started_at=started_at, plot=plot, rounds=run.rounds)
 
 
+def trial_settings(trial: TrialSpec, settings: TrainSettings) -> TrainSettings:
+    """A trial's student settings: the sweep's, with the trial's overrides."""
+    return settings.model_copy(update=trial.overrides)
+
+
 def student_epochs(trial: TrialSpec, settings: TrainSettings) -> int:
-    """The epochs a student trains in all: every round's (``iterate``)."""
+    """The epochs a student trains in all (``settings``: the trial's): every round's (``iterate``)."""
     return settings.epochs * (settings.rounds if METHODS.get(trial.method).iterates else 1)
 
 
