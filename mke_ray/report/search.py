@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -149,8 +150,12 @@ def _importances(storage: str, study_name: str, path: Path, objective: int | Non
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(study_name=study_name, storage=storage)
     try:
-        target = None if objective is None else (lambda t: t.values[objective])
-        importances = optuna.importance.get_param_importances(study, target=target)
+        if objective is None:
+            importances = optuna.importance.get_param_importances(study)
+        else:  # Optuna's evaluator ranks a target's low values best (and says so): the accuracy, negated
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                importances = optuna.importance.get_param_importances(study, target=lambda t: -t.values[objective])
     except (ValueError, RuntimeError):
         return False
     importance_figure(importances, f"What the validation accuracy of {study_name} depends on: Optuna's "
