@@ -390,21 +390,19 @@ def _write_results(spec: SweepSpec, output: Path, trials: list[TrialSpec], teach
                                    f"not in the table: {'their folders hold' if stopped != 1 else 'its folder holds'} "
                                    f"stopped.json\n")
     if spec.search.kind == "optuna":
-        from mke_ray.report.search import best_sweep, format_search, optuna_plots, search_frame
+        from mke_ray.report.search import best_sweep, format_search, optuna_plots, search_frame, write_pareto
         from mke_ray.tuning.search import study_storage
 
         study = study_storage(output, spec.search.storage)
         frame = search_frame(output / "trials", extra=tuple(spec.search.result_keys))
         frame.to_csv(output / "results.csv", index=False)
-        pareto = _write_pareto(spec, study, frame, teacher_val, output) if spec.search.multi_objective else ("", "")
+        pareto = write_pareto(spec, study, frame, teacher_val, output) if spec.search.multi_objective else ("", "")
         (output / "table.md").write_text(smoke + format_search(frame, teacher_acc, top=10, markdown=True)
                                          + (f"\n{pareto[1]}" if pareto[1] else "") + (f"\n{note}" if note else ""))
         if not frame.empty:
             (output / "best_sweep.yaml").write_text(best_sweep(spec, frame))
-            accuracy = next((i for i, k in enumerate(spec.search.result_keys)
-                             if k in ("val_acc", "val_gain_over_teacher")), None) if spec.search.multi_objective \
-                else None
-            optuna_plots(study, spec.name, frame, teacher_val, output, objective=accuracy)
+            optuna_plots(study, spec.name, frame, teacher_val, output,
+                         objective=spec.search.accuracy_objective if spec.search.multi_objective else None)
         return format_search(frame, teacher_acc) + (f"\n{pareto[0]}" if pareto[0] else "") \
             + (f"\n{note}" if note else ""), search_answer(spec, frame, teacher_acc)
     results = results_frame(trials, output / "trials")
@@ -425,21 +423,6 @@ def _write_results(spec: SweepSpec, output: Path, trials: list[TrialSpec], teach
     return format_table(spec, table, teacher_acc) + ("" if by_round is None else
                                                      "\n" + format_rounds(spec, by_round, teacher_acc)) \
         + (f"\n{note}" if note else ""), grid_answer(spec, table, teacher_acc, *score_of(spec))
-
-
-def _write_pareto(spec: SweepSpec, study: str, frame, teacher_val: float | None, output: Path) -> tuple[str, str]:
-    """pareto.csv and pareto.png of a multi-objective search; return its section as text and as Markdown."""
-    from mke_ray.report.plots import pareto_figure
-    from mke_ray.report.search import format_pareto, pareto_front
-
-    front = pareto_front(study, spec, frame)
-    front.to_csv(output / "pareto.csv", index=False)
-    if not front.empty:
-        objectives = ", ".join(spec.search.objectives)
-        pareto_figure(frame, front, spec.search.result_keys, spec.search.directions, teacher_val,
-                      output / "pareto.png", f"Optuna search {spec.name}: the Pareto front of {objectives} "
-                                             f"(each trial: mean over its seeds)")
-    return format_pareto(spec, front, len(frame)), format_pareto(spec, front, len(frame), markdown=True)
 
 
 

@@ -257,6 +257,11 @@ class SearchSpec(_Spec):
     def multi_objective(self) -> bool:
         return len(self.objectives) > 1
 
+    @property
+    def accuracy_objective(self) -> int:
+        """Which objective is the validation accuracy (or its gain over the teacher's)."""
+        return next(i for i, name in enumerate(self.objectives) if name in ("val_acc", "gain_over_teacher"))
+
 
 class ResourcesSpec(_Spec):
     cpu: float = Field(1.0, gt=0, description="CPUs per trial")
@@ -592,11 +597,12 @@ class SweepSpec(_Spec):
     def describe_plan(self) -> str:
         """One line: what the sweep runs and how much training that is."""
         trials, epochs = self.plan()
-        objectives = ", ".join(f"{n} ({d})" for n, d in zip(self.search.objectives, self.search.directions))
+        search = self.search
+        objectives = f"objective {search.metric}" if not search.multi_objective else \
+            "objectives " + ", ".join(f"{n} ({d})" for n, d in zip(search.objectives, search.directions))
         what = (f"Optuna search, {self.search.n_trials} trials of {self.search.method} x "
-                f"{_count(len(self.seeds), 'seed')}, "
-                f"objective{'s' * self.search.multi_objective} {objectives if self.search.multi_objective else self.search.metric}"
-                if self.search.kind == "optuna" else f"{trials} trials ({self._plan_shape()})")
+                f"{_count(len(self.seeds), 'seed')}, {objectives}" if self.search.kind == "optuna"
+                else f"{trials} trials ({self._plan_shape()})")
         scheduler = self.search.scheduler
         if scheduler.kind == "asha":
             epochs_one = self.scheduler_epochs()

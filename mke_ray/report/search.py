@@ -112,6 +112,21 @@ def format_pareto(spec: SweepSpec, front: pd.DataFrame, finished: int, markdown:
     return "\n".join([title, fmt(header), *map(fmt, lines)]) + "\n"
 
 
+def write_pareto(spec: SweepSpec, storage: str, frame: pd.DataFrame, teacher_val: float | None,
+                 folder: Path) -> tuple[str, str]:
+    """pareto.csv and pareto.png of a multi-objective search (``frame``: its ``search_frame``); return its section
+    of the results as text and as Markdown."""
+    from mke_ray.report.plots import pareto_figure
+
+    front = pareto_front(storage, spec, frame)
+    front.to_csv(folder / "pareto.csv", index=False)
+    if not front.empty:
+        pareto_figure(frame, front, spec.search.result_keys, spec.search.directions, teacher_val,
+                      folder / "pareto.png", f"Optuna search {spec.name}: the Pareto front of "
+                                             f"{', '.join(spec.search.objectives)} (each trial: mean over its seeds)")
+    return format_pareto(spec, front, len(frame)), format_pareto(spec, front, len(frame), markdown=True)
+
+
 def optuna_plots(storage: str, study_name: str, frame: pd.DataFrame, teacher_val: float | None,
                  folder: Path, objective: int | None = None) -> list[Path]:
     """The search as figures: validation accuracy trial by trial with the best so far, every trial in parallel
