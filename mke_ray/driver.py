@@ -19,14 +19,14 @@ from mke_ray.methods.teacher import cached_teacher, teacher_folder, train_teache
 from mke_ray.report.answer import NOTE_TAG, SMOKE_NOTE, Answer, grid_answer, search_answer
 from mke_ray.report.plots import gain_figure, setting_figure, summary_figure
 from mke_ray.report.table import format_rounds, format_table, paper_table, results_frame, rounds_table, score_of
-from mke_ray.methods.artifacts import read_result
+from mke_ray.methods.artifacts import read_result, read_stopped
 from mke_ray.output import OutputLock, fingerprint, is_uri, mirror, prepare_output, write_state
 from mke_ray.spec import SpecError, SweepSpec, TrainSpec, TrialSpec, format_value, load_spec
 from mke_ray.tasks import TaskDataError
 from mke_ray.tracking import Recorder, TrackingError, resolve_tracking_uri
 from mke_ray.tracking.sweep_log import SweepLog, with_values, experiment_note, record_key
 from mke_ray.tuning.delivery import open_delivery
-from mke_ray.tuning.search import check_study, claim_study, masked, settle_study
+from mke_ray.tuning.search import check_study, claim_study, masked, objective_values, settle_study
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -211,11 +211,15 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
         done = _finished(output / "trials", trials, optuna)
         for trial, folder in done:  # finished before an interruption: recorded now if the driver died first
             log.record_trial(trial, folder)
+        halted = _stopped(output / "trials", trials, optuna)  # stopped early by the scheduler: not run again
+        for trial, folder in halted:
+            log.record_stopped(trial, folder)
         if optuna and not new:  # trials a driver that died left running: told their result, or failed
-            settled = settle_study(spec, output, {t.label: read_result(f)["val_acc"] for t, f in done})
+            settled = settle_study(spec, output, {t.label: objective_values(spec, read_result(f)) for t, f in done},
+                                   stopped={t.label for t, _ in halted})
             if settled:
                 say(f"study: {settled} trials the last driver left running settled (finished or failed)")
-        finished_keys = {record_key(trial) for trial, _ in done}
+        finished_keys = {record_key(trial) for trial, _ in done + halted}
         # a file where a trial's folder goes: the trial cannot run; it fails, and the line says what to move
         failures = [(t, f"{output / 'trials' / t.key} is a file, not the trial's folder; move it away and "
                         f"run again with --resume", None)
@@ -224,9 +228,10 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
             log.record_failure(trial, message, None)
         failed_keys = {record_key(t) for t, _, _ in failures}
         todo = [t for t in trials if record_key(t) not in finished_keys | failed_keys]
-        remaining = planned - len(done) - len(failures)
-        if done:
-            say(f"resuming: {len(done)} trials already finished, {remaining} to run")
+        remaining = planned - len(done) - len(failures) - len(halted)
+        if done or halted:
+            say(f"resuming: {len(done)} trials already finished"
+                + (f", {len(halted)} stopped early" if halted else "") + f", {remaining} to run")
 
         interrupted = False
         try:
@@ -235,16 +240,21 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
                                           student_settings, log, storage or str(output), delivery)
         except KeyboardInterrupt:
             interrupted = True
+        now_stopped = _stopped(output / "trials", trials, optuna)
         report, answer = _write_results(spec, output, trials, teacher.result[score_key],
                                         teacher.result.get("val_acc"),
-                                        {k: t.run.result[score_key] for k, t in teachers.items()})
+                                        {k: t.run.result[score_key] for k, t in teachers.items()},
+                                        stopped=len(now_stopped))
         # Tune stops on Ctrl-C by itself and returns: trials that never ran mean an interruption
         now_done = _finished(output / "trials", trials, optuna)
         finished = len(now_done)
-        interrupted |= finished + len(failures) < planned
+        interrupted |= finished + len(failures) + len(now_stopped) < planned
         for trial, folder in now_done:  # those that finished after Ctrl-C: Tune did not hand them over
             if record_key(trial) not in log.pending:  # one that MLflow refused is retried once, below
                 log.record_trial(trial, folder)
+        for trial, folder in now_stopped:
+            if record_key(trial) not in log.pending:
+                log.record_stopped(trial, folder)
         unrecorded = log.retry_pending()
         if not interrupted:  # a resumed sweep logs them when it ends
             log.log_models(task, now_done)
@@ -253,6 +263,7 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
             recorder.log_artifact(parent, path)
         recorder.log_metrics(parent, {f"teacher_{score_key}": teacher.result[score_key],
                                       "trials_finished": finished, "trials_failed": len(failures),
+                                      **({"trials_stopped": len(now_stopped)} if now_stopped else {}),
                                       **answer.metrics})
         recorder.set_tags(parent, {NOTE_TAG: answer.description((output / "table.md").read_text())})
     except BaseException as err:
@@ -263,8 +274,11 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
             raise
         done = _finished(output / "trials", trials, optuna)
         unlogged = sum(record_key(t) not in log.logged for t, _ in done) if log is not None else len(done)
-        print(f"interrupted: {len(done)}/{planned} trials finished ({unlogged} of them not yet in MLflow); "
-              f"--resume records them and runs the other {planned - len(done)}", file=sys.stderr, flush=True)
+        halted = len(_stopped(output / "trials", trials, optuna))
+        print(f"interrupted: {len(done)}/{planned} trials finished ({unlogged} of them not yet in MLflow)"
+              + (f", {halted} stopped early" if halted else "")
+              + f"; --resume records them and runs the other {planned - len(done) - halted}",
+              file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
     recorder.end(parent, "KILLED" if interrupted else "FAILED" if failures else "FINISHED")
     write_state(output, {**state, "status": "interrupted" if interrupted else "finished"})
@@ -272,12 +286,13 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
     say("")
     say(report)
     say(answer.text)
-    say(f"{finished}/{planned} trials finished in {time.monotonic() - started:.0f}s; "
-        f"results in {output}/results.csv and table.md")
+    say(f"{finished}/{planned} trials finished"
+        + (f", {len(now_stopped)} stopped early by ASHA (search.scheduler)" if now_stopped else "")
+        + f" in {time.monotonic() - started:.0f}s; results in {output}/results.csv and table.md")
     for trial, message, where in failures:
         say(f"FAILED {record_key(trial)}: {message}" + (f" (traceback: {where})" if where else ""))
     if interrupted:
-        say(f"interrupted: {planned - finished - len(failures)} trials did not run; "
+        say(f"interrupted: {planned - finished - len(failures) - len(now_stopped)} trials did not run; "
             f"--resume finishes the sweep")
     for key, error in unrecorded:
         say(f"NOT IN MLFLOW {key}: {error} (its files and result are in {output / 'trials' / key})")
@@ -328,6 +343,14 @@ def _finished(trials_dir: Path, trials: list[TrialSpec], optuna: bool) -> list[t
     return [(t, trials_dir / t.key) for t in trials if read_result(trials_dir / t.key) is not None]
 
 
+def _stopped(trials_dir: Path, trials: list[TrialSpec], optuna: bool) -> list[tuple[TrialSpec, Path]]:
+    """Trials the scheduler stopped early (their folder's stopped.json, and no result), with their folders."""
+    if optuna:
+        found = [(read_stopped(p.parent), p.parent) for p in sorted(trials_dir.glob("optuna-*/stopped.json"))]
+        return [(TrialSpec.from_dict(s["trial"]), folder) for s, folder in found if s is not None]
+    return [(t, trials_dir / t.key) for t in trials if read_stopped(trials_dir / t.key) is not None]
+
+
 def _teacher(spec: SweepSpec, task, settings, output: Path, delivery, storage: str):
     """The teacher, from the cache or trained: by Ray Train on the cluster's workers when the students' trainer
     is Ray Train (its folder shipped back), else in this process."""
@@ -367,7 +390,7 @@ def _run_with_ray(spec, trials, remaining, teachers, output, student_settings, l
     from mke_ray.report.answer import BestByValidation, SettingMeans
     from mke_ray.tuning.callbacks import MlflowTrials
     from mke_ray.tuning.progress import ProgressLine
-    from mke_ray.tuning.runner import run_trials
+    from mke_ray.tuning.runner import early_stopping, run_trials
     from mke_ray.tuning.trainable import TrialContext, Variant, run_pack, run_search_trial, run_trial
     import ray
 
@@ -384,7 +407,8 @@ def _run_with_ray(spec, trials, remaining, teachers, output, student_settings, l
                            delivery=delivery, log_every=spec.tracking.log_every,
                            plots=spec.tracking.plots, threads=max(1, int(spec.resources.cpu)),
                            seeds=tuple(spec.seeds), trainer=spec.trainer, storage=f"{storage}/ray_train",
-                           splits=task.splits() if task.send_splits else None)
+                           splits=task.splits() if task.send_splits else None,
+                           report_every=spec.search.scheduler.report_every(spec.scheduler_epochs()))
     mlflow_trials = MlflowTrials(log, output / "trials")
     if spec.search.kind == "optuna":
         from mke_ray.tuning.search import run_search
@@ -396,37 +420,49 @@ def _run_with_ray(spec, trials, remaining, teachers, output, student_settings, l
         progress = ProgressLine(len(trials), SettingMeans(spec.methods, score_of(spec)[0]))
         run_trials(trials, run_pack if spec.trainer.kind == "batched" else run_trial, context, spec.resources,
                    spec.trainer, f"{storage}/ray_results",
-                   [mlflow_trials, progress], retries=spec.retries)
+                   [mlflow_trials, progress], retries=spec.retries, scheduler=early_stopping(spec))
     return mlflow_trials.failures
 
 
 def _write_results(spec: SweepSpec, output: Path, trials: list[TrialSpec], teacher_acc: float,
-                   teacher_val: float | None, teachers: dict[str, float] | None = None) -> tuple[str, Answer]:
-    """Write results.csv, table.csv, table.md and the figures; return the table as text, and the answer. The
-    teacher's test score goes in the table, its validation accuracy in the figures of a search; ``teachers``:
-    each teacher's test score by ``TrialSpec.variant_key`` (a sweep over task or teacher keys has several)."""
+                   teacher_val: float | None, teachers: dict[str, float] | None = None,
+                   stopped: int = 0) -> tuple[str, Answer]:
+    """Write results.csv, table.csv, table.md and the figures (a multi-objective search's Pareto front:
+    pareto.csv, pareto.png and a section of table.md); return the table as text, and the answer. The teacher's
+    test score goes in the table, its validation accuracy in the figures of a search; ``teachers``: each
+    teacher's test score by ``TrialSpec.variant_key`` (a sweep over task or teacher keys has several).
+    ``stopped``: trials the scheduler stopped early (said below the table)."""
     smoke = f"> **{SMOKE_NOTE}**\n\n" if spec.is_smoke else ""
+    note = "" if not stopped else (f"{stopped} trial{'s' * (stopped != 1)} stopped early by ASHA (search.scheduler), "
+                                   f"not in the table: {'their folders hold' if stopped != 1 else 'its folder holds'} "
+                                   f"stopped.json\n")
     if spec.search.kind == "optuna":
-        from mke_ray.report.search import best_sweep, format_search, optuna_plots, search_frame
+        from mke_ray.report.search import best_sweep, format_search, optuna_plots, search_frame, write_pareto
         from mke_ray.tuning.search import study_storage
 
-        frame = search_frame(output / "trials")
+        study = study_storage(output, spec.search.storage)
+        frame = search_frame(output / "trials", extra=tuple(spec.search.result_keys))
         frame.to_csv(output / "results.csv", index=False)
-        (output / "table.md").write_text(smoke + format_search(frame, teacher_acc, top=10, markdown=True))
+        pareto = write_pareto(spec, study, frame, teacher_val, output) if spec.search.multi_objective else ("", "")
+        (output / "table.md").write_text(smoke + format_search(frame, teacher_acc, top=10, markdown=True)
+                                         + (f"\n{pareto[1]}" if pareto[1] else "") + (f"\n{note}" if note else ""))
         if not frame.empty:
             (output / "best_sweep.yaml").write_text(best_sweep(spec, frame))
-            optuna_plots(study_storage(output, spec.search.storage), spec.name, frame, teacher_val, output)
-        return format_search(frame, teacher_acc), search_answer(spec, frame, teacher_acc)
+            optuna_plots(study, spec.name, frame, teacher_val, output,
+                         objective=spec.search.accuracy_objective if spec.search.multi_objective else None)
+        return format_search(frame, teacher_acc) + (f"\n{pareto[0]}" if pareto[0] else "") \
+            + (f"\n{note}" if note else ""), search_answer(spec, frame, teacher_acc)
     results = results_frame(trials, output / "trials", teachers or {"": teacher_acc}, score_of(spec)[0])
     if spec.axes:
-        return _write_axis_results(spec, output, results, smoke)
+        return _write_axis_results(spec, output, results, smoke, note)
     table = paper_table(spec, results)
     results.to_csv(output / "results.csv", index=False)
     table.to_csv(output / "table.csv", index=False)
     by_round = rounds_table(spec, results) if (spec.student.rounds or 1) > 1 and not results.empty else None
     (output / "table.md").write_text(smoke + format_table(spec, table, teacher_acc, markdown=True)
                                      + ("" if by_round is None else
-                                        "\n" + format_rounds(spec, by_round, teacher_acc, markdown=True)))
+                                        "\n" + format_rounds(spec, by_round, teacher_acc, markdown=True))
+                                     + (f"\n{note}" if note else ""))
     if not results.empty:
         summary_figure(spec, table, teacher_acc, output / "summary.png")
         gain_figure(spec, table, teacher_acc, output / "gain.png")
@@ -434,24 +470,26 @@ def _write_results(spec: SweepSpec, output: Path, trials: list[TrialSpec], teach
     if by_round is not None:
         by_round.to_csv(output / "rounds.csv", index=False)
     return format_table(spec, table, teacher_acc) + ("" if by_round is None else
-                                                     "\n" + format_rounds(spec, by_round, teacher_acc)), \
-        grid_answer(spec, table, teacher_acc, *score_of(spec))
+                                                     "\n" + format_rounds(spec, by_round, teacher_acc)) \
+        + (f"\n{note}" if note else ""), grid_answer(spec, table, teacher_acc, *score_of(spec))
 
 
 
-def _write_axis_results(spec: SweepSpec, output: Path, results, smoke: str) -> tuple[str, Answer]:
+def _write_axis_results(spec: SweepSpec, output: Path, results, smoke: str, note: str) -> tuple[str, Answer]:
     """A sweep over task, teacher or student keys: results.csv, the score by swept value (table.csv, table.md)
-    with each cell's own teacher, and axes.png."""
+    with each cell's own teacher, and axes.png; ``note``: the trials stopped early, if any."""
     from mke_ray.report.axes import axis_answer, axis_figure, axis_table, format_axis_table
 
     key, name = score_of(spec)
     table = axis_table(spec, results, key)
     results.to_csv(output / "results.csv", index=False)
     table.to_csv(output / "table.csv", index=False)
-    (output / "table.md").write_text(smoke + format_axis_table(spec, table, name, markdown=True))
+    (output / "table.md").write_text(smoke + format_axis_table(spec, table, name, markdown=True)
+                                     + (f"\n{note}" if note else ""))
     if not results.empty:
         axis_figure(spec, table, name, output / "axes.png")
-    return format_axis_table(spec, table, name), axis_answer(spec, table, key, name)
+    return format_axis_table(spec, table, name) + (f"\n{note}" if note else ""), \
+        axis_answer(spec, table, key, name)
 
 
 def _dump_spec(spec: SweepSpec) -> str:

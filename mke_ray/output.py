@@ -143,9 +143,13 @@ def _check_state(output: Path, spec: SweepSpec, tracking_uri: str, resume: bool)
 
 def fingerprint(spec: SweepSpec) -> str:
     """What decides a sweep's results; a resumed sweep must not change it. The study's database is not in it
-    (the state file keeps it, shown without its password, and --resume checks it)."""
+    (the state file keeps it, shown without its password, and --resume checks it). Search keys left at their
+    defaults that came after a sweep's first runs (no scheduler, implied directions) are not in it either, so a
+    sweep started before them resumes."""
+    search = {"storage"} | ({"scheduler"} if spec.search.scheduler.kind == "none" else set()) \
+        | ({"mode"} if spec.search.mode is None else set())
     return spec_hash(spec.model_dump(exclude={"tracking": True, "resources": True, "retries": True, "output": True,
-                                              "limits": True, "search": {"storage"}}))
+                                              "limits": True, "search": search}))
 
 
 def read_state(output: Path) -> dict | None:

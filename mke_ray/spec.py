@@ -140,14 +140,55 @@ class SearchSpaceSpec(_Spec):
         return self
 
 
+class SchedulerSpec(_Spec):
+    """Early stopping (``search.scheduler``): trials report their validation accuracy every ``every`` epochs
+    and Ray Tune's ASHA stops the ones behind the others."""
+
+    kind: Literal["none", "asha"] = Field("none", description="none: every trial trains to the end; asha: "
+                                                              "asynchronous successive halving on val_acc")
+    grace_period: int | None = Field(None, ge=1, le=MAX_EPOCHS, description="epochs a trial trains before it "
+                                                                            "may be stopped; default: every")
+    reduction_factor: float = Field(3.0, gt=1, le=100, description="1 / the share of trials kept at each rung")
+    every: int | None = Field(None, ge=1, le=MAX_EPOCHS, description="epochs between reports of val_acc; "
+                                                                     "default: a tenth of the student's epochs")
+
+    @model_validator(mode="after")
+    def _asha_keys(self):
+        if self.kind == "none":
+            for name in ("grace_period", "every"):
+                if getattr(self, name) is not None:
+                    raise _FieldError((name,), "only an ASHA scheduler has it; set kind: asha or leave it out")
+        return self
+
+    def report_every(self, epochs: int) -> int:
+        """Epochs between reports, for a student of ``epochs`` epochs (0: no reports)."""
+        if self.kind == "none":
+            return 0
+        return self.every or max(1, epochs // 10)
+
+    def grace(self, epochs: int) -> int:
+        return self.grace_period or self.report_every(epochs)
+
+
+OBJECTIVES = {"val_acc": "max", "gain_over_teacher": "max", "train_seconds": "min"}
+"""An Optuna search's objectives and their directions: validation accuracy, its gain over the teacher's
+validation accuracy (points), the student's training seconds (mean over the seeds)."""
+RESULT_KEYS = {"gain_over_teacher": "val_gain_over_teacher"}  # a trial's result and Tune report name it so
+# (MLflow's gain_over_teacher of a student is its test score's gain)
+
+
 class SearchSpec(_Spec):
     kind: Literal["grid", "optuna"] = "grid"
+    scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec, description="early stopping, grid or optuna")
     # the keys below are Optuna's
     n_trials: int = Field(40, ge=1, le=100_000)
     max_concurrent: int | None = Field(None, ge=1, description="default: as many as the CPUs allow")
     seed: int = Field(0, ge=0, description="the TPE sampler's seed")
-    metric: Literal["val_acc"] = Field("val_acc", description="the objective, on the validation split; "
-                                                              "never the test set")
+    metric: str | list[str] = Field("val_acc", description="the objective, on the validation split (never the test "
+                                                           "set), or a list of objectives: val_acc, "
+                                                           "gain_over_teacher, train_seconds")
+    mode: str | list[str] | None = Field(None, description="each objective's direction, max or min; default: "
+                                                           "accuracy and gain max, seconds min")
     method: str = Field("mm_student", description="the student whose regularization is searched")
     space: SearchSpaceSpec = Field(default_factory=SearchSpaceSpec)
     storage: str | None = Field(None, min_length=1,
@@ -161,6 +202,66 @@ class SearchSpec(_Spec):
         if name not in METHODS:
             raise _FieldError((), f"unknown method {name!r}; allowed: {', '.join(METHODS.names())}")
         return name
+
+    @field_validator("metric", mode="before")
+    @classmethod
+    def _known_objectives(cls, value: Any) -> Any:
+        allowed = ", ".join(OBJECTIVES)
+        if isinstance(value, str):
+            if value != "val_acc":
+                raise _FieldError((), f"a single objective is val_acc (got {value!r}); list several for a "
+                                      f"multi-objective search, e.g. [val_acc, train_seconds] (allowed: {allowed})")
+            return value
+        if not isinstance(value, list) or not value:
+            raise _FieldError((), f"give val_acc or a list of objectives from {allowed} (got {value!r})")
+        for i, name in enumerate(value):
+            if name not in OBJECTIVES:
+                raise _FieldError((i,), f"unknown objective {name!r}; allowed: {allowed} (the test set is never "
+                                        f"an objective)")
+            if name in value[:i]:
+                raise _FieldError((i,), f"objective {name!r} is listed twice")
+        if not {"val_acc", "gain_over_teacher"} & set(value):
+            raise _FieldError((), "a search needs an accuracy objective: add val_acc or gain_over_teacher")
+        return value
+
+    @model_validator(mode="after")
+    def _directions(self):
+        if self.mode is None:
+            return self
+        names = self.objectives
+        modes = [self.mode] if isinstance(self.mode, str) else self.mode
+        if isinstance(self.mode, str) != isinstance(self.metric, str) or len(modes) != len(names):
+            raise _FieldError(("mode",), f"give a direction (max or min) for each objective of search.metric, as it "
+                                         f"is written ({', '.join(names)}), or leave search.mode out")
+        for i, (name, mode) in enumerate(zip(names, modes)):
+            if mode != OBJECTIVES[name]:
+                where = ("mode",) if isinstance(self.mode, str) else ("mode", i)
+                raise _FieldError(where, f"{name} is {'maximised' if OBJECTIVES[name] == 'max' else 'minimised'}: "
+                                         f"write {OBJECTIVES[name]} (got {mode!r}), or leave search.mode out")
+        return self
+
+    @property
+    def objectives(self) -> list[str]:
+        """The objectives' names, as the sweep file writes them."""
+        return [self.metric] if isinstance(self.metric, str) else list(self.metric)
+
+    @property
+    def directions(self) -> list[str]:
+        return [OBJECTIVES[name] for name in self.objectives]
+
+    @property
+    def result_keys(self) -> list[str]:
+        """The objectives as a trial's result (and its Tune report) names them."""
+        return [RESULT_KEYS.get(name, name) for name in self.objectives]
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    @property
+    def accuracy_objective(self) -> int:
+        """Which objective is the validation accuracy (or its gain over the teacher's)."""
+        return next(i for i, name in enumerate(self.objectives) if name in ("val_acc", "gain_over_teacher"))
 
 
 class ResourcesSpec(_Spec):
@@ -423,6 +524,10 @@ class SweepSpec(_Spec):
             if settings.select == "best_val" and splits.val is None:
                 raise SpecError(f"{role}.select: best_val needs a validation split, which this task's options "
                                 f"leave empty; use select: last")
+        if self.search.scheduler.kind != "none" and splits.val is None:
+            raise SpecError("search.scheduler: ASHA compares trials by their validation accuracy, and this task's "
+                            "options leave the validation split empty; give it one (TwoMoon: val_size) or use "
+                            "kind: none")
         ignore = task.ignore_index
         if ignore is not None and bool((splits.unlabeled.y == ignore).all()):
             for name in self.methods:
@@ -447,6 +552,9 @@ class SweepSpec(_Spec):
         elif self.search.storage is not None:
             raise _FieldError(("search", "storage"), "a grid sweep has no Optuna study; leave out search.storage "
                                                      "or use kind: optuna")
+        elif self.search.metric != "val_acc" or self.search.mode is not None:
+            key = "metric" if self.search.metric != "val_acc" else "mode"
+            raise _FieldError(("search", key), "a grid sweep has no objective; leave it out or use kind: optuna")
         return self
 
     @model_validator(mode="after")
@@ -478,6 +586,55 @@ class SweepSpec(_Spec):
                     message = message.split(": ", 1)[-1] if message.startswith(path + ":") else message
                     raise _FieldError((*where, kind, i), message) from None
         return self
+
+    @model_validator(mode="after")
+    def _scheduler_fits(self):
+        scheduler = self.search.scheduler
+        if scheduler.kind == "none":
+            return self
+        task = TASKS.get(self.task.name)
+        where = ("search", "scheduler", "kind")
+        if task.metric != "acc":
+            raise _FieldError(where, f"ASHA stops trials by their validation accuracy (val_acc); task "
+                                     f"{self.task.name!r} is scored by {task.metric_name}: use kind: none")
+        if self.trainer.kind == "batched":
+            raise _FieldError(where, "ASHA stops trials one at a time, and trainer kind batched trains packs of "
+                                     "them as one: use trainer kind local or auto, or scheduler kind none")
+        if self.trainer.kind == "ray_train" or (self.trainer.kind == "auto" and task.accelerate):
+            raise _FieldError(where, f"students trained by Ray Train report no progress to ASHA (trainer kind "
+                                     f"{self.trainer.kind} trains task {self.task.name!r} so): use trainer kind "
+                                     f"local, or scheduler kind none")
+        epochs = self.scheduler_epochs()
+        for name, value in (("every", scheduler.report_every(epochs)), ("grace_period", scheduler.grace(epochs))):
+            if value >= epochs:
+                what = "no report would come before the last epoch" if name == "every" else \
+                    "no trial could be stopped before its last epoch"
+                raise _FieldError(("search", "scheduler", name), f"{value} epochs is not below the student's "
+                                                                 f"{epochs} epochs: {what}; lower it")
+        return self
+
+    def _epochs_range(self) -> tuple[int, int]:
+        """The fewest and the most epochs one student of the sweep trains in a round: the student's epochs, or
+        the ends of their search range or swept values."""
+        epochs = self.student.resolve(TASKS.get(self.task.name).student_defaults).epochs
+        low = high = epochs
+        if self.search.kind == "optuna" and "epochs" in self.search.space.student:
+            rng = self.search.space.student["epochs"]
+            low, high = int(rng.low), math.ceil(rng.high)
+        if "student.epochs" in self.axes:
+            (kind, values), = self.axes["student.epochs"].items()
+            low, high = (values[0], values[1] - 1) if kind == "randint" else (min(values), max(values))
+        return low, high
+
+    def scheduler_epochs(self) -> int:
+        """The fewest epochs a student of the sweep trains (one round; a search's lowest epochs)."""
+        return self._epochs_range()[0]
+
+    def trial_epochs(self) -> int:
+        """The most epochs one Tune trial trains (and reports): every round, and in a search every seed."""
+        seeds = len(self.seeds) if self.search.kind == "optuna" else 1
+        rounds = max([self.student.rounds or 1, *self.axes.get("student.rounds", {}).get("grid_search", [])])
+        return self._epochs_range()[1] * rounds * seeds
 
     @model_validator(mode="after")
     def _plan_within_limits(self):
@@ -528,10 +685,18 @@ class SweepSpec(_Spec):
     def describe_plan(self) -> str:
         """One line: what the sweep runs and how much training that is."""
         trials, epochs = self.plan()
+        search = self.search
+        objectives = f"objective {search.metric}" if not search.multi_objective else \
+            "objectives " + ", ".join(f"{n} ({d})" for n, d in zip(search.objectives, search.directions))
         what = (f"Optuna search, {self.search.n_trials} trials of {self.search.method} x "
-                f"{_count(len(self.seeds), 'seed')}, "
-                f"objective {self.search.metric}" if self.search.kind == "optuna"
+                f"{_count(len(self.seeds), 'seed')}, {objectives}" if self.search.kind == "optuna"
                 else f"{trials} trials ({self._plan_shape()})")
+        scheduler = self.search.scheduler
+        if scheduler.kind == "asha":
+            epochs_one = self.scheduler_epochs()
+            what += (f"; ASHA stops trials behind the others on val_acc (reports every "
+                     f"{scheduler.report_every(epochs_one)} epochs, grace period {scheduler.grace(epochs_one)}, "
+                     f"reduction factor {scheduler.reduction_factor:g})")
         return f"{what}; {epochs} student-epochs at most"
 
     def output_dir(self) -> Path:
@@ -595,7 +760,13 @@ class SweepSpec(_Spec):
         The teacher keeps its settings: it is trained once and cached, and a smoke
         run on a useless teacher would show nothing.
         """
-        epochs = min(200, self.student.resolve(self.task.build().student_defaults).epochs)
+        full = self.student.resolve(self.task.build().student_defaults).epochs
+        epochs = min(200, full)
+        scheduler = self.search.scheduler
+        if scheduler.kind != "none" and epochs < full:  # the same schedule, scaled to the fewer epochs
+            scale = lambda n: None if n is None else max(1, min(epochs - 1, n * epochs // full))  # noqa: E731
+            scheduler = scheduler.model_copy(update={"every": scale(scheduler.report_every(full)),
+                                                     "grace_period": scale(scheduler.grace(full))})
         return self.model_copy(update={
             "name": f"{self.name}-smoke",
             "student": self.student.model_copy(update={"epochs": epochs}),
@@ -604,7 +775,8 @@ class SweepSpec(_Spec):
             "axes": {p: {k: v[:2] if k == "grid_search" else v for k, v in d.items()} for p, d in self.axes.items()},
             "tracking": self.tracking.model_copy(update={"log_every": 50,  # never mixed with real runs
                                                          "experiment": f"{self.tracking.experiment}-smoke"}),
-            "search": self.search.model_copy(update={"n_trials": min(4, self.search.n_trials)}),
+            "search": self.search.model_copy(update={"n_trials": min(4, self.search.n_trials),
+                                                     "scheduler": scheduler}),
             "output": f"{self.output}-smoke" if self.output else None,
         })
 

@@ -12,6 +12,7 @@ if TYPE_CHECKING:  # torch is imported where a model is written: the driver's in
 
 HISTORY = "history.jsonl"   # one JSON record per logged epoch
 RESULT = "result.json"      # final metrics and settings, written last
+STOPPED = "stopped.json"    # a trial the scheduler stopped early: where, and its progress reports (no result)
 
 
 def write_run(folder: Path, *, history: list[dict[str, float]], result: dict[str, Any],
@@ -29,6 +30,16 @@ def read_result(folder: Path) -> dict[str, Any] | None:
     try:
         return json.loads((folder / RESULT).read_text())
     except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):  # not a directory: a stray file
+        return None
+
+
+def read_stopped(folder: Path) -> dict[str, Any] | None:
+    """What a trial stopped early left (``STOPPED``), or None: none, or the trial finished after all."""
+    if (folder / RESULT).exists():
+        return None
+    try:
+        return json.loads((folder / STOPPED).read_text())
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
         return None
 
 

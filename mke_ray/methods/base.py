@@ -39,6 +39,7 @@ class Teacher:
 
     labels: torch.Tensor
     weights: dict[str, torch.Tensor] | None = None
+    val_acc: float | None = None  # its validation accuracy (a search's gain_over_teacher objective), where known
 
     def network(self, task: Task) -> nn.Module:
         """The teacher's network with its trained weights, in eval mode."""

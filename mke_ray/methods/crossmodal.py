@@ -92,11 +92,12 @@ def parallel_like(trained: nn.Module, module: nn.Module) -> nn.Module:
 
 
 def evaluated(options: dict[str, Any], network: nn.Module) -> dict[str, Any]:
-    """``fit`` options whose probe and validation score measure ``network`` (the student's network, whatever
-    module the stage trains); fit keeps the trained module's weights of the best-scoring epoch."""
-    probe, score = options.get("probe"), options.get("score")
+    """``fit`` options whose probe, validation score and progress report measure ``network`` (the student's
+    network, whatever module the stage trains); fit keeps the trained module's weights of the best-scoring epoch."""
+    probe, score, report = options.get("probe"), options.get("score"), options.get("report")
     return {**options, "probe": (lambda _: probe(network)) if probe else None,
-            "score": (lambda _: score(network)) if score else None}
+            "score": (lambda _: score(network)) if score else None,
+            **({"report": lambda epoch, _: report(epoch, network)} if report else {})}
 
 
 class CrossModal(Method):

@@ -17,23 +17,68 @@ from mke_ray.tasks import Task, TrainSettings
 from mke_ray.training.loop import fit
 
 
+Progress = Callable[[int, dict[str, float]], None]  # (epochs trained so far, {"val_acc": ...})
+
+
 def train_student(task: Task, trial: TrialSpec, settings: TrainSettings, teacher: Teacher | torch.Tensor,
-                  folder: Path, *, log_every: int = 100, plot: bool = True) -> dict[str, Any]:
+                  folder: Path, *, log_every: int = 100, plot: bool = True,
+                  report: Progress | None = None, report_every: int = 0) -> dict[str, Any]:
     """Train one student in this process and write its artifacts into ``folder``; return its metrics.
 
-    ``teacher``: what the teacher gives (``methods.Teacher``), or its pseudo labels alone.
+    ``teacher``: what the teacher gives (``methods.Teacher``), or its pseudo labels alone. With ``report``,
+    ``report(epochs, {"val_acc": ...})`` is called every ``report_every`` epochs of training before the last
+    (``reporting``: the trial's progress, for an early-stopping scheduler).
     """
-    settings = settings.model_copy(update=trial.section("student"))
+    settings = trial_settings(trial, settings)
     started_at = time.time()
+    trainer, progress = reporting(task, trial, fit, report, report_every, student_epochs(trial, settings)) \
+        if report is not None else (fit, None)
 
     def train_round(student: Student) -> list[dict[str, float]]:
-        return student.method.train(student, fit, log_every=log_every,
+        return student.method.train(student, trainer, log_every=log_every,
                                     probe=lambda m: evaluate(task, m, student.modalities),
+                                    **({"report": progress} if progress else {}),
                                     **fit_options(task, settings, student.modalities))
 
     run = iterate(task, trial, settings.rounds, as_teacher(teacher), train_round)
     return finish_student(task, trial, run.student.model, run.history, run.seconds, run.teacher.labels, folder,
                           started_at=started_at, plot=plot, rounds=run.rounds)
+
+
+def trial_settings(trial: TrialSpec, settings: TrainSettings) -> TrainSettings:
+    """A trial's student settings: the sweep's, with the trial's overrides."""
+    return settings.model_copy(update=trial.section("student"))
+
+
+def student_epochs(trial: TrialSpec, settings: TrainSettings) -> int:
+    """The epochs a student trains in all (``settings``: the trial's): every round's (``iterate``)."""
+    return settings.epochs * (settings.rounds if METHODS.get(trial.method).iterates else 1)
+
+
+def reporting(task: Task, trial: TrialSpec, fit: Callable, report: Progress, every: int,
+              total: int) -> tuple[Callable, Callable]:
+    """(``fit``, ``report`` option) for a method's ``train``: ``fit`` calls the option every ``every`` epochs with
+    the epochs counted over every call of it (a method's stages, the rounds), which calls ``report(epochs,
+    {"val_acc": ...})`` up to ``total`` epochs (excluded: the final result says the last). A method's ``train``
+    may wrap the option to measure another network than the one it fits (``crossmodal.evaluated``). The score is
+    the task's metric on the validation split, as ``select: best_val`` measures it."""
+    splits = task.splits()
+    x_val = task.features(splits.val, METHODS.get(trial.method).modalities(task))
+    trained = 0
+
+    def counting_fit(model, x, y, *, epochs: int, report=None, **options):
+        nonlocal trained
+        offset = trained
+        history = fit(model, x, y, epochs=epochs, report=(lambda epoch, m: report(offset + epoch, m)) if report
+                      else None, report_every=every, **options)
+        trained += epochs
+        return history
+
+    def measured(epochs: int, model) -> None:
+        if epochs < total:
+            report(epochs, {f"val_{task.metric}": task.scores(task.predict(model, x_val), splits.val.y)[task.metric]})
+
+    return counting_fit, measured
 
 
 @dataclass

@@ -31,9 +31,11 @@ class TeacherRun:
         return self.folder / PSEUDO_LABELS
 
     def for_students(self, weights: bool = False) -> Teacher:
-        """What the students get: the pseudo labels, and with ``weights`` the teacher's weights too."""
+        """What the students get: the pseudo labels, and with ``weights`` the teacher's weights too (and its
+        validation accuracy, where it has one)."""
         return Teacher(torch.load(self.pseudo_labels_path, weights_only=True),
-                       torch.load(self.folder / "teacher.pt", weights_only=True) if weights else None)
+                       torch.load(self.folder / "teacher.pt", weights_only=True) if weights else None,
+                       self.result.get("val_acc"))
 
 
 def teacher_folder(root: Path, task: TaskSpec, settings: TrainSettings) -> Path:

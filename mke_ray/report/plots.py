@@ -98,6 +98,51 @@ def history_figure(frame: pd.DataFrame, teacher: float | None, path: Path, title
     plt.close(fig)
 
 
+AXIS_NAMES = {"val_acc": "validation accuracy (%)", "val_gain_over_teacher": "gain over the teacher (validation, "
+                                                                              "points)",
+              "train_seconds": "training seconds (mean over seeds)"}
+
+
+def pareto_figure(frame: pd.DataFrame, pareto: pd.DataFrame, keys: list[str], directions: list[str],
+                  teacher: float | None, path: Path, title: str) -> None:
+    """A multi-objective search: every finished trial (grey) and the Pareto front (in colour, joined in order,
+    labelled with its trial numbers), a panel per pair of objectives; the teacher's validation accuracy drawn on
+    an accuracy axis (its gain: zero on a gain axis)."""
+    plt = _pyplot()
+    pairs = [(i, j) for i in range(len(keys)) for j in range(i + 1, len(keys))]
+    fig, axes = plt.subplots(1, len(pairs), figsize=(5.2 * len(pairs) + 0.6, 4.4), squeeze=False,
+                             layout="constrained")
+    for ax, (i, j) in zip(axes[0], pairs):
+        y, x = keys[i], keys[j]
+        if x in frame and y in frame:
+            ax.scatter(frame[x], frame[y], s=18, color="lightgrey", label="finished trial", zorder=2)
+        front = pareto.sort_values(x)
+        ax.plot(front[x], front[y], color="crimson", marker="o", markersize=6, linewidth=1.4,
+                drawstyle="steps-post" if directions[j] == "min" else "default", label="Pareto front", zorder=3)
+        for _, row in front.iterrows():
+            ax.annotate(str(row["trial"]).removeprefix("optuna-").lstrip("0") or "0", (row[x], row[y]),
+                        xytext=(4, 4), textcoords="offset points", fontsize=7)
+        for key, draw in ((y, ax.axhline), (x, ax.axvline)):
+            at = teacher if key == "val_acc" else 0.0 if key == "val_gain_over_teacher" and teacher is not None \
+                else None
+            if at is not None:
+                draw(at, color="grey", linestyle="--", linewidth=1,
+                     label=f"{TEACHER_LABEL} {teacher:.2f}% (validation)")
+        ax.set(xlabel=f"{AXIS_NAMES.get(x, x)}, {_better(directions[j])}",
+               ylabel=f"{AXIS_NAMES.get(y, y)}, {_better(directions[i])}")
+        ax.grid(alpha=0.3)
+    fig.suptitle(textwrap.fill(title, int(fig.get_figwidth() * 12)), fontsize=10)
+    handles, names = axes[0][0].get_legend_handles_labels()
+    shown = dict(zip(names, handles))
+    fig.legend(shown.values(), shown.keys(), loc="outside lower center", fontsize=8, frameon=False, ncol=3)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _better(direction: str) -> str:
+    return "higher is better" if direction == "max" else "lower is better"
+
+
 def importance_figure(importances: dict[str, float], title: str, path: Path) -> None:
     """Horizontal bars, the most important parameter on top, each with its value."""
     plt = _pyplot()

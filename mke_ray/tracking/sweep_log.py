@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from mke_ray.methods import METHODS
-from mke_ray.methods.artifacts import read_history, read_result
+from mke_ray.methods.artifacts import read_history, read_result, read_stopped
 from mke_ray.report.table import score_of
 from mke_ray.spec import SweepSpec, TrialSpec, format_value
 from mke_ray.tasks import Task
 from mke_ray.tracking.recorder import Recorder
 
 TIMES = ("started_at", "ended_at")  # a result's start and end (epoch ms): its run's, not metrics
+STATUS_TAG = "mke.status"  # "stopped" on the KILLED run of a trial the scheduler stopped early
 
 
 def experiment_note(smoke: bool) -> str:
@@ -97,6 +98,8 @@ class SweepLog:
         self.logged = recorder.children(parent_id, status="FINISHED")
         # a failed trial that succeeds on a resumed run replaces its FAILED record
         self.failed = recorder.children(parent_id, status="FAILED")
+        # trials the scheduler stopped early (KILLED): not run again
+        self.stopped = recorder.children(parent_id, status="KILLED")
         # records the store refused during the sweep: key -> (run name, what to log, error)
         self.pending: dict[str, tuple[str, dict[str, Any], str]] = {}
         self.score_key = score_of(spec)[0]
@@ -152,6 +155,19 @@ class SweepLog:
     def record_failure(self, trial: TrialSpec, error: str, log_folder: Path | None) -> str | None:
         return self._write(record_key(trial), run_name(trial, self.spec.seeds), params=self.trial_params(trial),
                            artifacts=log_folder, status="FAILED", tags={"mke.error": error[:5000]})
+
+    def record_stopped(self, trial: TrialSpec, folder: Path, tags: dict[str, str] | None = None) -> str | None:
+        """Log a trial the scheduler stopped early, from its folder's stopped.json: a KILLED run tagged
+        ``mke.status=stopped``, with the epoch it stopped at (``stopped_epoch``) and its last ``val_acc`` as
+        metrics, and its progress reports as the val_acc history; None if it was logged before."""
+        stopped = read_stopped(folder) or {}
+        history = [{"epoch": float(r["epoch"]), "val_acc": r["val_acc"]} for r in stopped.get("reports", [])]
+        metrics = {"stopped_epoch": stopped.get("epoch"), "val_acc": stopped.get("val_acc")}
+        return self._write(record_key(trial), run_name(trial, self.spec.seeds), params=self.trial_params(trial),
+                           history=history, metrics={k: v for k, v in metrics.items() if v is not None},
+                           artifacts=folder, status="KILLED",
+                           tags={**(tags or {}), STATUS_TAG: "stopped",
+                                 "mke.stopped_by": stopped.get("scheduler", "asha")})
 
     def record_teacher(self, key: str, name: str, params: dict[str, Any], result: dict[str, Any],
                        history: list[dict[str, float]], folder: Path, values: dict[str, Any] | None = None) -> str | None:
@@ -241,12 +257,16 @@ class SweepLog:
         return [(key, error) for key, (_, _, error) in self.pending.items()]
 
     def _write(self, key: str, name: str, *, quiet: bool = False, **kwargs) -> str | None:
-        """One child run, unless a FINISHED one has this key; a FAILED one is replaced."""
-        if key in self.logged:
+        """One child run, unless a FINISHED (or stopped: KILLED) one has this key; a FAILED one is replaced, and a
+        KILLED one by a FINISHED one (a stopped trial run again)."""
+        status = kwargs.get("status")
+        if key in self.logged or (key in self.stopped and status != "FINISHED"):
             return None
         try:
             if key in self.failed:
                 self.recorder.client.delete_run(self.failed.pop(key))
+            if key in self.stopped:
+                self.recorder.client.delete_run(self.stopped.pop(key))
             run_id = self.recorder.log_child(self.parent_id, key, name, **kwargs)
         except Exception as err:  # the store is down or full: keep the record, retry at the end
             error = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -255,7 +275,7 @@ class SweepLog:
                 print(f"MLflow could not record {key} ({error}); retrying at the end of the sweep",
                       file=sys.stderr, flush=True)
             return None
-        (self.failed if kwargs.get("status") == "FAILED" else self.logged)[key] = run_id
+        {"FAILED": self.failed, "KILLED": self.stopped}.get(status, self.logged)[key] = run_id
         return run_id
 
 

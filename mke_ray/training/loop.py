@@ -19,6 +19,7 @@ from mke_ray.errors import NonFiniteLossError
 Inputs = Union[torch.Tensor, dict[str, torch.Tensor]]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Probe = Callable[[nn.Module], dict[str, float]]
+Report = Callable[[int, nn.Module], None]  # (epoch, model in eval mode): a trainer's progress report
 EVAL_BATCH = 1024
 
 
@@ -126,7 +127,7 @@ def fit(model: nn.Module, x: Inputs, y: torch.Tensor, *, epochs: int, lr: float,
         log_every: int = 0, probe: Probe | None = None, batch_size: int = 0, momentum: float = 0.0,
         augment: Callable[[Inputs, torch.Tensor], tuple[Inputs, torch.Tensor]] | None = None, score: Callable[[nn.Module], float] | None = None,
         device: torch.device | str | None = None, amp: bool = False, resident: bool | None = None,
-        loader_workers: int = 2) -> list[dict[str, float]]:
+        loader_workers: int = 2, report: Report | None = None, report_every: int = 0) -> list[dict[str, float]]:
     """SGD over ``epochs``; perturbations are drawn in the model's forward pass.
 
     ``batch_size`` 0 is one full-batch step per epoch (TwoMoon, as the paper ran it);
@@ -138,6 +139,8 @@ def fit(model: nn.Module, x: Inputs, y: torch.Tensor, *, epochs: int, lr: float,
     loss and ``probe(model)``, measured in eval mode, are recorded. Neither probe nor
     score draws random numbers, so logging does not change the result. An epoch whose
     training loss is NaN or infinite raises ``NonFiniteLossError`` (the run diverged).
+    ``report(epoch, model)`` is called every ``report_every`` epochs, the model in eval mode (a trial's progress
+    for an early-stopping scheduler; it may end the run by raising); like the probe, it draws no random numbers.
 
     The data are moved to the device once when ``resident`` (default: on a CPU, or when they take at most
     ``RESIDENT_SHARE`` of the GPU's memory); otherwise they stay where they are and ``loader_workers`` processes
@@ -198,7 +201,8 @@ def fit(model: nn.Module, x: Inputs, y: torch.Tensor, *, epochs: int, lr: float,
         epoch_loss = loss.detach() if step == n else total / seen
         divergence.update(epoch, epoch_loss.reshape(1))
         last = epoch == epochs or (log_every and epoch % log_every == 0)
-        if (score is not None or last) and divergence.check():
+        reporting = report is not None and report_every > 0 and epoch % report_every == 0
+        if (score is not None or last or reporting) and divergence.check():
             raise divergence.check()[0]
         if score is not None:
             model.eval()
@@ -211,6 +215,9 @@ def fit(model: nn.Module, x: Inputs, y: torch.Tensor, *, epochs: int, lr: float,
                 model.eval()
                 record.update(probe(model))
             history.append(record)
+        if reporting:
+            model.eval()
+            report(epoch, model)
     if best is not None:
         model.load_state_dict(best[2])
         history[-1].update(best_epoch=float(best[1]), best_score=best[0])

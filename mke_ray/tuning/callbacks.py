@@ -7,8 +7,10 @@ from pathlib import Path
 
 from ray.tune import Callback
 
+from mke_ray.methods.artifacts import STOPPED, read_result, write_json
 from mke_ray.spec import TrialSpec
 from mke_ray.tracking.sweep_log import SweepLog, record_key
+from mke_ray.tuning.trainable import PARTIAL
 
 
 def trials_of(config: dict) -> list[TrialSpec]:
@@ -24,10 +26,19 @@ class MlflowTrials(Callback):
         self.log = log
         self.trials_dir = trials_dir
         self.failures: list[tuple[TrialSpec, str, Path | None]] = []
+        self.stopped: list[TrialSpec] = []
+        self.reports: dict[str, list[dict[str, float]]] = {}  # Tune trial id -> its progress reports
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         """A pack reports each stack it finished: its students are recorded now, not when the pack ends; those
-        whose training diverged (``failed_trials``: key -> error) as failed."""
+        whose training diverged (``failed_trials``: key -> error) as failed. A progress report (``PARTIAL``) is
+        kept, for the record of a trial that the scheduler stops."""
+        if result.get(PARTIAL):
+            reports = self.reports.setdefault(trial.trial_id, [])
+            if reports and result["epoch"] <= reports[-1]["epoch"]:  # run again after a crash: from the start
+                reports.clear()
+            reports.append({"epoch": result["epoch"], "val_acc": result["val_acc"]})
+            return
         finished = set(result.get("finished_trials", ()))
         failed = result.get("failed_trials") or {}
         tags = _tags(trial, result)
@@ -40,10 +51,24 @@ class MlflowTrials(Callback):
                 self.log.record_failure(spec, failed[spec.key], folder)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        tags = _tags(trial, trial.last_result or {})
+        """A trial ended: finished, or stopped by the scheduler after a progress report (its last result one, and
+        no result.json in its folder): then recorded as stopped, in its folder's stopped.json and in MLflow."""
+        last = trial.last_result or {}
+        tags = _tags(trial, last)
         for spec in trials_of(trial.config):
-            if record_key(spec) not in self.log.logged and not any(f[0] == spec for f in self.failures):
-                self.log.record_trial(spec, self.trials_dir / record_key(spec), tags=tags)
+            folder = self.trials_dir / record_key(spec)
+            if record_key(spec) in self.log.logged or any(f[0] == spec for f in self.failures):
+                continue
+            if last.get(PARTIAL) and read_result(folder) is None:
+                folder.mkdir(parents=True, exist_ok=True)
+                write_json(folder / STOPPED, {"trial": spec.to_dict(), "epoch": last["epoch"],
+                                              "val_acc": last["val_acc"], "scheduler": "asha",
+                                              "reports": self.reports.get(trial.trial_id, [])})
+                self.stopped.append(spec)
+                self.log.record_stopped(spec, folder, tags=tags)
+            else:
+                self.log.record_trial(spec, folder, tags=tags)
+        self.reports.pop(trial.trial_id, None)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         local = Path(trial.error_file) if trial.error_file else None

@@ -11,6 +11,7 @@ from ray.tune import Callback
 
 from mke_ray.spec import TrialSpec
 from mke_ray.tuning.callbacks import trials_of
+from mke_ray.tuning.trainable import PARTIAL
 
 
 def _clock(seconds: float) -> str:
@@ -43,7 +44,7 @@ class ProgressLine(Callback):
         self.interval = tty_interval if self.tty else log_interval
         self.started = time.monotonic()
         self.last_print = 0.0
-        self.done = self.failed = self.running = 0
+        self.done = self.failed = self.running = self.stopped = 0
         self.finished_keys: set[str] = set()  # students of packs, counted as their stacks finished
 
     @property
@@ -74,6 +75,10 @@ class ProgressLine(Callback):
         self.running -= 1
         if "pack" in trial.config:  # its students were counted as their stacks finished
             self._print(force=True)
+            return
+        if (trial.last_result or {}).get(PARTIAL):  # stopped by the scheduler after a progress report
+            self.stopped += 1
+            self._print(force=self.done + self.failed + self.stopped == self.total)
             return
         self.done += 1
         self.leader.add(trials_of(trial.config)[0], trial.last_result or {})
@@ -106,12 +111,13 @@ class ProgressLine(Callback):
 
     def line(self) -> str:
         elapsed = time.monotonic() - self.started
-        finished = self.done + self.failed
+        finished = self.done + self.failed + self.stopped
         eta = f", ~{_clock(elapsed / finished * (self.total - finished))} left" if finished else ""
         best = self.leader.describe()
         best = f" | {best}" if best else ""
         width = len(str(self.total))
-        return (f"[{finished:>{width}}/{self.total}] {self.running} running, {self.failed} failed"
+        stopped = f", {self.stopped} stopped early" if self.stopped else ""
+        return (f"[{finished:>{width}}/{self.total}] {self.running} running, {self.failed} failed{stopped}"
                 f"{best} | {_clock(elapsed)} elapsed{eta}")
 
     def _print(self, force: bool = False) -> None:
@@ -121,7 +127,7 @@ class ProgressLine(Callback):
         self.last_print = now
         if self.tty:
             self.stream.write("\r\033[K" + self.line())
-            if self.done + self.failed == self.total:
+            if self.done + self.failed + self.stopped == self.total:
                 self.stream.write("\n")
         else:
             self.stream.write(self.line() + "\n")

@@ -7,7 +7,7 @@ import os
 import sys
 
 from mke_ray.cluster import token_auth, trial_capacity
-from mke_ray.spec import ResourcesSpec, TrainerSpec, TrialSpec
+from mke_ray.spec import ResourcesSpec, SweepSpec, TrainerSpec, TrialSpec
 
 
 def start_ray(address: str | None) -> dict[str, float]:
@@ -100,10 +100,28 @@ def stack_key(trial: TrialSpec) -> tuple:
     return trial.method, tuple(sorted(trial.overrides.items()))
 
 
+def early_stopping(spec: SweepSpec):
+    """Tune's scheduler for ``search.scheduler``: ASHA on the validation accuracy trials report (``epoch``: the
+    epochs a trial trained so far, over its rounds and, in a search, its seeds in turn), or None (Tune's FIFO: every
+    trial to its end)."""
+    scheduler = spec.search.scheduler
+    if scheduler.kind == "none":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    # a trial's progress reports carry val_acc and epoch, not every objective a multi-objective search reads at
+    # the end (nor does the report of a diverged trial): Tune would refuse them
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    epochs = spec.scheduler_epochs()
+    return ASHAScheduler(time_attr="epoch", metric="val_acc", mode="max", max_t=spec.trial_epochs(),
+                         grace_period=scheduler.grace(epochs), reduction_factor=scheduler.reduction_factor)
+
+
 def run_trials(trials: list[TrialSpec], trainable, context, resources: ResourcesSpec, trainer: TrainerSpec,
-               storage: str, callbacks: list, retries: int = 0) -> None:
+               storage: str, callbacks: list, retries: int = 0, scheduler=None) -> None:
     """Run every trial once as a grid (Tune's default generator), on a started Ray; with a ``batched``
-    trainer, every pack of trials (see ``packs``) is one Tune trial."""
+    trainer, every pack of trials (see ``packs``) is one Tune trial; ``scheduler`` (``early_stopping``) may stop
+    trials early."""
     from ray import tune
 
     per_trial, concurrent = trial_resources(resources, trainer)
@@ -115,7 +133,7 @@ def run_trials(trials: list[TrialSpec], trainable, context, resources: Resources
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(trainable, context=context), per_trial),
         param_space=space,
-        tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=concurrent),
+        tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=concurrent, scheduler=scheduler),
         run_config=tune.RunConfig(
             name="tune", storage_path=storage, callbacks=callbacks, verbose=0,
             failure_config=tune.FailureConfig(max_failures=retries),

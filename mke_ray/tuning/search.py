@@ -6,7 +6,7 @@ import socket
 from pathlib import Path
 
 from mke_ray.spec import SpecError, SweepSpec, TrialSpec
-from mke_ray.tuning.runner import trial_resources
+from mke_ray.tuning.runner import early_stopping, trial_resources
 
 STUDY_FILE = "optuna.db"
 OWNER = "mke_ray.run"  # the study's user attribute naming the sweep run that owns it
@@ -155,48 +155,81 @@ def claim_study(spec: SweepSpec, output: Path, parent_run: str) -> None:
     import optuna
 
     study = optuna.create_study(study_name=spec.name, storage=open_storage(study_storage(output, spec.search.storage)),
-                                direction="maximize", load_if_exists=True)
+                                directions=[_DIRECTIONS[d] for d in spec.search.directions], load_if_exists=True)
     study.set_user_attr(OWNER, {"parent_run": parent_run, "output": str(output), "host": socket.gethostname()})
 
 
-def settle_study(spec: SweepSpec, output: Path, finished: dict[str, float]) -> int:
+_DIRECTIONS = {"max": "maximize", "min": "minimize"}
+
+
+def objective_values(spec: SweepSpec, result: dict) -> float | list[float]:
+    """A finished search trial's objective value(s), from its result, as the study is told them."""
+    values = [result[key] for key in spec.search.result_keys]
+    return values if spec.search.multi_objective else values[0]
+
+
+def settle_study(spec: SweepSpec, output: Path, finished: dict[str, float | list[float]],
+                 stopped: frozenset[str] | set[str] = frozenset()) -> int:
     """For --resume: trials the last driver left RUNNING in the study (it died) are told their result when
-    their folder holds one (``finished``: label -> val_acc), else marked failed; return how many changed."""
+    their folder holds one (``finished``: label -> objective value(s), ``objective_values``), pruned when it was
+    stopped early (``stopped``: labels), else marked failed; return how many changed."""
     import optuna
 
     study = optuna.load_study(study_name=spec.name, storage=open_storage(study_storage(output, spec.search.storage)))
     changed = 0
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        value = finished.get(f"optuna-{trial.number:04d}")
-        if value is None:
-            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-        else:
+        label = f"optuna-{trial.number:04d}"
+        value = finished.get(label)
+        if value is not None:
             study.tell(trial.number, value)
+        elif label in stopped:
+            study.tell(trial.number, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
         changed += 1
     return changed
 
 
+def _searcher(**options):
+    """Ray's OptunaSearch, which tells the study a trial that the scheduler stopped early (its last result a
+    progress report) as PRUNED, not COMPLETE with the value it had when stopped."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    from mke_ray.tuning.trainable import PARTIAL
+
+    class Search(OptunaSearch):
+        def on_trial_complete(self, trial_id, result=None, error=False):
+            if result and result.get(PARTIAL) and not error:
+                result = None  # no value and no error: PRUNED
+            super().on_trial_complete(trial_id, result=result, error=error)
+
+    return Search(**options)
+
+
 def run_search(spec: SweepSpec, n_trials: int, trainable, context, output: Path, storage: str,
                callbacks: list) -> None:
-    """Ask Optuna for ``n_trials`` more configurations; the study lives in search.storage, else
-    ``output``/optuna.db."""
+    """Ask Optuna for ``n_trials`` more configurations (several objectives: Optuna's multi-objective TPE); the
+    study lives in search.storage, else ``output``/optuna.db. With ``search.scheduler``, Tune's ASHA stops trials
+    early (Ray's OptunaSearch leaves Optuna's own pruners unused: ASHA is the pruner, and a trial it stopped is
+    PRUNED in the study)."""
     import optuna
     from ray import tune
-    from ray.tune.search.optuna import OptunaSearch
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     search = spec.search
     per_trial, fits = trial_resources(spec.resources, spec.trainer)
     concurrent = search.max_concurrent or fits
-    searcher = OptunaSearch(
-        space=SearchSpace(spec), metric=search.metric, mode="max",
+    multi = search.multi_objective
+    searcher = _searcher(
+        space=SearchSpace(spec), metric=search.result_keys if multi else search.result_keys[0],
+        mode=search.directions if multi else search.directions[0],
         sampler=optuna.samplers.TPESampler(seed=search.seed),
         study_name=spec.name, storage=open_storage(study_storage(output, search.storage)),
     )
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(trainable, context=context), per_trial),
         tune_config=tune.TuneConfig(search_alg=searcher, num_samples=n_trials, reuse_actors=True,
-                                    max_concurrent_trials=concurrent),
+                                    max_concurrent_trials=concurrent, scheduler=early_stopping(spec)),
         run_config=tune.RunConfig(name="tune", storage_path=storage, callbacks=callbacks,
                                   verbose=0, failure_config=tune.FailureConfig(max_failures=spec.retries)),
     )

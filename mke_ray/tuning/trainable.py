@@ -10,13 +10,15 @@ import torch
 from ray import tune
 
 from mke_ray.methods.artifacts import RESULT, write_json
-from mke_ray.methods.student import train_student
+from mke_ray.methods.student import student_epochs, train_student, trial_settings
 from mke_ray.errors import NonFiniteLossError
 from mke_ray.spec import TaskSpec, TrainerSpec, TrialSpec
 from mke_ray.tasks import Splits, TrainSettings
 from mke_ray.tuning.delivery import Delivery
 
 TRIALS = "trials"  # the trial folders' parent, in the sweep's output folder
+PARTIAL = "partial"  # marks a trial's progress report (val_acc, epoch) to an early-stopping scheduler; its
+# final result, after which its folder holds result.json, has no such key
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class TrialContext:
     storage: str | None = None  # Ray Train checkpoints: a folder or a URI
     splits: Splits | None = None  # the task's splits, made by the driver (tasks marked ``send_splits``)
     variants: dict[str, Variant] | None = None  # a sweep over task or teacher keys: by ``TrialSpec.variant_key``
+    report_every: int = 0  # epochs between progress reports to Tune's scheduler (search.scheduler); 0: none
 
 
 @dataclass(frozen=True)
@@ -55,8 +58,10 @@ def for_trial(context: TrialContext, trial: TrialSpec) -> TrialContext:
     return replace(context, task=variant.task, teacher=variant.teacher, splits=variant.splits, variants=None)
 
 
-def _train(context: TrialContext, trial: TrialSpec, relative: str) -> dict[str, Any]:
-    """Train one student into ``relative`` (a folder in the sweep's output folder); return its metrics."""
+def _train(context: TrialContext, trial: TrialSpec, relative: str, offset: int = 0) -> dict[str, Any]:
+    """Train one student into ``relative`` (a folder in the sweep's output folder); return its metrics. With
+    ``context.report_every`` its validation accuracy is reported to Tune as it trains, its epochs counted from
+    ``offset`` (the epochs the trial trained before it)."""
     context = for_trial(context, trial)
     if context.trainer.kind == "ray_train":
         from mke_ray.tuning.ray_train import train_student_distributed
@@ -67,7 +72,21 @@ def _train(context: TrialContext, trial: TrialSpec, relative: str) -> dict[str, 
                                          log_every=context.log_every, plot=context.plots, splits=context.splits)
     with context.delivery.folder(relative) as folder:
         return train_student(_task(context), trial, context.student, _teacher(context.teacher),
-                             folder, log_every=context.log_every, plot=context.plots)
+                             folder, log_every=context.log_every, plot=context.plots,
+                             **({"report": _progress(offset), "report_every": context.report_every}
+                                if context.report_every else {}))
+
+
+def _progress(offset: int):
+    """A student's progress, reported to Tune (whose scheduler may stop the trial there: Tune then ends the
+    trial's thread inside ``tune.report``)."""
+
+    node = _node()
+
+    def report(epochs: int, metrics: dict[str, float]) -> None:
+        tune.report({**metrics, "epoch": offset + epochs, PARTIAL: True, "node_id": node})
+
+    return report
 
 
 def _task(context: TrialContext):
@@ -133,11 +152,15 @@ def run_search_trial(config: dict[str, Any], context: TrialContext) -> None:
     base = TrialSpec.from_dict(config["trial"])
     torch.set_num_threads(context.threads)
     relative = f"{TRIALS}/{base.label}"
-    runs = [_train(context, trial, f"{relative}/{trial.key}")
+    per_seed = student_epochs(base, trial_settings(base, context.student)) if context.report_every else 0
+    runs = [_train(context, trial, f"{relative}/{trial.key}", offset=trial.repeat * per_seed)  # epochs: seeds in turn
             for trial in (replace(base, seed=seed, repeat=repeat) for repeat, seed in enumerate(context.seeds))]
     summary = {name: sum(r[name] for r in runs) / len(runs) for name in runs[0]}
     summary["test_acc_std"] = float(torch.tensor([r["test_acc"] for r in runs]).std(unbiased=False))
     summary.update(started_at=runs[0]["started_at"], ended_at=runs[-1]["ended_at"])  # the seeds ran in turn
+    teacher_val = _teacher(context.teacher).val_acc
+    if teacher_val is not None and "val_acc" in summary:  # the objective gain_over_teacher (MLflow's is on test)
+        summary["val_gain_over_teacher"] = summary["val_acc"] - teacher_val
     with context.delivery.folder(relative) as folder:  # the seeds' folders are in it already: the result last
         folder.mkdir(parents=True, exist_ok=True)
         write_json(folder / RESULT, {**summary, "trial": base.to_dict(), "seeds": list(context.seeds),
