@@ -144,12 +144,13 @@ def _check_state(output: Path, spec: SweepSpec, tracking_uri: str, resume: bool)
 def fingerprint(spec: SweepSpec) -> str:
     """What decides a sweep's results; a resumed sweep must not change it. The study's database is not in it
     (the state file keeps it, shown without its password, and --resume checks it). Search keys left at their
-    defaults that came after a sweep's first runs (no scheduler, implied directions) are not in it either, so a
-    sweep started before them resumes."""
+    defaults that came after a sweep's first runs (no scheduler, implied directions, the TPE sampler, no swept
+    keys) are not in it either, so a sweep started before them resumes."""
     search = {"storage"} | ({"scheduler"} if spec.search.scheduler.kind == "none" else set()) \
-        | ({"mode"} if spec.search.mode is None else set())
-    return spec_hash(spec.model_dump(exclude={"tracking": True, "resources": True, "retries": True, "output": True,
-                                              "limits": True, "search": search}))
+        | ({"mode"} if spec.search.mode is None else set()) | ({"sampler"} if spec.search.sampler == "tpe" else set())
+    exclude = {"tracking": True, "resources": True, "retries": True, "output": True, "limits": True,
+               "search": search, **({"axes": True} if not spec.axes else {})}
+    return spec_hash(spec.model_dump(exclude=exclude))
 
 
 def read_state(output: Path) -> dict | None:

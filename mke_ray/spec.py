@@ -183,7 +183,9 @@ class SearchSpec(_Spec):
     # the keys below are Optuna's
     n_trials: int = Field(40, ge=1, le=100_000)
     max_concurrent: int | None = Field(None, ge=1, description="default: as many as the CPUs allow")
-    seed: int = Field(0, ge=0, description="the TPE sampler's seed")
+    sampler: Literal["tpe", "random"] = Field("tpe", description="tpe: Optuna's TPE; random: independent uniform "
+                                                                 "draws from the same space (a baseline for TPE)")
+    seed: int = Field(0, ge=0, description="the sampler's seed")
     metric: str | list[str] = Field("val_acc", description="the objective, on the validation split (never the test "
                                                            "set), or a list of objectives: val_acc, "
                                                            "gain_over_teacher, train_seconds")
@@ -555,6 +557,9 @@ class SweepSpec(_Spec):
         elif self.search.metric != "val_acc" or self.search.mode is not None:
             key = "metric" if self.search.metric != "val_acc" else "mode"
             raise _FieldError(("search", key), "a grid sweep has no objective; leave it out or use kind: optuna")
+        elif self.search.sampler != "tpe":
+            raise _FieldError(("search", "sampler"), "a grid sweep runs every setting, with no sampler; leave it out "
+                                                     "or use kind: optuna")
         return self
 
     @model_validator(mode="after")

@@ -165,3 +165,24 @@ def test_mlflow_runs_carry_each_swept_key_as_a_param(axis_sweep):
     assert {int(r.data.params["teacher.epochs"]) for r in teachers} == {20, 300}
     parent = next(r for r in runs if r.data.tags.get("mke.kind") == "sweep")
     assert parent.data.params["student.lr"] == "grid_search [0.01, 0.1]"
+
+
+def test_random_search_draws_from_the_same_space_and_a_grid_has_no_sampler():
+    spec = parse_spec({"name": "s", "search": {"kind": "optuna", "sampler": "random", "n_trials": 5},
+                       "student": {"lr": {"loguniform": [0.001, 0.1]}}})
+    assert spec.search.sampler == "random"
+    assert "sampler" in error({"search": {"sampler": "random"}})
+    assert "input should be 'tpe' or 'random'" in error({"search": {"kind": "optuna", "sampler": "grid"}})
+
+
+def test_a_sweep_started_before_swept_keys_and_samplers_keeps_its_fingerprint():
+    from mke_ray.output import fingerprint
+    from mke_ray.spec import spec_hash
+
+    spec = load_spec(ROOT / "sweeps" / "twomoon_optuna.yaml")
+    before = spec_hash(spec.model_dump(exclude={"tracking": True, "resources": True, "retries": True, "output": True,
+                                                "limits": True, "axes": True,
+                                                "search": {"storage", "scheduler", "mode", "sampler"}}))
+    assert fingerprint(spec) == before
+    random = spec.model_copy(update={"search": spec.search.model_copy(update={"sampler": "random"})})
+    assert fingerprint(random) != before

@@ -223,7 +223,8 @@ def run_search(spec: SweepSpec, n_trials: int, trainable, context, output: Path,
     searcher = _searcher(
         space=SearchSpace(spec), metric=search.result_keys if multi else search.result_keys[0],
         mode=search.directions if multi else search.directions[0],
-        sampler=optuna.samplers.TPESampler(seed=search.seed),
+        sampler=(optuna.samplers.TPESampler if search.sampler == "tpe" else optuna.samplers.RandomSampler)(
+            seed=search.seed),
         study_name=spec.name, storage=open_storage(study_storage(output, search.storage)),
     )
     tuner = tune.Tuner(
