@@ -3,7 +3,8 @@
 Everything runs in this one invocation, on this machine, as separate processes:
 
 1. a plain sequential PyTorch loop in one process doing the sweep's trainings (the
-   teacher and every student of the grid), with nothing else: the baseline;
+   teacher and every student of the grid), with nothing else: the baseline; and the same loop
+   split over one process per core, one PyTorch thread each (the second baseline);
 2. ``python -m mke_ray.sweep`` on the same grid, the default exact path (Ray start-up,
    the teacher, every trial, MLflow records, plots, the table), into a temporary folder;
 3. the same with ``trainer: {kind: batched}`` (a method's students trained as one stacked
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -66,8 +68,24 @@ def _rss(process) -> int:
         return 0
 
 
-def plain_loop(sweep: Path, out: Path) -> None:
-    """What a researcher would write by hand: the same trainings, one after another."""
+def plain_loop(sweep: Path, out: Path, workers: int = 0) -> None:
+    """What a researcher would write by hand: the same trainings, one after another; with ``workers``, the same
+    loop split over that many processes of one PyTorch thread each (what a researcher with a few cores writes
+    next: a process pool over the trials)."""
+    if workers:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers) as pool:
+            parts = list(pool.map(_loop_shard, [(sweep, i, workers) for i in range(workers)]))
+        out.write_text(json.dumps({k: v for part in parts for k, v in part.items()}))
+        return
+    out.write_text(json.dumps(_loop_shard((sweep, 0, 1))))
+
+
+def _loop_shard(job: tuple[Path, int, int]) -> dict[str, float]:
+    """Every ``count``-th trial of the loop from the ``index``-th, each process training its own teacher (one
+    thread per process when the loop is split)."""
+    sweep, index, count = job
     import torch
     import torch.nn.functional as F
     import yaml
@@ -118,11 +136,13 @@ def plain_loop(sweep: Path, out: Path) -> None:
         net.eval()
         return net
 
+    if count > 1:
+        torch.set_num_threads(1)
     teacher = train(39, [0], 32, x_lab, y_lab, 1000)
     with torch.no_grad():
         pseudo = teacher(x_unl[:, [0]]).argmax(1)
     accs = {}
-    for trial in spec.trials():
+    for trial in spec.trials()[index::count]:
         cols, hidden = ([0], 32) if trial.method == "um_student" else ([0, 1], 16)
         targets = y_unl if trial.method == "mm_sup" else pseudo
         r = trial.regularization
@@ -130,7 +150,7 @@ def plain_loop(sweep: Path, out: Path) -> None:
                     s1=r["input_noise"], s2=r["hidden_noise"], p=r["dropout"])
         with torch.no_grad():
             accs[trial.key] = 100.0 * (net(x_te[:, cols]).argmax(1) == y_te).sum().item() / len(y_te)
-    out.write_text(json.dumps(accs))
+    return accs
 
 
 def with_seeds(sweep: Path, seeds: list[int], kind: str, out: Path, plots: bool = True) -> Path:
@@ -147,9 +167,9 @@ def with_seeds(sweep: Path, seeds: list[int], kind: str, out: Path, plots: bool 
     return out
 
 
-def run_loop(sweep: Path, tmp: Path, name: str) -> tuple[float, float, dict[str, float]]:
-    wall, peak, _ = measure([sys.executable, __file__, "--sweep", str(sweep), "--loop-only", str(tmp / f"{name}.json")],
-                            tmp)
+def run_loop(sweep: Path, tmp: Path, name: str, workers: int = 0) -> tuple[float, float, dict[str, float]]:
+    wall, peak, _ = measure([sys.executable, __file__, "--sweep", str(sweep), "--loop-only", str(tmp / f"{name}.json"),
+                             "--loop-workers", str(workers)], tmp)
     return wall, peak, json.loads((tmp / f"{name}.json").read_text())
 
 
@@ -171,9 +191,10 @@ def main() -> None:
     parser.add_argument("--sweep", type=Path, default=ROOT / "sweeps" / "twomoon_grid.yaml")
     parser.add_argument("--quick", action="store_true", help="the full grid only, no scaling curve")
     parser.add_argument("--loop-only", type=Path, help=argparse.SUPPRESS)  # internal: run the plain loop
+    parser.add_argument("--loop-workers", type=int, default=0, help=argparse.SUPPRESS)  # ... over processes
     args = parser.parse_args()
     if args.loop_only:
-        plain_loop(args.sweep.resolve(), args.loop_only)
+        plain_loop(args.sweep.resolve(), args.loop_only, args.loop_workers)
         return
     from mke_ray.spec import read_yaml
 
@@ -186,16 +207,23 @@ def main() -> None:
               f"wall time and peak memory of the whole process tree", flush=True)
         loop_s, loop_mb, loop = run_loop(base, tmp, "loop")
         print(f"plain PyTorch loop        : {loop_s:7.1f} s   peak {loop_mb:6.0f} MiB", flush=True)
+        cores = os.cpu_count() or 1
+        core_s, core_mb, core = run_loop(base, tmp, "loop_cores", workers=cores)
+        print(f"  ... over {cores} processes, 1 thread each: {core_s:5.1f} s   peak {core_mb:6.0f} MiB   "
+              f"{core_s / loop_s:5.2f}x the loop's time   accuracies vs loop: {same(loop, core)}", flush=True)
         exact_s, exact_mb, exact = run_sweep(with_seeds(base, seeds, "auto", tmp / "exact.yaml"), tmp, "exact")
         print(f"mke_ray sweep, exact path : {exact_s:7.1f} s   peak {exact_mb:6.0f} MiB   "
-              f"{exact_s / loop_s:5.2f}x the loop's time   accuracies vs loop: {same(loop, exact)}", flush=True)
+              f"{exact_s / loop_s:5.2f}x the loop's time, {exact_s / core_s:5.2f}x the per-core loop's   "
+              f"accuracies vs loop: {same(loop, exact)}", flush=True)
         fast_s, fast_mb, fast = run_sweep(with_seeds(base, seeds, "batched", tmp / "fast.yaml"), tmp, "fast")
         print(f"mke_ray sweep, batched    : {fast_s:7.1f} s   peak {fast_mb:6.0f} MiB   "
-              f"{fast_s / loop_s:5.2f}x the loop's time   accuracies vs exact: {same(exact, fast)}", flush=True)
+              f"{fast_s / loop_s:5.2f}x the loop's time, {fast_s / core_s:5.2f}x the per-core loop's   "
+              f"accuracies vs exact: {same(exact, fast)}", flush=True)
         bare_s, bare_mb, bare = run_sweep(with_seeds(base, seeds, "batched", tmp / "bare.yaml", plots=False), tmp,
                                           "bare")
         print(f"  ... and plots: false    : {bare_s:7.1f} s   peak {bare_mb:6.0f} MiB   "
-              f"{bare_s / loop_s:5.2f}x the loop's time   accuracies vs exact: {same(exact, bare)}", flush=True)
+              f"{bare_s / loop_s:5.2f}x the loop's time, {bare_s / core_s:5.2f}x the per-core loop's   "
+              f"accuracies vs exact: {same(exact, bare)}", flush=True)
         print("(every sweep: Ray start-up, the teacher, MLflow records of every trial and the tables included; plots "
               "of every trial too, except in the last)")
         if args.quick:
