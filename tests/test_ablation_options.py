@@ -293,7 +293,8 @@ def test_tabular_students_train_on_soft_labels(tmp_path):
 
 
 def test_ray_train_shards_soft_pseudo_labels(tmp_path, ray_local):
-    """One DDP worker trains as in process on soft targets, round after round; two workers shard the rows."""
+    """One DDP worker trains as in process on soft targets, round after round (a TorchTrainer fit costs ~70 s
+    here: one worker count; test_ray_train checks two workers' sharding)."""
     from mke_ray.spec import TaskSpec
     from mke_ray.tuning.delivery import open_delivery
     from mke_ray.tuning.ray_train import train_student_distributed
@@ -304,7 +305,7 @@ def test_ray_train_shards_soft_pseudo_labels(tmp_path, ray_local):
     settings = STUDENT.model_copy(update={"rounds": 2})
     trial = TrialSpec("mm_student", {"input_noise": 1.0, "hidden_noise": 0.0, "dropout": 0.0}, 81, 0)
     local = train_student(task, trial, settings, labels, tmp_path / "local", log_every=40, plot=False)
-    for workers in (1, 2):
+    for workers in (1,):
         ddp = train_student_distributed(task_spec, trial, settings, labels, open_delivery(tmp_path / f"ddp{workers}"),
                                         trial.key, str(tmp_path / "ray_train"), workers=workers, gpu=False,
                                         log_every=40, plot=False)
