@@ -13,7 +13,9 @@ from pathlib import Path
 
 import psutil
 import pytest
+import yaml
 
+from mke_ray.spec import read_yaml
 from tests import servers
 from tests.conftest import ROOT
 from tests.servers import ray_cluster, wait_for
@@ -83,8 +85,14 @@ def mlflow_server(tmp_path):
 
 def test_grid_on_nodes_that_share_no_disk_logs_to_a_tracking_server(tmp_path, shared_nothing, mlflow_server):
     address, hidden, _ = shared_nothing
-    sweep(ROOT / "sweeps" / "twomoon_grid.yaml", hidden / "grid", address, mlflow_server, "--smoke-test")
-    client, _, children = recorded(mlflow_server, "mke-twomoon-smoke")
+    # the smoke grid's 12 trials, at the students' full 2000 epochs: with reused actors, a smoke trial's 200
+    # epochs are so quick that the head's actor could run all 12 before the second node's actor is up
+    grid = read_yaml(ROOT / "sweeps" / "twomoon_grid.yaml")
+    grid.update(seeds=[81], regularizers={n: dict(list(g.items())[:2]) for n, g in grid["regularizers"].items()},
+                tracking={"experiment": "mke-cluster-grid", "log_every": 500})
+    (hidden / "grid.yaml").write_text(yaml.safe_dump(grid))
+    sweep(hidden / "grid.yaml", hidden / "grid", address, mlflow_server)
+    client, _, children = recorded(mlflow_server, "mke-cluster-grid")
     assert len(assert_whole(client, children, 12, {"student.pt", "history.jsonl", "boundary.png"})) == 2
     assert any((tmp_path / "artifacts").rglob("student.pt"))  # uploaded over HTTP, stored by the server
 
