@@ -21,7 +21,7 @@ from mke_ray.report.plots import gain_figure, setting_figure, summary_figure
 from mke_ray.report.table import format_rounds, format_table, paper_table, results_frame, rounds_table, score_of
 from mke_ray.methods.artifacts import read_result, read_stopped
 from mke_ray.output import OutputLock, fingerprint, is_uri, mirror, prepare_output, write_state
-from mke_ray.spec import SpecError, SweepSpec, TrainSpec, TrialSpec, format_value, load_spec
+from mke_ray.spec import SpecError, SweepSpec, TrainSpec, TrialSpec, format_value, load_spec, put
 from mke_ray.tasks import TaskDataError
 from mke_ray.tracking import Recorder, TrackingError, resolve_tracking_uri
 from mke_ray.tracking.sweep_log import SweepLog, with_values, experiment_note, record_key
@@ -498,11 +498,7 @@ def _dump_spec(spec: SweepSpec) -> str:
     data = spec.model_dump()
     data["regularizers"] = {**data["regularizers"], **data.pop("fixed")}
     for path, domain in data.pop("axes").items():  # each swept key back in its place
-        *parents, last = path.split(".")
-        holder = data
-        for part in parents:
-            holder = holder.setdefault(part, {})
-        holder[last] = domain
+        put(data, path, domain)
     if data["search"]["storage"]:  # this file is recorded in MLflow: no password
         data["search"]["storage"] = masked(data["search"]["storage"])
     return yaml.safe_dump(data, sort_keys=False)

@@ -735,11 +735,7 @@ class SweepSpec(_Spec):
         data["regularizers"] = {**data["regularizers"], **data.pop("fixed")}
         data.pop("axes")
         for path, value in values.items():
-            *parents, last = path.split(".")
-            holder = data
-            for part in parents:
-                holder = holder.setdefault(part, {})
-            holder[last] = value
+            put(data, path, value)
         return parse_spec(data, source=path if len(values) == 1 else "<variant>")
 
     def trials(self) -> list[TrialSpec]:
@@ -861,6 +857,14 @@ def _domain(value: Any, path: tuple) -> dict[str, list[Any]] | None:
     if kind == "randint" and not all(isinstance(v, int) for v in values):
         raise _FieldError(where, f"randint takes two integers, [low, high) (got {values!r})")
     return {kind: [low, high]}
+
+
+def put(data: dict[str, Any], path: str, value: Any) -> None:
+    """Set ``value`` at a dotted ``path`` (``student.lr``) in nested dicts, making the dicts on the way."""
+    *parents, last = path.split(".")
+    for part in parents:
+        data = data.setdefault(part, {})
+    data[last] = value
 
 
 def format_value(value: Any) -> str:

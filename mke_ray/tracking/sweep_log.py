@@ -10,7 +10,7 @@ from typing import Any
 from mke_ray.methods import METHODS
 from mke_ray.methods.artifacts import read_history, read_result, read_stopped
 from mke_ray.report.table import score_of
-from mke_ray.spec import SweepSpec, TrialSpec, format_value
+from mke_ray.spec import SweepSpec, TrialSpec, format_value, put
 from mke_ray.tasks import Task
 from mke_ray.tracking.recorder import Recorder
 
@@ -56,11 +56,7 @@ def with_values(params: dict[str, Any], values: dict[str, Any]) -> dict[str, Any
         return params
     out = copy.deepcopy(params)
     for path, value in values.items():
-        *parents, last = path.split(".")
-        holder = out
-        for part in parents:
-            holder = holder.setdefault(part, {})
-        holder[last] = value
+        put(out, path, value)
     return out
 
 
