@@ -79,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_INTERRUPTED
         try:
             return run_sweep(spec, output, recorder, sweep_file=Path(args.sweep), state=state,
-                             storage=args.storage or str(output))
+                             storage=args.storage or str(output),
+                             single_node=ours and not (args.address or os.environ.get("RAY_ADDRESS")))
         except KeyboardInterrupt:  # a third Ctrl-C, while the summary is written
             print(f"interrupted; --resume finishes the sweep in {output}", file=sys.stderr)
             return EXIT_INTERRUPTED
@@ -132,8 +133,9 @@ def _join_ray(address: str | None) -> tuple[dict[str, float], bool]:
 
 
 def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: Path | None = None,
-              state: dict | None = None, storage: str | None = None) -> int:
-    """Run (or, given the ``state`` of an interrupted run, finish) a sweep; return the exit code."""
+              state: dict | None = None, storage: str | None = None, single_node: bool = False) -> int:
+    """Run (or, given the ``state`` of an interrupted run, finish) a sweep; return the exit code. ``single_node``:
+    on a private local Ray this command started (no other node can join it)."""
     started = time.monotonic()
     say = lambda text: print(text, flush=True)  # noqa: E731
     optuna = spec.search.kind == "optuna"
@@ -145,7 +147,7 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
     task = spec.task.build()
     teacher_settings = spec.teacher.resolve(task.teacher_defaults)
     student_settings = spec.student.resolve(task.student_defaults)
-    delivery = open_delivery(output)
+    delivery = open_delivery(output, single_node=single_node)
     score_key, score_name = score_of(spec)
     teachers: dict[str, Taught] = {}  # by TrialSpec.variant_key: a teacher per combination of swept task and
     try:                               # teacher keys, the sweep's own ("") without them

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mke_ray.methods.artifacts import RESULT
+RESULT = "result.json"  # a trial folder's result, written last (``methods.artifacts.RESULT``; not imported from
+# there: the inbox's process needs no PyTorch)
 
 
 class Inbox:
@@ -59,7 +60,7 @@ class Delivery:
 
     root: Path
     node: str
-    inbox: Any  # the Inbox actor's handle
+    inbox: Any  # the Inbox actor's handle; None on a private local Ray, whose only node is the driver's
 
     @contextmanager
     def folder(self, relative: str) -> Iterator[Path]:
@@ -86,18 +87,24 @@ class Delivery:
 
     def read_result(self, relative: str) -> dict[str, Any] | None:
         """The ``result.json`` of the folder ``root/relative``, read on the driver's node from anywhere."""
+        if _node() == self.node:
+            path = self.root / relative / RESULT
+            return json.loads(path.read_text()) if path.is_file() else None
         import ray
 
         data = ray.get(self.inbox.get.remote(f"{relative}/{RESULT}"))
         return None if data is None else json.loads(data)
 
 
-def open_delivery(root: Path) -> Delivery:
-    """Start the inbox for a sweep whose output folder is ``root`` (this process's node): on a started Ray."""
+def open_delivery(root: Path, *, single_node: bool = False) -> Delivery:
+    """Start the inbox for a sweep whose output folder is ``root`` (this process's node): on a started Ray. On a
+    Ray that can have no other node (``single_node``: a private local Ray) there is none, and no process for it."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     root, node = Path(root).resolve(), _node()
+    if single_node:
+        return Delivery(root, node, None)
     inbox = ray.remote(Inbox).options(
         num_cpus=0, max_concurrency=4, max_restarts=-1, max_task_retries=3,  # restarted if it dies: it holds no state
         scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(str(root))

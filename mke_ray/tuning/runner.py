@@ -29,6 +29,8 @@ def start_ray(address: str | None) -> dict[str, float]:
     # (and Tune's result grid, which reads them back, is never used: it would warn that they are missing)
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    # Tune warns when a result takes seconds to process: recording a stack of students in MLflow does, by design
+    logging.getLogger("ray.tune.utils.util").setLevel(logging.ERROR)
     _brief_node_reports()
     if not ray.is_initialized():
         extra = {"include_dashboard": False} if local else {}
