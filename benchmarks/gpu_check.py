@@ -274,7 +274,7 @@ def tables(report: dict) -> str:
             lines.append(f"| {row['task']} | {label} | {r['samples_per_s']:.1f} | {r['train_seconds']:.1f} | "
                          f"{r.get('fit_seconds', float('nan')):.1f} | {r.get('wall_seconds', float('nan')):.1f} | "
                          f"{r['peak_gpu_mib']:.0f} | {r['score']:.2f} | {r.get('on_gpu', '')} |")
-    lines += [f"\nRay Train / bare loop, samples/s: " + ", ".join(f"{row['task']} {row['ray_vs_bare']:.3f}"
+    lines += ["\nRay Train / bare loop, samples/s: " + ", ".join(f"{row['task']} {row['ray_vs_bare']:.3f}"
                                                                 for row in report["ray_train"]) + " (goal: >= 0.95)"]
     c = report["fractional"]
     lines += [f"\n### c. RAVDESS MM trials sharing the device ({c['epochs']} epochs each)\n",
