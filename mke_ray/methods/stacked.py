@@ -26,10 +26,14 @@ from mke_ray.training.batched import fit_stacked, stacked_logits
 
 def train_students_stacked(task: Task, trials: list[TrialSpec], settings: TrainSettings,
                            teacher: Teacher | torch.Tensor, trials_dir: Path, *, log_every: int = 100,
-                           plot: bool = True) -> list[dict[str, Any] | NonFiniteLossError]:
+                           plot: bool = True, device: torch.device | str = "cpu"
+                           ) -> list[dict[str, Any] | NonFiniteLossError]:
     """Train ``trials`` (one method, the same settings) as one stack; return each one's metrics, or for a student
     whose training loss became NaN or infinite the ``NonFiniteLossError`` (also written to its folder's
-    ``error.txt``; it has no result)."""
+    ``error.txt``; it has no result).
+
+    ``device``: where the stack trains (``benchmarks/gpu_check.py`` puts it on a GPU); its random streams stay
+    on the CPU, so a student draws the numbers it would draw alone."""
     methods = {trial.method for trial in trials}
     overrides = {tuple(sorted(trial.overrides.items())) for trial in trials}
     if len(methods) != 1 or len(overrides) != 1:
@@ -46,14 +50,14 @@ def train_students_stacked(task: Task, trials: list[TrialSpec], settings: TrainS
         generator = torch.Generator()
         generator.set_state(torch.get_rng_state())  # the stream a lone student's training would continue
         generators.append(generator)
-    stack = StackedMLPs([s.model for s in students], generators)
-    mods, x, y = students[0].modalities, students[0].x, students[0].y
+    stack = StackedMLPs([s.model for s in students], generators).to(device)
+    mods, x, y = students[0].modalities, students[0].x.to(device), students[0].y.to(device)
     splits = task.splits()
     named = {"test": splits.test, "unlabeled": splits.unlabeled, **({"val": splits.val} if splits.val else {})}
-    inputs = {name: task.features(split, mods) for name, split in named.items()}
+    inputs = {name: task.features(split, mods).to(device) for name, split in named.items()}
 
     def probe(stack: StackedMLPs) -> list[dict[str, float]]:
-        logits = {name: stacked_logits(stack, x) for name, x in inputs.items()}
+        logits = {name: stacked_logits(stack, x).cpu() for name, x in inputs.items()}
         return [{f"{name}_{key}": value for name, split in named.items()
                  for key, value in task.scores(task.decide(logits[name][b]), split.y).items()}
                 for b in range(len(stack))]

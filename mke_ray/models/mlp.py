@@ -131,10 +131,10 @@ class _Group(nn.Module):
 
     def _noise(self, h: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
         """``h[b] + s_b * mean(|h[b]|) * N(0, 1)`` (the mean over model b's tensor)."""
-        draws = torch.empty_like(h)
+        draws = torch.empty(h.shape, dtype=h.dtype)  # drawn on the CPU, where the generators are
         for b, generator in enumerate(self.generators):
             torch.randn(h.shape[1:], generator=generator, out=draws[b])
-        return h + scales * h.abs().mean(dim=(1, 2), keepdim=True) * draws
+        return h + scales * h.abs().mean(dim=(1, 2), keepdim=True) * draws.to(h.device)
 
     def _dropout(self, h: torch.Tensor) -> torch.Tensor:
         """Inverted dropout with model b's rate, its mask drawn as ``F.dropout`` draws one on a CPU."""
@@ -142,11 +142,11 @@ class _Group(nn.Module):
             drawn = np.empty((len(self), h[0].numel()), dtype=np.float32)
             for b, stream in enumerate(self._masks):
                 stream.draw(drawn[b])
-            return h * torch.from_numpy(drawn).view(h.shape)
-        masks = torch.empty_like(h)
+            return h * torch.from_numpy(drawn).view(h.shape).to(h.device)
+        masks = torch.empty(h.shape, dtype=h.dtype)
         for b, generator in enumerate(self.generators):
             masks[b].bernoulli_(1 - self.p[b], generator=generator)
-        return h * masks.div_(self._keep)
+        return h * masks.to(h.device).div_(self._keep)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.expand(len(self), *x.shape)  # every model perturbs its own copy of the shared input
