@@ -35,35 +35,79 @@ SEEDS_30 = list(range(30))
 
 
 def measure(cmd: list[str], cwd: Path) -> tuple[float, float, str]:
-    """(wall seconds, peak RSS of the process tree in MiB, stdout) of one command."""
+    """(wall seconds, peak RSS of the process tree in MiB, stdout) of one command; ``LAST`` keeps more of it."""
+    import threading
+
     import psutil
 
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     root = psutil.Process(proc.pid)
-    peak = 0
-    chunks: list[str] = []
-    import threading
+    peak = peak_pss = 0
+    lines: list[tuple[float, str]] = []  # (seconds since the start, line) as the command printed them
 
-    reader = threading.Thread(target=lambda: chunks.append(proc.stdout.read()), daemon=True)
+    def read() -> None:
+        for line in proc.stdout:
+            lines.append((time.perf_counter() - started, line))
+
+    reader = threading.Thread(target=read, daemon=True)
     reader.start()
+    samples = 0
     while proc.poll() is None:
         try:
             tree = [root, *root.children(recursive=True)]
             peak = max(peak, sum(_rss(p) for p in tree))
+            if samples % 5 == 0:  # PSS (shared pages split between the processes that map them): every 0.5 s
+                peak_pss = max(peak_pss, sum(_pss(p) for p in tree))
         except psutil.NoSuchProcess:
             pass
+        samples += 1
         time.sleep(0.1)
     reader.join()
     wall = time.perf_counter() - started
+    out = "".join(line for _, line in lines)
     if proc.returncode != 0:
-        sys.exit(f"benchmark command failed ({proc.returncode}): {' '.join(cmd)}\n{''.join(chunks)[-3000:]}")
-    return wall, peak / 2**20, "".join(chunks)
+        sys.exit(f"benchmark command failed ({proc.returncode}): {' '.join(cmd)}\n{out[-3000:]}")
+    LAST.update(lines=lines, pss=peak_pss / 2**20, wall=wall)
+    return wall, peak / 2**20, out
+
+
+LAST: dict = {}  # the last command's timed lines and peak PSS (MiB)
+
+PHASES = [  # (phase, the start of the sweep's line that ends it)
+    ("first line", ""),
+    ("Ray, data, MLflow store", "sweep "),
+    ("teacher", "teacher: test"),
+    ("trials", "["),  # the last progress line
+    ("results, tables, records", "compare runs:"),
+]
+
+
+def phases(lines: list[tuple[float, str]], wall: float) -> str:
+    """Where a sweep's wall time went, from the times its lines were printed."""
+    ends, out, last = {}, [], 0.0
+    for name, prefix in PHASES:
+        hits = [t for t, line in lines if line.startswith(prefix)]
+        if hits:
+            ends[name] = hits[0] if name != "trials" else hits[-1]
+    for name, _ in PHASES:
+        if name in ends and ends[name] >= last:
+            out.append(f"{name} {ends[name] - last:.1f} s")
+            last = ends[name]
+    out.append(f"exit {wall - last:.1f} s")
+    return ", ".join(out)
 
 
 def _rss(process) -> int:
     try:
         return process.memory_info().rss
+    except Exception:
+        return 0
+
+
+def _pss(process) -> int:
+    try:
+        return process.memory_full_info().pss
     except Exception:
         return 0
 
@@ -211,21 +255,21 @@ def main() -> None:
         core_s, core_mb, core = run_loop(base, tmp, "loop_cores", workers=cores)
         print(f"  ... over {cores} processes, 1 thread each: {core_s:5.1f} s   peak {core_mb:6.0f} MiB   "
               f"{core_s / loop_s:5.2f}x the loop's time   accuracies vs loop: {same(loop, core)}", flush=True)
-        exact_s, exact_mb, exact = run_sweep(with_seeds(base, seeds, "auto", tmp / "exact.yaml"), tmp, "exact")
-        print(f"mke_ray sweep, exact path : {exact_s:7.1f} s   peak {exact_mb:6.0f} MiB   "
-              f"{exact_s / loop_s:5.2f}x the loop's time, {exact_s / core_s:5.2f}x the per-core loop's   "
-              f"accuracies vs loop: {same(loop, exact)}", flush=True)
-        fast_s, fast_mb, fast = run_sweep(with_seeds(base, seeds, "batched", tmp / "fast.yaml"), tmp, "fast")
-        print(f"mke_ray sweep, batched    : {fast_s:7.1f} s   peak {fast_mb:6.0f} MiB   "
-              f"{fast_s / loop_s:5.2f}x the loop's time, {fast_s / core_s:5.2f}x the per-core loop's   "
-              f"accuracies vs exact: {same(exact, fast)}", flush=True)
-        bare_s, bare_mb, bare = run_sweep(with_seeds(base, seeds, "batched", tmp / "bare.yaml", plots=False), tmp,
-                                          "bare")
-        print(f"  ... and plots: false    : {bare_s:7.1f} s   peak {bare_mb:6.0f} MiB   "
-              f"{bare_s / loop_s:5.2f}x the loop's time, {bare_s / core_s:5.2f}x the per-core loop's   "
-              f"accuracies vs exact: {same(exact, bare)}", flush=True)
+
+        def sweep(label: str, kind: str, name: str, against: tuple[str, dict], plots: bool = True):
+            wall, mb, acc = run_sweep(with_seeds(base, seeds, kind, tmp / f"{name}.yaml", plots=plots), tmp, name)
+            print(f"{label}: {wall:7.1f} s   peak {mb:6.0f} MiB (PSS {LAST['pss']:5.0f})   "
+                  f"{wall / loop_s:5.2f}x the loop's time, {wall / core_s:5.2f}x the per-core loop's   "
+                  f"accuracies vs {against[0]}: {same(against[1], acc)}\n"
+                  f"{'':28}{phases(LAST['lines'], wall)}", flush=True)
+            return wall, acc
+
+        exact_s, exact = sweep("mke_ray sweep, exact path ", "auto", "exact", ("loop", loop))
+        fast_s, fast = sweep("mke_ray sweep, batched    ", "batched", "fast", ("loop", loop))
+        sweep("  ... and plots: false    ", "batched", "bare", ("loop", loop), plots=False)
         print("(every sweep: Ray start-up, the teacher, MLflow records of every trial and the tables included; plots "
-              "of every trial too, except in the last)")
+              "of every trial too, except in the last; peak: summed RSS of the process tree, which counts a library "
+              "every process maps once per process, and summed PSS, which shares it out)")
         if args.quick:
             return
 
