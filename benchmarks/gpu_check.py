@@ -33,7 +33,6 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 NO_REG = {"input_noise": 0.0, "hidden_noise": 0.0, "dropout": 0.0}
@@ -95,6 +94,7 @@ def twomoon_batched(gpu: bool, out: Path) -> dict:
     from mke_ray.methods.stacked import train_students_stacked
     from mke_ray.methods.teacher import train_teacher
     from mke_ray.spec import parse_spec
+    import yaml  # here, not at the top: on the GPU machine it may come with the wheels
 
     size = TWOMOON["gpu" if gpu else "cpu"]
     data = yaml.safe_load((ROOT / "sweeps" / "twomoon_grid.yaml").read_text())
