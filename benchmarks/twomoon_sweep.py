@@ -13,7 +13,7 @@ Everything runs in this one invocation, on this machine, as separate processes:
 4. the scaling curve: all three at 1, 3 and 10 seeds, and the batched path at 30.
 
 It prints the wall time and peak memory (resident set of the whole process tree,
-sampled every 0.1 s) of each, their ratios to the loop, and checks that the three agree
+sampled every 0.25 s; and the summed PSS) of each, their ratios to the loop, and checks that the three agree
 trial by trial.
 
     python benchmarks/twomoon_sweep.py [--sweep sweeps/twomoon_grid.yaml] [--quick]
@@ -52,17 +52,17 @@ def measure(cmd: list[str], cwd: Path) -> tuple[float, float, str]:
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
-    samples = 0
-    while proc.poll() is None:
+    samples, tree = 0, [root]
+    while proc.poll() is None:  # cheap samples, so that this process takes little of what it measures
         try:
-            tree = [root, *root.children(recursive=True)]
-            peak = max(peak, sum(_rss(p) for p in tree))
-            if samples % 5 == 0:  # PSS (shared pages split between the processes that map them): every 0.5 s
+            if samples % 4 == 0:  # the tree (a scan of every process) and its PSS (shared pages split between
+                tree = [root, *root.children(recursive=True)]  # the processes that map them): every second
                 peak_pss = max(peak_pss, sum(_pss(p) for p in tree))
+            peak = max(peak, sum(_rss(p) for p in tree))
         except psutil.NoSuchProcess:
             pass
         samples += 1
-        time.sleep(0.1)
+        time.sleep(0.25)
     reader.join()
     wall = time.perf_counter() - started
     out = "".join(line for _, line in lines)
