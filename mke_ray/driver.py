@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
             with ThreadPoolExecutor(1) as pool:  # the data are read and MLflow's store opened while Ray starts
                 readying = pool.submit(ready)
-                cluster, ours = _join_ray(args.address)
+                cluster, ours, private = _join_ray(args.address)
                 try:
                     output, state, recorder = readying.result()
                     check_nodes(spec.task.build().data_paths())  # every node reads the data at these paths
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             return run_sweep(spec, output, recorder, sweep_file=Path(args.sweep), state=state,
                              storage=args.storage or str(output),
-                             single_node=ours and not (args.address or os.environ.get("RAY_ADDRESS")))
+                             single_node=private)
         except KeyboardInterrupt:  # a third Ctrl-C, while the summary is written
             print(f"interrupted; --resume finishes the sweep in {output}", file=sys.stderr)
             return EXIT_INTERRUPTED
@@ -105,9 +105,9 @@ def _planned(spec: SweepSpec) -> int:
     return spec.search.n_trials if spec.search.kind == "optuna" else len(spec.trials())
 
 
-def _join_ray(address: str | None) -> tuple[dict[str, float], bool]:
-    """Start or join Ray; return the cluster's resources, and whether this call connected (else a Ray this
-    process already had)."""
+def _join_ray(address: str | None) -> tuple[dict[str, float], bool, bool]:
+    """Start or join Ray; return the cluster's resources, whether this call connected (else a Ray this process
+    already had), and whether it started a private local Ray (whose one node is this one)."""
     from mke_ray.tuning.runner import start_ray
 
     # not imported here before start_ray: it sets what Ray reads when imported (token authentication)
@@ -123,7 +123,7 @@ def _join_ray(address: str | None) -> tuple[dict[str, float], bool]:
                             f"'ray start --head --port {port}' or leave out --address and RAY_ADDRESS "
                             f"for a local Ray") from None
     try:
-        return start_ray(address), ours
+        return start_ray(address), ours, ours and not target
     except Exception as err:  # Ray raises plain Exception too (a node that timed out during start-up)
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if not target:
