@@ -6,12 +6,20 @@ import math
 import struct
 from collections.abc import Mapping
 from functools import lru_cache
+from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mke_ray.regularizers import build_all
+from mke_ray.regularizers.noise import RelativeGaussianNoise
+
+
+def softmax_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of softmax probabilities: the loss behind the published TwoMoon Table 2."""
+    return F.cross_entropy(F.softmax(logits, dim=1), target)
 
 
 class PerturbedMLP(nn.Module):
@@ -55,6 +63,86 @@ class PerturbedMLP(nn.Module):
     def classify(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Logits from ``embed``'s features: ``forward(x)`` is ``classify(embed(x), x)``."""
         return self.fc3(self.drop2(h))
+
+    def sgd_step(self, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable, lr: float
+                 ) -> Callable[[], torch.Tensor] | None:
+        """One full-batch SGD step on (``x``, ``y``) as a function that returns the step's loss: the training-mode
+        forward pass, the backward pass and the update written out with the kernels autograd runs for this
+        network, in its order, and the same random draws. The weights come out bit for bit those of
+        ``loss_fn(self(x), y).backward()`` and ``p -= lr * p.grad``, with no graph recorded: on TwoMoon's
+        networks a step takes about two thirds of the time (``tests/test_mlp_step.py`` checks the bits).
+
+        None where it would not be that: a loss other than ``F.cross_entropy`` or ``softmax_cross_entropy``,
+        soft targets, tensors off the CPU or not float32, or a regularizer module of another kind."""
+        softmax_first = {F.cross_entropy: False, softmax_cross_entropy: True}.get(loss_fn)
+        known = all(type(m) in (RelativeGaussianNoise, nn.Identity) for m in (self.input_noise, self.hidden_noise)) \
+            and all(type(m) in (nn.Dropout, nn.Identity) for m in (self.drop1, self.drop2))
+        plain = x.device.type == "cpu" and x.dtype == torch.float32 and y.dtype == torch.int64 and y.ndim == 1 \
+            and all(p.device.type == "cpu" and p.dtype == torch.float32 for p in self.parameters())
+        if softmax_first is None or not known or not plain or self.drop1.__dict__.get("inplace"):
+            return None
+        return lambda: _sgd_step(self, x, y, lr, softmax_first)
+
+
+_relu_backward = torch.ops.aten.threshold_backward.default
+_nll_loss = torch.ops.aten.nll_loss_forward.default
+_nll_loss_backward = torch.ops.aten.nll_loss_backward.default
+_ONE = torch.tensor(1.0)
+
+
+def _scale(module: nn.Module) -> float:
+    return float(getattr(module, "scale", 0.0))
+
+
+def _rate(module: nn.Module) -> float:
+    return float(getattr(module, "p", 0.0))
+
+
+@torch.no_grad()
+def _sgd_step(net: PerturbedMLP, x: torch.Tensor, y: torch.Tensor, lr: float, softmax_first: bool) -> torch.Tensor:
+    """``PerturbedMLP.sgd_step``'s step. Each line is the op the autograd graph of the training-mode forward pass
+    holds, or the one its backward node runs (``Linear``: ``addmm``; its input's gradient ``grad.mm(W)``, its
+    weight's ``grad.t().mm(input)``, its bias's the column sums)."""
+    w1, b1, w2, b2, w3, b3 = net.fc1.weight, net.fc1.bias, net.fc2.weight, net.fc2.bias, net.fc3.weight, net.fc3.bias
+    s1, s2, p1, p2 = _scale(net.input_noise), _scale(net.hidden_noise), _rate(net.drop1), _rate(net.drop2)
+    # forward: x + s * mean(|x|) * N(0, 1); dropout as F.dropout draws and applies it on a CPU
+    if s1:
+        x = x + (s1 * x.abs().mean()) * torch.randn_like(x)  # the input needs no gradient: nor does its mean
+    h1 = torch.relu(torch.addmm(b1, x, w1.t()))
+    noised = h1
+    if s2:
+        draws = torch.randn_like(h1)
+        noised = h1 + (s2 * h1.abs().mean()) * draws
+    mask1 = torch.empty_like(h1).bernoulli_(1 - p1).div_(1 - p1) if p1 else None
+    d1 = noised * mask1 if p1 else noised
+    h2 = torch.relu(torch.addmm(b2, d1, w2.t()))
+    mask2 = torch.empty_like(h2).bernoulli_(1 - p2).div_(1 - p2) if p2 else None
+    d2 = h2 * mask2 if p2 else h2
+    logits = torch.addmm(b3, d2, w3.t())
+    probs = torch._softmax(logits, 1, False) if softmax_first else logits
+    log_probs = torch._log_softmax(probs, 1, False)
+    loss, total_weight = _nll_loss(log_probs, y, None, 1, -100)  # the mean over the targets (none ignored)
+    # backward
+    g = _nll_loss_backward(_ONE, log_probs, y, None, 1, -100, total_weight)
+    g = torch._log_softmax_backward_data(g, log_probs, 1, torch.float32)
+    if softmax_first:
+        g = torch._softmax_backward_data(g, probs, 1, torch.float32)
+    grads3 = (g.t().mm(d2), g.sum(0))
+    g = g.mm(w3)
+    if p2:
+        g = g * mask2
+    g = _relu_backward(g, h2, 0)
+    grads2 = (g.t().mm(d1), g.sum(0))
+    g = g.mm(w2)
+    if p1:
+        g = g * mask1
+    if s2:  # through the noise's scale: d/dh1 of s2 * mean(|h1|) * sum(g * draws)
+        through_scale = (g * draws).sum() * s2  # summed to the scale's shape as autograd sums a broadcast
+        g = g + through_scale.expand(h1.shape) / h1.numel() * h1.sgn()
+    g = _relu_backward(g, h1, 0)
+    grads1 = (g.t().mm(x), g.sum(0))
+    torch._foreach_add_([w1, b1, w2, b2, w3, b3], [*grads1, *grads2, *grads3], alpha=-lr)
+    return loss
 
 
 class StackedMLPs(nn.Module):

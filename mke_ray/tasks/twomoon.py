@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from mke_ray.models.mlp import PerturbedMLP
+from mke_ray.models.mlp import PerturbedMLP, softmax_cross_entropy
 from mke_ray.tasks.base import Split, Splits, Task, TrainSettings
 
 
@@ -82,11 +82,6 @@ def _make_splits(options: TwoMoonOptions) -> Splits:
                                   random_state=options.data_seed + 2)
         x_unl, y_unl = np.concatenate([x_unl, scaler.transform(x_new)]), np.concatenate([y_unl, y_new])
     return Splits(labeled=split(x_lab, y_lab), unlabeled=split(x_unl, y_unl), test=split(x_test, y_test), val=val)
-
-
-def softmax_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of softmax probabilities: the loss behind the published Table 2."""
-    return F.cross_entropy(F.softmax(logits, dim=1), target)
 
 
 COLORS = ("#c0392b", "#2e5fa3")  # the two classes' pseudo labels
