@@ -87,6 +87,8 @@ class PerturbedMLP(nn.Module):
 _relu_backward = torch.ops.aten.threshold_backward.default
 _nll_loss = torch.ops.aten.nll_loss_forward.default
 _nll_loss_backward = torch.ops.aten.nll_loss_backward.default
+_nll_loss2d = torch.ops.aten.nll_loss2d_forward.default
+_nll_loss2d_backward = torch.ops.aten.nll_loss2d_backward.default
 _ONE = torch.tensor(1.0)
 
 
@@ -145,6 +147,36 @@ def _sgd_step(net: PerturbedMLP, x: torch.Tensor, y: torch.Tensor, lr: float, so
     return loss
 
 
+@torch.no_grad()
+def _stacked_sgd_step(stack: "StackedMLPs", params: list[torch.Tensor], x: torch.Tensor, targets: torch.Tensor,
+                      lr: float, softmax_first: bool) -> torch.Tensor:
+    """``StackedMLPs.sgd_step``'s step: the loss of ``fit_stacked`` (``cross_entropy`` of ``[B, C, N]`` logits with
+    ``reduction="none"``, which runs the 2-d loss on ``[B, C, 1, N]``; each model's mean; their sum) and its
+    backward, then every group's."""
+    outputs = [group.train_forward(x) for group in stack.groups]
+    logits = outputs[0][0] if len(outputs) == 1 else torch.cat([logits for logits, _ in outputs])
+    classes_first = logits.transpose(1, 2).contiguous()  # [B, C, N]
+    probs = torch._softmax(classes_first, 1, False) if softmax_first else classes_first
+    log_probs = torch._log_softmax(probs, 1, False)
+    shape = log_probs.shape
+    per_point, total_weight = _nll_loss2d(log_probs.view(shape[0], shape[1], 1, -1), targets, None, 0, -100)
+    per_model = per_point.view(shape[0], shape[2]).mean(dim=1)
+    # backward: d(sum of the models' means)/d(per point loss) = 1/N, then the ops' backward kernels
+    g = _ONE.expand(shape[0]).unsqueeze(1).expand(shape[0], shape[2]) / shape[2]
+    g = _nll_loss2d_backward(g.view(per_point.shape), log_probs.view(shape[0], shape[1], 1, -1), targets, None, 0,
+                             -100, total_weight).view(shape)
+    g = torch._log_softmax_backward_data(g, log_probs, 1, torch.float32)
+    if softmax_first:
+        g = torch._softmax_backward_data(g, probs, 1, torch.float32)
+    g = g.transpose(1, 2)  # [B, N, C], as the logits
+    grads, start = [], 0
+    for group, (_, tape) in zip(stack.groups, outputs):
+        grads += group.train_backward(g.narrow(0, start, len(group)), tape)
+        start += len(group)
+    torch._foreach_add_(params, grads, alpha=-lr)
+    return per_model
+
+
 class StackedMLPs(nn.Module):
     """Many ``PerturbedMLP``s of one shape as one network: weights stacked on a leading model axis.
 
@@ -182,6 +214,19 @@ class StackedMLPs(nn.Module):
         """Model b, its weights set to the trained ones."""
         group, i = self._where[b]
         return self.groups[group].unstack(i)
+
+    def sgd_step(self, x: torch.Tensor, y: torch.Tensor, softmax_first: bool, lr: float
+                 ) -> Callable[[], torch.Tensor] | None:
+        """One full-batch SGD step of every model on the shared inputs ``x`` ``[N, in]`` and classes ``y``
+        ``[N]``, as a function that returns each model's mean loss ``[B]``: what ``training.batched.fit_stacked``
+        computes with autograd (the stack's logits, classes first, through the softmax when ``softmax_first``,
+        and the cross-entropy), written out with the kernels autograd runs, in its order: the same bits, with
+        no graph recorded (``tests/test_mlp_step.py``). None for soft targets or off the CPU."""
+        if y.ndim != 1 or x.device.type != "cpu" or any(p.device.type != "cpu" for p in self.parameters()):
+            return None
+        targets = y.expand(len(self), 1, len(y)).contiguous()  # the 2-d loss's targets, [B, 1, N]
+        params = list(self.parameters())
+        return lambda: _stacked_sgd_step(self, params, x, targets, lr, softmax_first)
 
 
 def _kinds(model: PerturbedMLP) -> tuple[bool, bool, bool]:
@@ -226,15 +271,63 @@ class _Group(nn.Module):
 
     def _dropout(self, h: torch.Tensor) -> torch.Tensor:
         """Inverted dropout with model b's rate, its mask drawn as ``F.dropout`` draws one on a CPU."""
+        return h * self._mask(h)
+
+    def _mask(self, h: torch.Tensor) -> torch.Tensor:
+        """The next dropout mask of every model for ``h``: ``1 / keep`` where kept, 0 where dropped."""
         if self._masks is not None:
             drawn = np.empty((len(self), h[0].numel()), dtype=np.float32)
             for b, stream in enumerate(self._masks):
                 stream.draw(drawn[b])
-            return h * torch.from_numpy(drawn).view(h.shape).to(h.device)
+            return torch.from_numpy(drawn).view(h.shape).to(h.device)
         masks = torch.empty(h.shape, dtype=h.dtype)
         for b, generator in enumerate(self.generators):
             masks[b].bernoulli_(1 - self.p[b], generator=generator)
-        return h * masks.to(h.device).div_(self._keep)
+        return masks.to(h.device).div_(self._keep)
+
+    def _draws(self, h: torch.Tensor) -> torch.Tensor:
+        draws = torch.empty(h.shape, dtype=h.dtype)
+        for b, generator in enumerate(self.generators):
+            torch.randn(h.shape[1:], generator=generator, out=draws[b])
+        return draws.to(h.device)
+
+    def train_forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+        """``forward`` in training mode without autograd: the logits, and what ``train_backward`` needs."""
+        x = x.expand(len(self), *x.shape)
+        if self.input_noise:
+            draws = self._draws(x)
+            x = x + self._s1 * x.abs().mean(dim=(1, 2), keepdim=True) * draws
+        h1 = torch.relu(torch.baddbmm(self.fc1_b, x, self.fc1_w))
+        noised, draws = h1, None
+        if self.hidden_noise:
+            draws = self._draws(h1)
+            noised = h1 + self._s2 * h1.abs().mean(dim=(1, 2), keepdim=True) * draws
+        mask1 = self._mask(h1) if self.dropout else None
+        d1 = noised * mask1 if self.dropout else noised
+        h2 = torch.relu(torch.baddbmm(self.fc2_b, d1, self.fc2_w))
+        mask2 = self._mask(h2) if self.dropout else None
+        d2 = h2 * mask2 if self.dropout else h2
+        return torch.baddbmm(self.fc3_b, d2, self.fc3_w), (x, h1, draws, mask1, d1, h2, mask2, d2)
+
+    def train_backward(self, g: torch.Tensor, tape: tuple) -> list[torch.Tensor]:
+        """The gradients of the group's parameters (in ``parameters()`` order) from those of its logits: the
+        ops of autograd's backward nodes for ``forward`` (``baddbmm``'s: ``grad.bmm(W^T)``, ``input^T.bmm(grad)``,
+        the bias's sums over the points)."""
+        x, h1, draws, mask1, d1, h2, mask2, d2 = tape
+        grads3 = (d2.transpose(1, 2).bmm(g), g.sum(1, keepdim=True))
+        g = g.bmm(self.fc3_w.transpose(1, 2))
+        if mask2 is not None:
+            g = g * mask2
+        g = _relu_backward(g, h2, 0)
+        grads2 = (d1.transpose(1, 2).bmm(g), g.sum(1, keepdim=True))
+        g = g.bmm(self.fc2_w.transpose(1, 2))
+        if mask1 is not None:
+            g = g * mask1
+        if draws is not None:  # through each model's noise scale, s2 * mean(|h1|) over its own tensor
+            through_scale = (g * draws).sum((1, 2), keepdim=True) * self._s2
+            g = g + through_scale.expand(h1.shape) / h1[0].numel() * h1.sgn()
+        g = _relu_backward(g, h1, 0)
+        return [x.transpose(1, 2).bmm(g), g.sum(1, keepdim=True), *grads2, *grads3]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.expand(len(self), *x.shape)  # every model perturbs its own copy of the shared input

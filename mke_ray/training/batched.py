@@ -30,7 +30,7 @@ Probe = Callable[[torch.Tensor], list[dict[str, float]]]
 
 def fit_stacked(stack: StackedMLPs, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr: float,
                 loss: str = "cross_entropy", log_every: int = 0,
-                probe: Callable[[StackedMLPs], list[dict[str, float]]] | None = None
+                probe: Callable[[StackedMLPs], list[dict[str, float]]] | None = None, written_out: bool = True
                 ) -> list[list[dict[str, float]] | NonFiniteLossError]:
     """Full-batch SGD of every stacked model on (``x``, ``y``) for ``epochs``; returns each model's history.
     ``y`` holds classes ``[N]`` or class probabilities ``[N, C]`` (soft pseudo labels).
@@ -42,6 +42,9 @@ def fit_stacked(stack: StackedMLPs, x: torch.Tensor, y: torch.Tensor, *, epochs:
     A model whose loss becomes NaN or infinite gets a ``NonFiniteLossError`` (epoch, value) in place of its
     history; the others train on unchanged (every model's forward pass, noise scale and gradient is its own),
     and the stack stops early when all have diverged.
+
+    With ``written_out`` (hard targets, on a CPU) each step is ``StackedMLPs.sgd_step``: the same bits as the
+    autograd step below, without recording a graph.
     """
     params = list(stack.parameters())
     histories: list[list[dict[str, float]]] = [[] for _ in range(len(stack))]
@@ -50,18 +53,22 @@ def fit_stacked(stack: StackedMLPs, x: torch.Tensor, y: torch.Tensor, *, epochs:
     targets = y.expand(len(stack), *y.shape) if y.ndim == 1 else y.t().expand(len(stack), *y.t().shape)
     divergence = Divergence(x.device, len(stack))
     failed: dict[int, NonFiniteLossError] = {}
+    sgd_step = stack.sgd_step(x, y, loss == "softmax_cross_entropy", lr) if written_out else None
     started = time.perf_counter()
     for epoch in range(1, epochs + 1):
         stack.train()
-        logits = stack(x).transpose(1, 2).contiguous()  # [B, C, N]
-        if loss == "softmax_cross_entropy":
-            logits = F.softmax(logits, dim=1)
-        per_model = F.cross_entropy(logits, targets, reduction="none").mean(dim=1)
-        for p in params:  # plain SGD, written out as in loop.fit
-            p.grad = None
-        per_model.sum().backward()
-        with torch.no_grad():
-            torch._foreach_add_(params, [p.grad for p in params], alpha=-lr)
+        if sgd_step is not None:
+            per_model = sgd_step()
+        else:
+            logits = stack(x).transpose(1, 2).contiguous()  # [B, C, N]
+            if loss == "softmax_cross_entropy":
+                logits = F.softmax(logits, dim=1)
+            per_model = F.cross_entropy(logits, targets, reduction="none").mean(dim=1)
+            for p in params:  # plain SGD, written out as in loop.fit
+                p.grad = None
+            per_model.sum().backward()
+            with torch.no_grad():
+                torch._foreach_add_(params, [p.grad for p in params], alpha=-lr)
         divergence.update(epoch, per_model.detach())
         failed = divergence.check() if not divergence.lazy or epoch == epochs or epoch % CHECK_EVERY == 0 else failed
         if len(failed) == len(stack):
