@@ -76,6 +76,50 @@ def test_plot_is_written(tmp_path):
     assert (tmp_path / "b.png").stat().st_size > 1000
 
 
+def _pixels(path):
+    import numpy as np
+    from PIL import Image
+
+    return np.asarray(Image.open(path).convert("RGBA"))
+
+
+def test_plots_drawn_over_a_shared_background_are_the_whole_figure_drawn_anew(tmp_path):
+    """Each trial's plot draws its regions, points and title over a background the process drew once: every
+    file must be, pixel for pixel, what Matplotlib draws of the whole figure, whatever the plots before it."""
+    from mke_ray.tasks import twomoon as module
+
+    task = twomoon()
+    unl = task.splits().unlabeled
+    xy = torch.cat([unl.inputs["a"], unl.inputs["b"]], dim=1)
+    limits = (xy.min(0).values - 0.5, xy.max(0).values + 0.5)
+    flipped = unl.y.clone()
+    flipped[:25] = 1 - flipped[:25]  # wrong pseudo labels: crosses
+    long_title = "mm_student hidden_noise=10.0 seed=94 repeat=1: test accuracy 83.0% (a title on two lines)"
+    cases = [(seed, labels, title) for seed, (labels, title) in
+             enumerate([(unl.y, "t"), (flipped, "t"), (flipped, long_title), (unl.y, "t"), (flipped, "t")])]
+    for seed, labels, title in cases:
+        torch.manual_seed(seed)
+        model = task.build_model(("a", "b"), {})
+        path = tmp_path / f"{seed}.png"
+        assert task.plot_trial(model, ("a", "b"), labels, title, path)
+        # the reference: a figure of its own, every artist drawn in one whole draw
+        lines = __import__("textwrap").wrap(title, 48)
+        whole = module.BoundaryFigure(xy, limits, labels, unl.y, len(lines))
+        for artist in (whole.image, *whole.points, whole.title, *whole.ax.spines.values()):
+            artist.set_animated(False)
+        gx, gy = torch.meshgrid(*(torch.linspace(limits[0][i], limits[1][i], 200) for i in (0, 1)), indexing="xy")
+        with torch.no_grad():
+            whole.image.set_data(model(torch.stack([gx.reshape(-1), gy.reshape(-1)], 1)).argmax(1)
+                                 .reshape(gx.shape).numpy())
+        whole.title.set_text("\n".join(lines))
+        whole.fig.savefig(tmp_path / f"whole{seed}.png")
+        mine, reference = _pixels(path), _pixels(tmp_path / f"whole{seed}.png")
+        assert mine.shape == reference.shape
+        assert (mine != reference).any(-1).sum() == 0, f"plot {seed} differs from the whole figure"
+    assert len({_pixels(tmp_path / f"{seed}.png").tobytes() for seed, _, _ in cases}) == len(cases)
+    assert len(module._FIGURES) <= 4
+
+
 def test_the_paper_sweep_expands_to_210_trials():
     from tests.conftest import ROOT
     from mke_ray.spec import load_spec
