@@ -81,7 +81,7 @@ class PerturbedMLP(nn.Module):
             and all(p.device.type == "cpu" and p.dtype == torch.float32 for p in self.parameters())
         if softmax_first is None or not known or not plain or self.drop1.__dict__.get("inplace"):
             return None
-        return lambda: _sgd_step(self, x, y, lr, softmax_first)
+        return _sgd_step(self, x, y, lr, softmax_first)
 
 
 _relu_backward = torch.ops.aten.threshold_backward.default
@@ -100,51 +100,61 @@ def _rate(module: nn.Module) -> float:
     return float(getattr(module, "p", 0.0))
 
 
-@torch.no_grad()
-def _sgd_step(net: PerturbedMLP, x: torch.Tensor, y: torch.Tensor, lr: float, softmax_first: bool) -> torch.Tensor:
-    """``PerturbedMLP.sgd_step``'s step. Each line is the op the autograd graph of the training-mode forward pass
-    holds, or the one its backward node runs (``Linear``: ``addmm``; its input's gradient ``grad.mm(W)``, its
-    weight's ``grad.t().mm(input)``, its bias's the column sums)."""
-    w1, b1, w2, b2, w3, b3 = net.fc1.weight, net.fc1.bias, net.fc2.weight, net.fc2.bias, net.fc3.weight, net.fc3.bias
-    s1, s2, p1, p2 = _scale(net.input_noise), _scale(net.hidden_noise), _rate(net.drop1), _rate(net.drop2)
-    # forward: x + s * mean(|x|) * N(0, 1); dropout as F.dropout draws and applies it on a CPU
-    if s1:
-        x = x + (s1 * x.abs().mean()) * torch.randn_like(x)  # the input needs no gradient: nor does its mean
-    h1 = torch.relu(torch.addmm(b1, x, w1.t()))
-    noised = h1
-    if s2:
-        draws = torch.randn_like(h1)
-        noised = h1 + (s2 * h1.abs().mean()) * draws
-    mask1 = torch.empty_like(h1).bernoulli_(1 - p1).div_(1 - p1) if p1 else None
-    d1 = noised * mask1 if p1 else noised
-    h2 = torch.relu(torch.addmm(b2, d1, w2.t()))
-    mask2 = torch.empty_like(h2).bernoulli_(1 - p2).div_(1 - p2) if p2 else None
-    d2 = h2 * mask2 if p2 else h2
-    logits = torch.addmm(b3, d2, w3.t())
-    probs = torch._softmax(logits, 1, False) if softmax_first else logits
-    log_probs = torch._log_softmax(probs, 1, False)
-    loss, total_weight = _nll_loss(log_probs, y, None, 1, -100)  # the mean over the targets (none ignored)
-    # backward
-    g = _nll_loss_backward(_ONE, log_probs, y, None, 1, -100, total_weight)
-    g = torch._log_softmax_backward_data(g, log_probs, 1, torch.float32)
-    if softmax_first:
-        g = torch._softmax_backward_data(g, probs, 1, torch.float32)
-    grads3 = (g.t().mm(d2), g.sum(0))
-    g = g.mm(w3)
-    if p2:
-        g = g * mask2
-    g = _relu_backward(g, h2, 0)
-    grads2 = (g.t().mm(d1), g.sum(0))
-    g = g.mm(w2)
-    if p1:
-        g = g * mask1
-    if s2:  # through the noise's scale: d/dh1 of s2 * mean(|h1|) * sum(g * draws)
-        through_scale = (g * draws).sum() * s2  # summed to the scale's shape as autograd sums a broadcast
-        g = g + through_scale.expand(h1.shape) / h1.numel() * h1.sgn()
-    g = _relu_backward(g, h1, 0)
-    grads1 = (g.t().mm(x), g.sum(0))
-    torch._foreach_add_([w1, b1, w2, b2, w3, b3], [*grads1, *grads2, *grads3], alpha=-lr)
-    return loss
+def _sgd_step(net: PerturbedMLP, x: torch.Tensor, y: torch.Tensor, lr: float, softmax_first: bool
+              ) -> Callable[[], torch.Tensor]:
+    """``PerturbedMLP.sgd_step``'s step, with what every step shares worked out once: the weights' transposed
+    views (the update is in place), the strengths, the input's mean magnitude. Each line of ``step`` is the op
+    the autograd graph of the training-mode forward pass holds, or the one its backward node runs (``Linear``:
+    ``addmm``; its input's gradient ``grad.mm(W)``, its weight's ``grad.t().mm(input)``, its bias's the column
+    sums)."""
+    w1, b1, w2, b2, w3, b3 = params = [net.fc1.weight, net.fc1.bias, net.fc2.weight, net.fc2.bias, net.fc3.weight,
+                                       net.fc3.bias]
+    w1t, w2t, w3t = w1.t(), w2.t(), w3.t()
+    s2, p1, p2 = _scale(net.hidden_noise), _rate(net.drop1), _rate(net.drop2)
+    with torch.no_grad():  # the input needs no gradient: nor does its mean
+        input_scale = _scale(net.input_noise) * x.abs().mean() if _scale(net.input_noise) else None
+
+    @torch.no_grad()
+    def step() -> torch.Tensor:
+        # forward: x + s * mean(|x|) * N(0, 1); dropout as F.dropout draws and applies it on a CPU
+        inputs = x + input_scale * torch.randn_like(x) if input_scale is not None else x
+        h1 = torch.relu(torch.addmm(b1, inputs, w1t))
+        noised = h1
+        if s2:
+            draws = torch.randn_like(h1)
+            noised = h1 + (s2 * h1.abs().mean()) * draws
+        mask1 = torch.empty_like(h1).bernoulli_(1 - p1).div_(1 - p1) if p1 else None
+        d1 = noised * mask1 if p1 else noised
+        h2 = torch.relu(torch.addmm(b2, d1, w2t))
+        mask2 = torch.empty_like(h2).bernoulli_(1 - p2).div_(1 - p2) if p2 else None
+        d2 = h2 * mask2 if p2 else h2
+        logits = torch.addmm(b3, d2, w3t)
+        probs = torch._softmax(logits, 1, False) if softmax_first else logits
+        log_probs = torch._log_softmax(probs, 1, False)
+        loss, total_weight = _nll_loss(log_probs, y, None, 1, -100)  # the mean over the targets (none ignored)
+        # backward
+        g = _nll_loss_backward(_ONE, log_probs, y, None, 1, -100, total_weight)
+        g = torch._log_softmax_backward_data(g, log_probs, 1, torch.float32)
+        if softmax_first:
+            g = torch._softmax_backward_data(g, probs, 1, torch.float32)
+        grads3 = (g.t().mm(d2), g.sum(0))
+        g = g.mm(w3)
+        if p2:
+            g = g * mask2
+        g = _relu_backward(g, h2, 0)
+        grads2 = (g.t().mm(d1), g.sum(0))
+        g = g.mm(w2)
+        if p1:
+            g = g * mask1
+        if s2:  # through the noise's scale: d/dh1 of s2 * mean(|h1|) * sum(g * draws)
+            through_scale = (g * draws).sum() * s2  # summed to the scale's shape as autograd sums a broadcast
+            g = g + through_scale.expand(h1.shape) / h1.numel() * h1.sgn()
+        g = _relu_backward(g, h1, 0)
+        grads1 = (g.t().mm(inputs), g.sum(0))
+        torch._foreach_add_(params, [*grads1, *grads2, *grads3], alpha=-lr)
+        return loss
+
+    return step
 
 
 @torch.no_grad()
