@@ -805,6 +805,12 @@ class TrialSpec:
         return "-".join([*([self.label] if self.label else []), self.method, *(active or ["noreg"]),
                          *changed, f"seed={self.seed}", f"rep={self.repeat}"])
 
+    def twin_key(self) -> tuple:
+        """Trials with the same key train to the same weights: one method, regularization, set of settings and
+        seed (``repeat`` and ``label`` only name them; a seed listed twice makes two such trials)."""
+        return (self.method, tuple(sorted((k, v) for k, v in self.regularization.items() if v)),
+                tuple(sorted(self.overrides.items())), self.seed)
+
     def section(self, name: str) -> dict[str, Any]:
         """The overrides of one section (``student``, ``teacher``, ``task.options``), by their key there."""
         return {path[len(name) + 1:]: v for path, v in self.overrides.items() if path.startswith(name + ".")}

@@ -127,6 +127,45 @@ def test_packs_share_every_method_and_setting_and_fill_the_cpus():
     assert len(packs(trials, None, cpus=1)) == 1 and len(packs(trials[:1], None, cpus=8)) == 1
 
 
+def test_packs_keep_identical_trials_together_and_count_what_they_train():
+    seeds = [81, 14, 94, 35, 94]  # a seed listed twice, as in the published list: repeats 2 and 4 are twins
+    trials = [TrialSpec(m, {"dropout": d}, s, r) for m in ("um_student", "mm_sup") for d in (0.0, 0.5)
+              for r, s in enumerate(seeds)]
+    cut = packs(trials, None, cpus=2)
+    assert sorted(sum(cut, []), key=str) == sorted(trials, key=str)
+    for trial in trials:  # a twin is in its twin's pack
+        assert sum(1 for pack in cut if any(t.twin_key() == trial.twin_key() for t in pack)) == 1, trial.key
+    assert sorted(len({t.twin_key() for t in pack}) for pack in cut) == [8, 8]  # 16 trainings, 8 a pack
+    assert TrialSpec("mm_sup", {"dropout": 0.0}, 94, 2).twin_key() == TrialSpec("mm_sup", {}, 94, 4).twin_key()
+    assert TrialSpec("mm_sup", {}, 94, 2).twin_key() != TrialSpec("mm_sup", {}, 94, 2, {"student.lr": 0.1}).twin_key()
+
+
+def test_a_stack_trains_identical_trials_once_and_writes_each_its_results(tmp_path, monkeypatch):
+    import mke_ray.methods.stacked as stacked
+
+    task = TASKS.get("twomoon")(TASKS.get("twomoon").Options(loss="published"))
+    settings = TrainSettings(epochs=60, lr=0.01)
+    pseudo = task.splits().unlabeled.y.flip(0)
+    trials = [TrialSpec("mm_student", REGS[5], 7, 0), TrialSpec("mm_student", REGS[1], 7, 1),
+              TrialSpec("mm_student", REGS[5], 7, 2), TrialSpec("mm_student", REGS[5], 8, 3)]
+    sizes = []
+    monkeypatch.setattr(stacked, "fit_stacked", lambda stack, *a, **k: sizes.append(len(stack)) or fit_stacked(
+        stack, *a, **k))
+    results = train_students_stacked(task, trials, settings, pseudo, tmp_path / "twins", log_every=20, plot=False)
+    assert sizes == [3]  # trials 0 and 2 are one student
+    untimed = lambda r: {k: v for k, v in r.items() if k not in ("started_at", "ended_at")}  # noqa: E731
+    assert untimed(results[0]) == untimed(results[2]) and untimed(results[0]) != untimed(results[3])
+    for trial in trials:
+        assert read_result(tmp_path / "twins" / trial.key)["trial"] == trial.to_dict()
+    # the same stack without the twin (the same three students, so the same products): the same results
+    alone = train_students_stacked(task, [trials[0], trials[1], trials[3]], settings, pseudo, tmp_path / "alone",
+                                   log_every=20, plot=False)
+    for mine, theirs in zip([results[0], results[1], results[3]], alone):
+        assert untimed(mine) == {**untimed(theirs), "train_seconds": mine["train_seconds"]}
+    twin, lone = (torch.load(tmp_path / where / trials[0].key / "student.pt") for where in ("twins", "alone"))
+    assert all(torch.equal(twin[k], lone[k]) for k in lone)
+
+
 def test_batched_is_refused_where_it_cannot_stack():
     with pytest.raises(SpecError, match="does not support"):
         TrainerSpec(kind="batched").resolve(TASKS.get("ravdess"), {"CPU": 2})

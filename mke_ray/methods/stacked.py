@@ -3,7 +3,8 @@
 For tasks whose students are small full-batch MLPs (TwoMoon): each student is built from its own seed,
 keeps its own regularization and random stream (its weights are a lone student's up to the rounding of
 batched products), and is then measured, plotted and written by the code that finishes a student trained
-alone (``student.finish_student``), one folder per trial.
+alone (``student.finish_student``), one folder per trial. Trials that differ only in which repeat they are
+(a seed listed twice) train once, as one student of the stack, and each gets its own folder of the results.
 """
 
 from __future__ import annotations
@@ -43,7 +44,10 @@ def train_students_stacked(task: Task, trials: list[TrialSpec], settings: TrainS
         raise ValueError(f"method {method.name} cannot be trained as a stack (trainer: batched); use trainer: local")
     teacher = as_teacher(teacher)
     settings = settings.model_copy(update=trials[0].section("student"))
-    given, trials = trials, sorted(trials, key=_regularizers)  # a group per set of regularizers in the stack
+    given, twins = trials, {}
+    for trial in sorted(trials, key=_regularizers):  # a group per set of regularizers in the stack
+        twins.setdefault(trial.twin_key(), []).append(trial)
+    trials = [same[0] for same in twins.values()]  # one student for each set of identical trials
     students, generators = [], []
     for trial in trials:
         students.append(method.prepare(task, trial, teacher))  # seeded as for any trainer (methods.base)
@@ -65,12 +69,13 @@ def train_students_stacked(task: Task, trials: list[TrialSpec], settings: TrainS
     started, started_at = time.perf_counter(), time.time()
     histories = fit_stacked(stack, x, y, epochs=settings.epochs, lr=settings.lr, loss=task.stacked_loss(),
                             log_every=log_every, probe=probe)
-    share = (time.perf_counter() - started) / len(trials)  # each student's share of the stack's training time
-    results = {trial.key: _failed(histories[b], trials_dir / trial.key) if isinstance(histories[b], Exception)
-               else finish_student(task, trial, stack.unstack(b), histories[b], share, teacher.labels,
-                                   trials_dir / trial.key, started_at=started_at, plot=plot)
-               for b, trial in enumerate(trials)}
+    share = (time.perf_counter() - started) / len(given)  # each trial's share of the stack's training time
+    results = {twin.key: _failed(histories[b], trials_dir / twin.key) if isinstance(histories[b], Exception)
+               else finish_student(task, twin, stack.unstack(b), histories[b], share, teacher.labels,
+                                   trials_dir / twin.key, started_at=started_at, plot=plot)
+               for b, trial in enumerate(trials) for twin in twins[trial.twin_key()]}
     return [results[trial.key] for trial in given]
+
 
 
 def _failed(error: NonFiniteLossError, folder: Path) -> NonFiniteLossError:

@@ -83,18 +83,20 @@ def trial_resources(resources: ResourcesSpec, trainer: TrainerSpec) -> tuple[dic
 def packs(trials: list[TrialSpec], size: int | None, cpus: int) -> list[list[TrialSpec]]:
     """Trials dealt into packs, one Tune trial each: by default one pack per CPU, each holding an equal share of
     every method's trials (so the packs take equally long); with ``size``, as many packs as it takes to hold at
-    most ``size`` trials each. A pack trains its trials one stack per method (``tuning.trainable.run_pack``)."""
+    most ``size`` trials each. A pack trains its trials one stack per method (``tuning.trainable.run_pack``).
+    Identical trials (a seed listed twice: ``TrialSpec.twin_key``) go to the same pack, which trains them
+    once; the shares count what a pack trains."""
     count = max(1, cpus, -(-len(trials) // size) if size else 0)
     out: list[list[TrialSpec]] = [[] for _ in range(min(count, len(trials)))]
-    groups: dict[tuple, list[TrialSpec]] = {}
+    groups: dict[tuple, dict[tuple, list[TrialSpec]]] = {}
     for trial in trials:
-        groups.setdefault(stack_key(trial), []).append(trial)
+        groups.setdefault(stack_key(trial), {}).setdefault(trial.twin_key(), []).append(trial)
     dealt = 0
     for group in groups.values():  # round robin over every group: each pack gets a share of every setting
-        for trial in group:
-            out[dealt % len(out)].append(trial)
+        for twins in group.values():
+            out[dealt % len(out)].extend(twins)
             dealt += 1
-    return out
+    return [pack for pack in out if pack]
 
 
 def stack_key(trial: TrialSpec) -> tuple:
