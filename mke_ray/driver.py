@@ -412,17 +412,20 @@ def _run_with_ray(spec, trials, remaining, teachers, output, student_settings, l
                            splits=task.splits() if task.send_splits else None,
                            report_every=spec.search.scheduler.report_every(spec.scheduler_epochs()))
     mlflow_trials = MlflowTrials(log, output / "trials")
-    if spec.search.kind == "optuna":
-        from mke_ray.tuning.search import run_search
+    try:
+        if spec.search.kind == "optuna":
+            from mke_ray.tuning.search import run_search
 
-        progress = ProgressLine(remaining, BestByValidation())
-        run_search(spec, remaining, run_search_trial, context, output, f"{storage}/ray_results",
-                   [mlflow_trials, progress])
-    else:
-        progress = ProgressLine(len(trials), SettingMeans(spec.methods, score_of(spec)[0]))
-        run_trials(trials, run_pack if spec.trainer.kind == "batched" else run_trial, context, spec.resources,
-                   spec.trainer, f"{storage}/ray_results",
-                   [mlflow_trials, progress], retries=spec.retries, scheduler=early_stopping(spec))
+            progress = ProgressLine(remaining, BestByValidation())
+            run_search(spec, remaining, run_search_trial, context, output, f"{storage}/ray_results",
+                       [mlflow_trials, progress])
+        else:
+            progress = ProgressLine(len(trials), SettingMeans(spec.methods, score_of(spec)[0]))
+            run_trials(trials, run_pack if spec.trainer.kind == "batched" else run_trial, context, spec.resources,
+                       spec.trainer, f"{storage}/ray_results",
+                       [mlflow_trials, progress], retries=spec.retries, scheduler=early_stopping(spec))
+    finally:  # the records handed to MLflow's writer thread are written before the driver goes on (or stops)
+        mlflow_trials.flush()
     return mlflow_trials.failures
 
 

@@ -81,7 +81,8 @@ def record_key(trial: TrialSpec) -> str:
 class SweepLog:
     """The parent run of one sweep and a child run per trial, written from one process.
 
-    Tune calls its callbacks from the driver's one event loop, so no locking is needed.
+    Written from one thread at a time, so no locking is needed: the driver's, and while Tune runs the trials the
+    thread that records them (``tuning.callbacks.MlflowTrials``; the driver waits for it before it goes on).
     """
 
     def __init__(self, recorder: Recorder, spec: SweepSpec, parent_id: str, common_params: dict[str, Any]):
