@@ -198,7 +198,8 @@ class BoundaryFigure:
             self.ax.draw_artist(artist)
         for artist in (*self.ax.spines.values(), self.title):  # the frame over the regions' edge pixels
             self.ax.draw_artist(artist)
-        imsave(path, self.canvas.buffer_rgba(), format="png")
+        # zlib's fastest level: 6 ms a plot, where the default level takes 21 ms for a file 12% smaller
+        imsave(path, self.canvas.buffer_rgba(), format="png", pil_kwargs={"compress_level": 1})
 
     def close(self) -> None:
         self.fig.clear()
