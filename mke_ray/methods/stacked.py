@@ -77,7 +77,6 @@ def train_students_stacked(task: Task, trials: list[TrialSpec], settings: TrainS
     return [results[trial.key] for trial in given]
 
 
-
 def _failed(error: NonFiniteLossError, folder: Path) -> NonFiniteLossError:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "error.txt").write_text(f"{type(error).__module__}.{type(error).__name__}: {error}\n")
