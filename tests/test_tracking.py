@@ -1,3 +1,4 @@
+import contextlib
 import multiprocessing as mp
 import sqlite3
 import threading
@@ -6,7 +7,8 @@ import time
 import pytest
 
 from mke_ray.tracking import Recorder, TrackingError, resolve_tracking_uri
-from mke_ray.tracking.recorder import flatten
+from mke_ray.tracking import recorder as recorder_module
+from mke_ray.tracking.recorder import flatten, seed_sqlite_store
 from mke_ray.tracking.sweep_log import run_name
 from mke_ray.spec import TrialSpec
 
@@ -293,3 +295,38 @@ def test_the_final_measurement_replaces_the_probe_at_the_last_step(tmp_path):
                                 history=[{"epoch": 10.0, "test_acc": 60.0}, {"epoch": 20.0, "test_acc": 69.0}])
     history = [(m.step, m.value) for m in recorder.client.get_metric_history(run_id, "test_acc")]
     assert sorted(history) == [(10, 60.0), (20, 70.0)]
+
+
+def _contents(path) -> tuple[list, dict]:
+    """A SQLite store's schema and its rows, table by table, times left out."""
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        schema = sorted(db.execute("SELECT type, name, tbl_name, sql FROM sqlite_master").fetchall(), key=str)
+        rows = {}
+        for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
+            columns = [c[1] for c in db.execute(f'PRAGMA table_info("{table}")') if not c[1].endswith("_time")]
+            rows[table] = sorted(db.execute(f'SELECT {", ".join(columns)} FROM "{table}"').fetchall(), key=str)
+    return schema, rows
+
+
+def test_a_new_store_is_a_copy_of_a_blank_one_and_equals_what_mlflow_makes(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)  # MLflow's default experiment keeps its artifacts under the working folder
+    Recorder(f"sqlite:///{tmp_path / 'first.db'}", "exp")  # makes this MLflow's blank store, then copies it
+    (blank,) = (tmp_path / "cache" / "mke_ray").glob("mlflow-*-blank.db")
+    assert seed_sqlite_store(str(tmp_path / "copy.db")) and (tmp_path / "copy.db").read_bytes() == blank.read_bytes()
+    assert not seed_sqlite_store(str(tmp_path / "copy.db"))  # a store that exists is left alone
+    Recorder(f"sqlite:///{tmp_path / 'copy.db'}", "exp")
+    monkeypatch.setattr(recorder_module, "seed_sqlite_store", lambda path: False)
+    Recorder(f"sqlite:///{tmp_path / 'mlflow.db'}", "exp")  # made by MLflow's migrations
+    made = _contents(tmp_path / "mlflow.db")
+    assert made[1]["experiments"] == [(0, "Default", str(tmp_path / "mlruns" / "0"), "active", "default"),
+                                      (1, "exp", (tmp_path / "mlartifacts" / "exp").as_uri(), "active", "default")]
+    assert _contents(tmp_path / "first.db") == made and _contents(tmp_path / "copy.db") == made
+
+
+def test_without_a_cache_folder_mlflow_creates_the_store(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file"))
+    assert not seed_sqlite_store(str(tmp_path / "m.db")) and not (tmp_path / "m.db").exists()
+    recorder = Recorder(f"sqlite:///{tmp_path / 'm.db'}", "exp")
+    assert recorder.client.get_experiment_by_name("exp") is not None

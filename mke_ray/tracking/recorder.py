@@ -17,7 +17,10 @@ import getpass
 import hashlib
 import logging
 import os
+import shutil
+import sqlite3
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -143,6 +146,8 @@ class Recorder:
 
         try:
             with _store_creation_lock(uri):
+                if uri.startswith("sqlite:///"):
+                    seed_sqlite_store(uri[len("sqlite:///"):])
                 self.client = MlflowClient(tracking_uri=uri)
                 self.experiment_id, self.artifact_location = _retry(self._experiment, "experiment lookup")
         except Exception as err:
@@ -354,6 +359,59 @@ def _store_creation_lock(uri: str):
     finally:
         if fd is not None:
             os.close(fd)
+
+
+def seed_sqlite_store(path: str) -> bool:
+    """Start a new SQLite store at ``path`` as a copy of a blank one that this MLflow made before; whether it did.
+
+    MLflow builds a new store's tables by running its schema migrations one after another: seconds of CPU at
+    the start of every sweep into a new store (and of every test that makes one). The blank copy holds what
+    the migrations wrote (the tables at MLflow's newest schema, its version, the default workspace) and no
+    experiment; MLflow adds its default experiment, with this store's
+    artifact root, when it opens the copy, as it does for a store it creates. It is made once per MLflow,
+    SQLAlchemy and SQLite version, in ``$XDG_CACHE_HOME/mke_ray`` (else ``~/.cache/mke_ray``). Anything amiss
+    (no cache folder, a blank store that names its own folder) and MLflow creates the store itself, as without this.
+    Call it with the store's creation lock held."""
+    if path == ":memory:" or os.path.exists(path):
+        return False
+    try:
+        blank = _blank_store()
+        partial = f"{path}.{os.getpid()}.partial"
+        shutil.copyfile(blank, partial)
+        os.replace(partial, path)  # a store appears whole, or not at all
+        return True
+    except Exception as err:  # MLflow creates it, as it always could
+        log.debug("no blank MLflow store to copy (%s): MLflow creates %s", err, path)
+        return False
+
+
+def _blank_store() -> Path:
+    """This MLflow's blank SQLite store (what its migrations write, no experiment), made on first use."""
+    import mlflow
+    import sqlalchemy
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mke_ray"
+    blank = cache / (f"mlflow-{mlflow.__version__}-sqlalchemy-{sqlalchemy.__version__}-"
+                     f"sqlite-{sqlite3.sqlite_version}-blank.db")
+    if blank.exists():
+        return blank
+    cache.mkdir(parents=True, exist_ok=True)
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    with tempfile.TemporaryDirectory(dir=cache) as scratch:
+        made = Path(scratch) / "blank.db"
+        SqlAlchemyStore(f"sqlite:///{made}", str(Path(scratch) / "artifacts")).engine.dispose()
+        with contextlib.closing(sqlite3.connect(made)) as db:
+            db.execute("DELETE FROM experiment_tags")
+            db.execute("DELETE FROM experiments")  # MLflow's default experiment: each store makes its own
+            db.commit()
+            # what the migrations wrote stays (the schema's version, the default workspace); nothing may name
+            # the scratch folder, as a store's own rows would
+            if any(scratch in line for line in db.iterdump()):
+                raise RuntimeError("a new store of this MLflow holds rows of its own besides its default experiment")
+            db.execute("VACUUM")
+        os.replace(made, blank)
+    return blank
 
 
 def _check_reachable(uri: str) -> None:
