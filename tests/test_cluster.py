@@ -177,3 +177,36 @@ def test_losing_a_node_mid_sweep_is_one_line_and_loses_no_trial(shared_nothing):
     _, _, children = recorded(uri, "mke-twomoon-smoke")
     students = [c for c in children if c.data.params["method"] != "um_teacher"]
     assert len(students) == 12 and all(c.info.status == "FINISHED" for c in students)
+
+
+def test_a_lost_node_is_one_line_whoever_reports_it(monkeypatch, capsys):
+    """A node's own report that its raylet ended and GCS's report that it missed its heartbeats are one loss;
+    another loss a minute later is said again, and what Ray prints for its workers passes through."""
+    from ray._private import worker
+
+    from mke_ray.tuning import runner
+
+    shown = []
+    monkeypatch.setattr(worker, "print_to_stdstream", lambda data, ignore_prefix: shown.append(data))
+    clock = [1000.0]
+    monkeypatch.setattr(runner.time, "monotonic", lambda: clock[0])
+    runner._brief_node_reports()
+    runner._brief_node_reports()  # wraps once
+    report = worker.print_to_stdstream
+    report({"pid": "raylet", "lines": ["Raylet is terminated. Termination is unexpected. Possible reasons ..."]},
+           False)
+    clock[0] += 5
+    report({"pid": "raylet", "lines": ["The node with node id: aa and address: 192.0.2.2 and node name: 192.0.2.2 "
+                                       "has been marked dead because the detector has missed too many heartbeats"]},
+           False)
+    report({"pid": 17, "lines": ["a worker's line"]}, False)
+    clock[0] += 120
+    report({"pid": "raylet", "lines": ["The node with node id: bb and address: 192.0.2.3 and node name: 192.0.2.3 "
+                                       "has been marked dead because the detector has missed too many heartbeats"]},
+           False)
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(" (the trials")[0] for line in lines] == [
+        "Ray node lost: Raylet is terminated. Termination is unexpected.",
+        "Ray node lost: The node with node id: bb and address: 192.0.2.3 and node name: 192.0.2.3 has been marked "
+        "dead because the detector has missed too many heartbeats"]
+    assert shown == [{"pid": 17, "lines": ["a worker's line"]}]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 
 from mke_ray.cluster import token_auth, trial_capacity
 from mke_ray.spec import ResourcesSpec, SweepSpec, TrainerSpec, TrialSpec
@@ -38,21 +39,31 @@ def start_ray(address: str | None) -> dict[str, float]:
     return trial_capacity(ray.cluster_resources())
 
 
+NODE_LOSS = ("Raylet is terminated", "has been marked dead")  # a node's own report of its loss, and GCS's
+SAME_LOSS_S = 60.0  # node-loss reports this close together are one loss
+
+
 def _brief_node_reports() -> None:
-    """Ray prints a node's loss to the driver as the raylet's last 20 log lines, and again at exit; one line,
-    once, says it (the details stay in the node's Ray logs). Wraps Ray's printer of such reports, if it has it."""
+    """Ray prints a node's loss to the driver as the raylet's last 20 log lines, again as GCS's report that the
+    node missed its heartbeats, and again at exit; one line, once, says it (the details stay in the node's Ray
+    logs). Wraps Ray's printer of such reports, if it has it."""
     from ray._private import worker
 
     show = getattr(worker, "print_to_stdstream", None)
     if show is None or getattr(show, "brief", False):
         return
     said: set[str] = set()
+    last_loss = [float("-inf")]
 
     def brief(data, ignore_prefix):
         if data.get("pid") != "raylet":
             return show(data, ignore_prefix)
         lines = [line.strip() for text in data.get("lines", ()) for line in str(text).splitlines() if line.strip()]
         first = (lines[0] if lines else "a Ray node reported an error").split(" Possible reasons")[0]
+        if any(kind in first for kind in NODE_LOSS):
+            before, last_loss[0] = last_loss[0], time.monotonic()
+            if last_loss[0] - before < SAME_LOSS_S:
+                return
         if first not in said:
             said.add(first)
             print(f"Ray node lost: {first} (the trials it ran are retried elsewhere as far as the sweep's retries "
