@@ -146,8 +146,6 @@ class Recorder:
 
         try:
             with _store_creation_lock(uri):
-                if uri.startswith("sqlite:///"):
-                    seed_sqlite_store(uri[len("sqlite:///"):])
                 self.client = MlflowClient(tracking_uri=uri)
                 self.experiment_id, self.artifact_location = _retry(self._experiment, "experiment lookup")
         except Exception as err:
@@ -341,8 +339,9 @@ NO_FLOCK = {errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP}  # file systems withou
 
 @contextlib.contextmanager
 def _store_creation_lock(uri: str):
-    """One process at a time opens a SQLite store: the first creates its tables (MLflow's schema migrations),
-    which two processes doing at once would both try. A ``flock`` on ``<file>.lock`` beside the store."""
+    """One process at a time opens a SQLite store: the first creates it (a copy of the blank store,
+    ``seed_sqlite_store``, else MLflow's schema migrations), which two processes doing at once would both try.
+    A ``flock`` on ``<file>.lock`` beside the store."""
     path = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else ":memory:"
     try:
         fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o644) if path != ":memory:" else None
@@ -355,6 +354,7 @@ def _store_creation_lock(uri: str):
             except OSError as err:  # a file system without flock: open the store unserialized, as before
                 if err.errno not in NO_FLOCK:
                     raise
+        seed_sqlite_store(path)
         yield
     finally:
         if fd is not None:
@@ -367,11 +367,11 @@ def seed_sqlite_store(path: str) -> bool:
     MLflow builds a new store's tables by running its schema migrations one after another: seconds of CPU at
     the start of every sweep into a new store (and of every test that makes one). The blank copy holds what
     the migrations wrote (the tables at MLflow's newest schema, its version, the default workspace) and no
-    experiment; MLflow adds its default experiment, with this store's
-    artifact root, when it opens the copy, as it does for a store it creates. It is made once per MLflow,
-    SQLAlchemy and SQLite version, in ``$XDG_CACHE_HOME/mke_ray`` (else ``~/.cache/mke_ray``). Anything amiss
-    (no cache folder, a blank store that names its own folder) and MLflow creates the store itself, as without this.
-    Call it with the store's creation lock held."""
+    experiment; MLflow adds its default experiment, with this store's artifact root, when it opens the copy, as
+    it does for a store it creates. It is made once per MLflow, SQLAlchemy and SQLite version, in
+    ``$XDG_CACHE_HOME/mke_ray`` (else ``~/.cache/mke_ray``). Anything amiss (no cache folder, a blank store that
+    names its own folder) and MLflow creates the store itself, as without this. ``_store_creation_lock`` calls
+    it, with the lock held."""
     if path == ":memory:" or os.path.exists(path):
         return False
     try:

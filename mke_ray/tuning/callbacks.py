@@ -27,8 +27,8 @@ class MlflowTrials(Callback):
     The records are written by one thread of the driver, in the order the trials finished, not in Tune's event
     loop: a trial's report waits for its callbacks to return (a pack's stack of 35 students took 1.3-1.7 s to
     record), so the trial's worker goes on while its students are recorded (on a machine whose cores all train,
-the records' CPU time still comes from somewhere: docs/benchmark.md). ``flush()`` waits for every
-    record handed over (the driver calls it before it reads the store again, also after Ctrl-C); what a record
+    the records' CPU time still comes from somewhere: docs/benchmark.md). ``flush()`` waits for every record
+    handed over (the driver calls it before it reads the store again, also after Ctrl-C); what a record
     needs from the trial is read from its folder, which is complete before it is handed over.
     """
 
