@@ -1,5 +1,6 @@
 # make sweep: install into .venv and run the TwoMoon sweep (Table 2)
-# make test:  install into .venv and run the tests
+# make test:  install into .venv and run the tests, but the slow reproductions (about 10 minutes on 2 cores)
+# make test-repro: the slow reproductions alone: Table 2 to the digit (both losses), the stand-ins' effects
 # make test-numerics: the floating-point tests (but the slow ones) again on 1 thread, with MKL, oneDNN and ATen
 #                    held to AVX2 (CI runs it)
 # make test-matrix: the whole suite on 1 and 2 threads, each with the CPU's own dispatch and with AVX2
@@ -9,7 +10,7 @@ PYTHON ?= python3
 
 AVX2 := MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2
 
-.PHONY: sweep smoke test test-fast test-numerics test-matrix bench
+.PHONY: sweep smoke test test-repro test-fast test-numerics test-matrix bench
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,10 +24,14 @@ smoke: $(VENV)/.installed
 	$(PY) -m mke_ray.sweep sweeps/twomoon_grid.yaml --smoke-test
 
 test: $(VENV)/.installed
-	$(PY) -m pytest
-
-test-fast: $(VENV)/.installed
 	$(PY) -m pytest -m "not slow"
+
+test-repro: $(VENV)/.installed
+	$(PY) -m pytest -m slow
+
+# the tests that need no server, cluster, browser or second Ray of their own: a quick check while editing
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -m "not slow and not infra"
 
 test-numerics: $(VENV)/.installed
 	MKE_TEST_THREADS=1 $(AVX2) $(PY) -m pytest -m "numerics and not slow"

@@ -9,8 +9,6 @@ MLflow 3's UI picks an experiment's layout from the "GenAI / Model training" swi
 browser, GenAI at first), not from the experiment's ``mlflow.experimentKind`` tag: the pages are opened with
 ``?workflowType=machine_learning``, which is what that switch sets (and what the sweep's last line says to open)."""
 
-import contextlib
-import io
 import os
 import re
 import shutil
@@ -20,12 +18,10 @@ from types import SimpleNamespace
 import pytest
 
 from mke_ray.report.answer import SMOKE_NOTE
-from mke_ray.sweep import main
-from mke_ray.tracking import Recorder
 from tests.conftest import ROOT
 from tests.servers import mlflow_server
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.infra]
 
 SHOTS = Path(os.environ.get("MKE_TEST_ARTIFACTS") or ROOT / "test-artifacts") / "browser"
 TRAINING = "?workflowType=machine_learning"
@@ -42,24 +38,17 @@ def chromium() -> tuple[str, str]:
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory, ray_local):
-    """A finished smoke sweep: its tracking URI, what it printed, its experiment id, its parent run, its child
-    runs and one of them, a regularized MM student."""
-    out = tmp_path_factory.mktemp("browser")
-    uri = f"sqlite:///{out / 'mlflow.db'}"
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        code = main([str(ROOT / "sweeps" / "twomoon_grid.yaml"), "--smoke-test", "--output", str(out / "run"),
-                     "--tracking-uri", uri])
-    print(printed.getvalue())
-    assert code == 0
-    recorder = Recorder(uri, "mke-twomoon-smoke")
+def sweep(smoke_sweep):
+    """The run's finished smoke sweep (``conftest.smoke_sweep``): its tracking URI, what it printed, its experiment id,
+    its parent run, its child runs and one of them, a regularized MM student."""
+    assert smoke_sweep.code == 0
+    recorder = smoke_sweep.recorder
     (parent,) = recorder.client.search_runs([recorder.experiment_id], "tags.`mke.kind` = 'sweep'")
     children = [recorder.client.get_run(r) for r in recorder.children(parent.info.run_id).values()]
     child = next(c for c in children if c.data.params.get("method") == "mm_student"
                  and c.data.params["regularizer"] != "none")
-    return SimpleNamespace(uri=uri, printed=printed.getvalue(), experiment=recorder.experiment_id, parent=parent,
-                           children=children, child=child)
+    return SimpleNamespace(uri=smoke_sweep.uri, printed=smoke_sweep.printed, experiment=recorder.experiment_id,
+                           parent=parent, children=children, child=child)
 
 
 @pytest.fixture(scope="module")

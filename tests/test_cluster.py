@@ -20,6 +20,8 @@ from tests import servers
 from tests.conftest import ROOT
 from tests.servers import ray_cluster, wait_for
 
+pytestmark = pytest.mark.infra
+
 @pytest.fixture(scope="module")
 def shared_nothing(tmp_path_factory):
     """A head node, and a second node that cannot see the folder ``hidden``."""

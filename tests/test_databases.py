@@ -23,6 +23,8 @@ from mke_ray.tuning.search import claim_study, settle_study
 from tests.conftest import ROOT
 from tests.servers import free_port, mlflow_server
 
+pytestmark = pytest.mark.infra
+
 OPTUNA = ROOT / "sweeps" / "twomoon_optuna.yaml"
 STUDY = "twomoon_optuna-smoke"
 

@@ -2,8 +2,6 @@
 
 import json
 import math
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -348,16 +346,14 @@ def test_smoke_sweep_on_the_prepared_fixture(prepared, tmp_path, ray_local):
     assert (trial / "average_precision.png").stat().st_size > 1000
 
 
-def test_a_missing_prepared_file_is_one_line_and_exit_2(tmp_path):
+def test_a_missing_prepared_file_is_one_line_and_exit_2(tmp_path, ray_local, capsys):
     missing = tmp_path / "nope.pt"
     sweep = tmp_path / "s.yaml"
     sweep.write_text(f"name: s\ntask: {{name: events, options: {{source: prepared, data: {missing}}}}}\n")
-    proc = subprocess.run([sys.executable, "-m", "mke_ray.sweep", str(sweep), "--output", str(tmp_path / "o"),
-                           "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"], capture_output=True, text=True,
-                          cwd=ROOT, timeout=300)
-    assert proc.returncode == 2
-    assert proc.stderr.count("\n") == 1 and str(missing) in proc.stderr
-    assert "python -m mke_ray.data.events prepare" in proc.stderr
+    assert main([str(sweep), "--output", str(tmp_path / "o"), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(missing) in err
+    assert "python -m mke_ray.data.events prepare" in err
     assert not (tmp_path / "o").exists()
 
 

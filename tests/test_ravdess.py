@@ -1,7 +1,5 @@
 """The RAVDESS task: prepared files in the real layout, the synthetic stand-in, models, sweeps."""
 
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
@@ -112,13 +110,12 @@ def test_shipped_sweeps_are_valid():
     assert len(load_spec(ROOT / "sweeps" / "ravdess_smoke.yaml").trials()) == 8
 
 
-def test_a_missing_prepared_file_is_one_line_and_exit_2(tmp_path):
+def test_a_missing_prepared_file_is_one_line_and_exit_2(tmp_path, ray_local, capsys):
     sweep = tmp_path / "s.yaml"
     sweep.write_text(f"name: s\ntask: {{name: ravdess, options: {{data: {tmp_path / 'nope.pt'}}}}}\n")
-    proc = subprocess.run([sys.executable, "-m", "mke_ray.sweep", str(sweep), "--output", str(tmp_path / "o"),
-                           "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"], capture_output=True, text=True)
-    assert proc.returncode == 2
-    assert proc.stderr.count("\n") == 1 and "python -m mke_ray.data.ravdess" in proc.stderr
+    assert main([str(sweep), "--output", str(tmp_path / "o"), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "python -m mke_ray.data.ravdess" in err
 
 
 def test_smoke_sweep_on_real_format_files(prepared, tmp_path, ray_local):

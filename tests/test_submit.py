@@ -168,6 +168,7 @@ def job_server(tmp_path):
         kill_matching(temp, f"127.0.0.1:{port}", str(tmp_path))  # the job's driver too, if it outlived the test
 
 
+@pytest.mark.infra
 def test_a_real_job_runs_a_sweep(tmp_path, job_server):
     shipped = load_job(ROOT / "tune_jobs" / "table2_30seeds.yaml")  # its upload rules and settings
     spec = tmp_path / "smoke.yaml"

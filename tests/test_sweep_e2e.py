@@ -1,4 +1,5 @@
-"""A smoke sweep through Ray Tune, checked in the MLflow store it leaves."""
+"""A smoke sweep through Ray Tune, checked in the MLflow store it leaves (the run's shared smoke sweep,
+``conftest.smoke_sweep``); trials that crash, retried and reported."""
 
 import pandas as pd
 import pytest
@@ -11,17 +12,8 @@ from mke_ray.tracking.recorder import TRIAL_KEY_TAG
 from tests.conftest import ROOT
 
 
-@pytest.fixture(scope="module")
-def smoke_sweep(tmp_path_factory, ray_local):
-    out = tmp_path_factory.mktemp("smoke")
-    uri = f"sqlite:///{out / 'mlflow.db'}"
-    code = main([str(ROOT / "sweeps" / "twomoon_grid.yaml"), "--smoke-test",  # Ray's state in a storage URI
-                 "--output", str(out / "run"), "--tracking-uri", uri, "--storage", f"file://{out / 'bucket'}"])
-    return code, out / "run", Recorder(uri, "mke-twomoon-smoke")  # a smoke sweep's own experiment
-
-
 def test_smoke_sweep_finishes_and_writes_results(smoke_sweep):
-    code, out, _ = smoke_sweep
+    code, out = smoke_sweep.code, smoke_sweep.out
     assert code == 0
     results = pd.read_csv(out / "results.csv")
     assert len(results) == 12  # 4 settings x 3 methods x 1 seed
@@ -33,7 +25,7 @@ def test_smoke_sweep_finishes_and_writes_results(smoke_sweep):
 
 
 def test_the_resolved_sweep_file_holds_the_settings_as_run(smoke_sweep):
-    _, out, _ = smoke_sweep
+    out = smoke_sweep.out
     resolved = load_spec(out / "sweep.resolved.yaml")
     assert resolved.trainer.kind == "local" and resolved.trainer.workers == 1  # what auto became for TwoMoon
     assert resolved.teacher.epochs == 1000 and resolved.student.epochs == 200  # the task's defaults, filled in
@@ -41,7 +33,7 @@ def test_the_resolved_sweep_file_holds_the_settings_as_run(smoke_sweep):
 
 
 def test_a_storage_uri_holds_rays_state_and_a_copy_of_the_output(smoke_sweep):
-    _, out, _ = smoke_sweep
+    out = smoke_sweep.out
     bucket = out.parent / "bucket"
     assert (bucket / "ray_results" / "tune").is_dir() and not (out / "ray_results").exists()
     copied = bucket / "output"
@@ -52,7 +44,7 @@ def test_a_storage_uri_holds_rays_state_and_a_copy_of_the_output(smoke_sweep):
 
 
 def test_mlflow_holds_the_parent_and_every_child(smoke_sweep):
-    _, out, recorder = smoke_sweep
+    out, recorder = smoke_sweep.out, smoke_sweep.recorder
     client = recorder.client
     experiment = client.get_experiment(recorder.experiment_id)  # opens on its runs, described, artifacts beside
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
@@ -112,7 +104,7 @@ def test_mlflow_holds_the_parent_and_every_child(smoke_sweep):
 
 
 def test_mlflow_metrics_match_results_csv(smoke_sweep):
-    _, out, recorder = smoke_sweep
+    out, recorder = smoke_sweep.out, smoke_sweep.recorder
     results = pd.read_csv(out / "results.csv").set_index("trial")
     client = recorder.client
     (parent,) = client.search_runs([recorder.experiment_id], "tags.`mke.kind` = 'sweep'")
@@ -127,7 +119,7 @@ def test_the_best_mm_student_is_a_logged_model(smoke_sweep):
     import torch
     from mlflow.models import Model
 
-    _, out, recorder = smoke_sweep
+    out, recorder = smoke_sweep.out, smoke_sweep.recorder
     results = pd.read_csv(out / "results.csv").set_index("trial")
     (model,) = recorder.client.search_logged_models([recorder.experiment_id])
     key = recorder.client.get_run(model.source_run_id).data.tags[TRIAL_KEY_TAG]
@@ -140,39 +132,50 @@ def test_the_best_mm_student_is_a_logged_model(smoke_sweep):
     assert student(torch.as_tensor(example, dtype=torch.float32)).shape == (5, 2)
 
 
-def test_crashing_trials_are_reported_and_recorded(tmp_path, ray_local, capsys, monkeypatch):
-    """Trials that raise are listed with their error; the others finish; nothing is lost."""
+def test_a_crash_is_retried_and_one_that_crashes_again_is_reported_and_recorded(tmp_path, ray_local, capsys,
+                                                                                  monkeypatch):
+    """With one retry (the default): the MM sup trials crash once and finish when run again; the UM student with
+    dropout crashes every time: listed with its error and traceback, recorded as failed; the others finish and
+    nothing is lost."""
     from mke_ray.tuning import trainable
 
     real = trainable.run_trial
+    markers = tmp_path / "markers"
+    markers.mkdir()
 
-    def crashing_for_mm_sup(config, context):  # a local function: Ray ships it by value
-        if config["trial"]["method"] == "mm_sup":
+    def crashing(config, context):  # a local function: Ray ships it by value
+        trial = config["trial"]
+        if trial["method"] == "um_student" and trial["regularization"]["dropout"]:
             raise RuntimeError("injected failure")
+        marker = markers / f"{trial['method']}-{sorted(trial['regularization'].items())}"
+        if trial["method"] == "mm_sup" and not marker.exists():  # a crash costs a new trial process
+            marker.touch()
+            raise RuntimeError("transient failure")
         return real(config, context)
 
-    monkeypatch.setattr(trainable, "run_trial", crashing_for_mm_sup)
+    monkeypatch.setattr(trainable, "run_trial", crashing)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    sweep = tmp_path / "twomoon_grid.yaml"  # no retry: the same crash again would only cost a trial process
-    sweep.write_text((ROOT / "sweeps" / "twomoon_grid.yaml").read_text() + "\nretries: 0\n")
-    code = main([str(sweep), "--smoke-test", "--output", str(tmp_path / "run"), "--tracking-uri", uri])
+    code = main([str(ROOT / "sweeps" / "twomoon_grid.yaml"), "--smoke-test", "--output", str(tmp_path / "run"),
+                 "--tracking-uri", uri])
 
     out = capsys.readouterr().out
     assert code == 1
-    failed = [line for line in out.splitlines() if line.startswith("FAILED ")]
-    assert len(failed) == 4 and all(line.startswith("FAILED mm_sup-") for line in failed)
-    assert all("RuntimeError: injected failure" in line for line in failed)
-    for line in failed:  # the traceback is kept where the line says
-        path = line.split("(traceback: ")[1].rstrip(")")
-        assert "injected failure" in open(path).read()
-    assert "8/12 trials finished" in out
-    assert len(pd.read_csv(tmp_path / "run" / "results.csv")) == 8
+    assert out.count("crashed, retrying: RuntimeError: transient failure") == 4
+    assert out.count("crashed, retrying: RuntimeError: injected failure") == 1  # one retry, then it counts
+    (failed,) = [line for line in out.splitlines() if line.startswith("FAILED ")]
+    assert failed.startswith("FAILED um_student-dropout=") and "RuntimeError: injected failure" in failed
+    path = failed.split("(traceback: ")[1].rstrip(")")  # the traceback is kept where the line says
+    assert "injected failure" in open(path).read()
+    assert "11/12 trials finished" in out
+    assert len(pd.read_csv(tmp_path / "run" / "results.csv")) == 11
 
     recorder = Recorder(uri, "mke-twomoon-smoke")
     (parent,) = recorder.client.search_runs([recorder.experiment_id], "tags.`mke.kind` = 'sweep'")
     assert parent.info.status == "FAILED"
     children = [recorder.client.get_run(r) for r in recorder.children(parent.info.run_id).values()]
     assert len(children) == 13
-    crashed = [c for c in children if c.info.status == "FAILED"]
-    assert len(crashed) == 4
-    assert all(c.data.tags["mke.error"] == "RuntimeError: injected failure" for c in crashed)
+    (crashed,) = [c for c in children if c.info.status == "FAILED"]
+    assert crashed.data.tags["mke.error"] == "RuntimeError: injected failure"
+    retried = [c for c in children if c.data.params.get("method") == "mm_sup"]
+    assert len(retried) == 4 and all(c.info.status == "FINISHED" and c.data.tags["mke.attempt"] == "2"
+                                     for c in retried)

@@ -25,7 +25,10 @@ def _log_trials(uri: str, parent: str, worker: int, n: int, barrier) -> None:
 def test_eight_writers_at_once_lose_no_record(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     parent = Recorder(uri, "concurrency").start_parent("sweep", {}, {})
-    ctx = mp.get_context("spawn")
+    # a fresh process each (no fork of this one, whose Ray and MLflow hold threads and connections), forked from
+    # one server that imported MLflow once: 8 spawned processes would each import it, a minute on 2 cores
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])
     barrier = ctx.Barrier(8)
     workers = [ctx.Process(target=_log_trials, args=(uri, parent, w, 3, barrier)) for w in range(8)]
     for p in workers:
