@@ -23,8 +23,10 @@ sweep: $(VENV)/.installed
 smoke: $(VENV)/.installed
 	$(PY) -m mke_ray.sweep sweeps/twomoon_grid.yaml --smoke-test
 
+# two workers (pytest-xdist), each file on one of them with its fixtures; WORKERS=0 runs the tests in this process
+WORKERS ?= 2
 test: $(VENV)/.installed
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow" -n $(WORKERS) --dist loadscope
 
 test-repro: $(VENV)/.installed
 	$(PY) -m pytest -m slow

@@ -22,6 +22,17 @@ def pytest_configure(config):
         torch.set_num_threads(int(threads))
 
 
+# The files that take longest (minutes: clusters, servers, subprocess drivers, Ray Train fits) run first: `make test`
+# deals whole files to two workers (pytest-xdist, --dist loadscope) in this order, so both end at about the same time.
+LONGEST_FIRST = ("test_cluster", "test_faults", "test_databases", "test_gpu_check", "test_baselines", "test_ray_train",
+                 "test_submit", "test_sweep_e2e", "test_browser", "test_nyu", "test_tabular", "test_tracking")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: each file's own order stays
+
+
 def pytest_report_header(config):
     forced = ", ".join(f"{name}={os.environ[name]}" for name in DISPATCH if name in os.environ)
     return (f"torch {torch.__version__}: {torch.get_num_threads()} thread(s), CPU capability "

@@ -120,7 +120,7 @@ def test_prepared_files_make_the_splits(official):
     assert len(task.class_names()) == 40
 
 
-def test_students_of_the_truth_are_refused_without_it(official, tmp_path, capsys):
+def test_students_of_the_truth_are_refused_without_it(official, tmp_path, capsys, ray_local):
     sweep = tmp_path / "nyu.yaml"
     options = ", ".join(f"{k}: {v}" for k, v in official.items())
     sweep.write_text(f"name: nyu_sup\ntask: {{name: nyu, options: {{{options}}}}}\nmethods: [mm_student, mm_sup]\n")

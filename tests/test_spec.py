@@ -92,7 +92,7 @@ def test_missing_sweep_file(tmp_path, capsys):
     assert "sweep file not found" in err and "nope.yaml" in err
 
 
-def test_unreachable_tracking_server_is_refused_before_trials(tmp_path, capsys):
+def test_unreachable_tracking_server_is_refused_before_trials(tmp_path, capsys, ray_local):
     path = tmp_path / "ok.yaml"
     path.write_text(GOOD)
     code = main([str(path), "--output", str(tmp_path / "out"), "--tracking-uri", "http://127.0.0.1:9"])
@@ -101,14 +101,14 @@ def test_unreachable_tracking_server_is_refused_before_trials(tmp_path, capsys):
     assert not (tmp_path / "out" / "trials").exists()
 
 
-def test_file_store_uri_is_refused(tmp_path, capsys):
+def test_file_store_uri_is_refused(tmp_path, capsys, ray_local):
     path = tmp_path / "ok.yaml"
     path.write_text(GOOD)
     assert main([str(path), "--output", str(tmp_path / "out"), "--tracking-uri", "./mlruns"]) == 2
     assert "file store" in capsys.readouterr().err
 
 
-def test_unwritable_output_is_refused(tmp_path, capsys):
+def test_unwritable_output_is_refused(tmp_path, capsys, ray_local):
     path = tmp_path / "ok.yaml"
     path.write_text(GOOD)
     blocker = tmp_path / "file"

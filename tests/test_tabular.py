@@ -196,7 +196,7 @@ BAD = [
 
 
 @pytest.mark.parametrize("what,words", BAD, ids=[b[0] for b in BAD])
-def test_bad_data_gives_one_line_and_exit_2(tmp_path, capsys, what, words):
+def test_bad_data_gives_one_line_and_exit_2(tmp_path, capsys, what, words, ray_local):
     sweep = tmp_path / "s.yaml"
     sweep.write_text(yaml.safe_dump({"name": "bad", "task": {"name": "tabular", "options": write_bad(tmp_path, what)}}))
     code = main([str(sweep), "--output", str(tmp_path / "out"), "--tracking-uri", f"sqlite:///{tmp_path}/m.db"])
