@@ -26,7 +26,7 @@ smoke: $(VENV)/.installed
 # two workers (pytest-xdist), each file on one of them with its fixtures; WORKERS=0 runs the tests in this process
 WORKERS ?= 2
 test: $(VENV)/.installed
-	$(PY) -m pytest -m "not slow" -n $(WORKERS) --dist loadscope
+	$(PY) -m pytest -m "not slow" -n $(WORKERS) --dist loadscope --no-loadscope-reorder
 
 test-repro: $(VENV)/.installed
 	$(PY) -m pytest -m slow

@@ -16,8 +16,14 @@ os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 
 
 def pytest_configure(config):
-    """``MKE_TEST_THREADS=n`` runs the in-process tests on n PyTorch threads (``make test-matrix``)."""
+    """``MKE_TEST_THREADS=n`` runs the in-process tests on n PyTorch threads (``make test-matrix``). A worker of
+    ``make test`` (one of two, on two cores) runs on one thread, and so does every process it starts (drivers, Ray's
+    workers): two threads each, on cores the other worker keeps busy, run PyTorch's small ops several times slower
+    (a test took 76 s instead of 11)."""
     threads = os.environ.get("MKE_TEST_THREADS")
+    if threads is None and os.environ.get("PYTEST_XDIST_WORKER"):
+        threads = "1"
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
     if threads:
         torch.set_num_threads(int(threads))
 
