@@ -1,6 +1,9 @@
 import contextlib
+import fcntl
 import io
+import json
 import os
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -28,8 +31,9 @@ def pytest_configure(config):
         torch.set_num_threads(int(threads))
 
 
-# The files that take longest (minutes: clusters, servers, subprocess drivers, Ray Train fits) run first: `make test`
-# deals whole files to two workers (pytest-xdist, --dist loadscope) in this order, so both end at about the same time.
+# `make test` deals whole files to two workers (pytest-xdist, --dist loadscope), in this order: the files that take
+# longest (minutes: clusters, servers, subprocess drivers, Ray Train fits) first, so that both end at about the same
+# time.
 LONGEST_FIRST = ("test_cluster", "test_faults", "test_databases", "test_gpu_check", "test_baselines", "test_ray_train",
                  "test_submit", "test_sweep_e2e", "test_browser", "test_nyu", "test_tabular", "test_tracking")
 
@@ -73,19 +77,29 @@ def _own_tracking_uri():
 @pytest.fixture(scope="session")
 def smoke_sweep(tmp_path_factory, ray_local):
     """The TwoMoon smoke sweep (``sweeps/twomoon_grid.yaml --smoke-test``), run once for the whole test run through
-    the command's own ``main``, with Ray's state in a storage URI. Read it, never change it: its exit code, output
-    folder, tracking URI, a ``Recorder`` of its experiment and what it printed."""
+    the command's own ``main``, with Ray's state in a storage URI: by the first worker that asks for it, the other
+    waiting for it (xdist's workers share the parent of their temporary folders). Read it, never change it: its exit
+    code, output folder, tracking URI, a ``Recorder`` of its experiment and what it printed."""
     from mke_ray.sweep import main
     from mke_ray.tracking import Recorder
 
-    folder = tmp_path_factory.mktemp("smoke")
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        code = main([str(ROOT / "sweeps" / "twomoon_grid.yaml"), "--smoke-test", "--output", str(folder / "run"),
-                     "--tracking-uri", uri, "--storage", f"file://{folder / 'bucket'}"])
-    print(printed.getvalue())
-    return SimpleNamespace(code=code, out=folder / "run", uri=uri, printed=printed.getvalue(),
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent
+    folder, uri = shared / "smoke_sweep", f"sqlite:///{shared / 'smoke_sweep' / 'mlflow.db'}"
+    with open(shared / "smoke_sweep.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+        if not (folder / "sweep.json").exists():
+            shutil.rmtree(folder, ignore_errors=True)  # what a worker that died while making it left
+            folder.mkdir()
+            printed = io.StringIO()
+            with contextlib.redirect_stdout(printed):
+                code = main([str(ROOT / "sweeps" / "twomoon_grid.yaml"), "--smoke-test", "--output",
+                             str(folder / "run"), "--tracking-uri", uri, "--storage", f"file://{folder / 'bucket'}"])
+            (folder / "sweep.json").write_text(json.dumps({"code": code, "printed": printed.getvalue()}))
+    made = json.loads((folder / "sweep.json").read_text())
+    print(made["printed"])
+    return SimpleNamespace(code=made["code"], out=folder / "run", uri=uri, printed=made["printed"],
                            recorder=Recorder(uri, "mke-twomoon-smoke"))  # a smoke sweep's own experiment
 
 
