@@ -1,4 +1,4 @@
-"""Faults: crashed trials retried, interrupted sweeps resumed, bad output folders refused."""
+"""Faults: interrupted sweeps resumed, bad output folders refused, one driver a folder (crashed trials retried: test_sweep_e2e)."""
 
 import json
 import os
