@@ -12,9 +12,18 @@ AVX2 := MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY
 
 .PHONY: sweep smoke test test-repro test-fast test-numerics test-matrix bench
 
-$(VENV)/.installed: pyproject.toml
+# The install: uv (from PyPI, into the venv) installs the project at the versions of constraints.txt, the set the tests
+# passed with, in seconds where pip takes minutes (torch's CUDA libraries are GBs). uv does not read pip's
+# configuration, so the package sources pip is configured with (a mirror, a wheel folder) are passed along.
+pip_config = $(shell $(PYTHON) -m pip config get global.$(1) 2>/dev/null)
+UV_SOURCES = $(foreach url,$(call pip_config,index-url),--index-url $(url)) \
+	$(foreach url,$(call pip_config,extra-index-url),--extra-index-url $(url)) \
+	$(foreach dir,$(call pip_config,find-links),--find-links $(dir)) --index-strategy unsafe-best-match
+
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet uv
+	$(VENV)/bin/uv pip install --quiet --python $(PY) $(UV_SOURCES) -c constraints.txt -e '.[test]'
 	touch $@
 
 sweep: $(VENV)/.installed
