@@ -34,7 +34,8 @@ def pytest_configure(config):
 # `make test` deals whole files to two workers (pytest-xdist, --dist loadscope), in this order: the files that take
 # longest (minutes: clusters, servers, subprocess drivers, Ray Train fits) first, so that both end at about the same
 # time.
-LONGEST_FIRST = ("test_cluster", "test_faults", "test_databases", "test_gpu_check", "test_baselines", "test_ray_train",
+LONGEST_FIRST = ("test_reproduction",  # make test-repro's
+                 "test_cluster", "test_faults", "test_databases", "test_gpu_check", "test_baselines", "test_ray_train",
                  "test_submit", "test_sweep_e2e", "test_browser", "test_nyu", "test_tabular", "test_tracking")
 
 
