@@ -23,7 +23,7 @@ from mke_ray.methods.artifacts import read_result, read_stopped
 from mke_ray.output import OutputLock, fingerprint, is_uri, mirror, prepare_output, write_state
 from mke_ray.spec import SpecError, SweepSpec, TrainSpec, TrialSpec, format_value, load_spec, put
 from mke_ray.tasks import TaskDataError
-from mke_ray.tracking import Recorder, TrackingError, resolve_tracking_uri
+from mke_ray.tracking import Recorder, TrackingError, lasting_tracking_uri, resolve_tracking_uri
 from mke_ray.tracking.sweep_log import SweepLog, with_values, experiment_note, record_key
 from mke_ray.tuning.delivery import open_delivery
 from mke_ray.tuning.search import check_study, claim_study, masked, objective_values, settle_study
@@ -47,12 +47,14 @@ def run(args: argparse.Namespace) -> int:
                     raise SpecError("--study-storage: a grid sweep has no Optuna study; leave it out")
                 spec = spec.model_copy(update={"search": spec.search.model_copy(
                     update={"storage": args.study_storage})})
-            uri = resolve_tracking_uri(args.tracking_uri, spec.tracking.uri)
+            output_dir = Path(args.output) if args.output else spec.output_dir()
+            uri, moved = lasting_tracking_uri(resolve_tracking_uri(args.tracking_uri, spec.tracking.uri), output_dir)
+            if moved:
+                print(moved, flush=True)
 
             def ready() -> tuple[Path, dict | None, Recorder]:
                 spec.check_data(spec.task.build().splits())  # a missing or malformed data file fails here
-                output, state, lock = prepare_output(Path(args.output) if args.output else spec.output_dir(), spec,
-                                                     uri, resume=args.resume)
+                output, state, lock = prepare_output(output_dir, spec, uri, resume=args.resume)
                 locks.append(lock)
                 if spec.search.kind == "optuna":  # the study's database opens, and the study is this run's
                     check_study(spec, output, state)

@@ -32,6 +32,9 @@ from mke_ray.cluster import entrypoint_env, token_auth
 
 KEYS = "entrypoint, runtime_env, entrypoint_num_cpus, entrypoint_num_gpus"
 OUTPUT_EXAMPLE = "/var/lib/mke_ray/runs/NAME"
+ON_ANY_NODE = ("note: the entrypoint asks for CPUs or GPUs, so Ray may start the sweep's driver on any node that has "
+               "them (it keeps a driver on the head only when it asks for none): --output and a tracking server "
+               "at 127.0.0.1 are then that node's; leave entrypoint_num_cpus/_gpus out to keep it on the head")
 
 
 def runs_sweep(words: list[str]) -> bool:
@@ -70,7 +73,7 @@ class JobSpec(BaseModel):
 
     entrypoint: str = Field(min_length=1)
     runtime_env: dict[str, Any] = Field(default_factory=dict)
-    entrypoint_num_cpus: float = Field(1.0, ge=0)
+    entrypoint_num_cpus: float = Field(0.0, ge=0)
     entrypoint_num_gpus: float = Field(0.0, ge=0)
 
     @field_validator("entrypoint")
@@ -96,8 +99,9 @@ def submit_command(spec: JobSpec, address: str, tracking_uri: str | None) -> lis
                                                     **entrypoint_env(spec.entrypoint_num_cpus,
                                                                      spec.entrypoint_num_gpus)}}
     command = [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", address,
-               "--runtime-env-json", json.dumps(runtime_env),
-               "--entrypoint-num-cpus", f"{spec.entrypoint_num_cpus:g}"]
+               "--runtime-env-json", json.dumps(runtime_env)]
+    if spec.entrypoint_num_cpus:
+        command += ["--entrypoint-num-cpus", f"{spec.entrypoint_num_cpus:g}"]
     if spec.entrypoint_num_gpus:
         command += ["--entrypoint-num-gpus", f"{spec.entrypoint_num_gpus:g}"]
     return command + ["--", *shlex.split(entrypoint)]
@@ -145,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         print(err, file=sys.stderr)
         return 2
     print(shlex.join(command), flush=True)
+    if "--entrypoint-num-cpus" in command or "--entrypoint-num-gpus" in command:
+        print(ON_ANY_NODE, file=sys.stderr)
     if args.dry_run:
         return 0
     return subprocess.run(command, check=False, env={**os.environ, **token_auth()}).returncode

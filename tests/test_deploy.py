@@ -3,13 +3,16 @@ sweep into a folder or bucket that outlives the cluster."""
 
 import copy
 import shlex
-from pathlib import PurePosixPath
+import shutil
+import subprocess
+import zipfile
+from pathlib import Path, PurePosixPath
 
 import pytest
 import yaml
 
 from mke_ray.spec import load_spec
-from mke_ray.submit import JobSpec, runs_sweep, sweep_output
+from mke_ray.submit import JobSpec, load_job, runs_sweep, sweep_output
 from tests.conftest import ROOT
 
 KUBERAY = ROOT / "tune_jobs" / "kuberay"
@@ -21,8 +24,11 @@ def documents(path):
 
 
 def sweep_command(entrypoint: str) -> list[str]:
-    """The words of the sweep command in a shell command line (after any `cd DIR &&`)."""
+    """The words of the sweep command in a shell command line (in a `bash -c "..."`, after any `cd DIR && exec`)."""
     words = shlex.split(entrypoint)
+    if words[:2] == ["bash", "-c"]:
+        (script,) = words[2:]
+        words = shlex.split(script)
     assert runs_sweep(words), entrypoint
     start = words.index("python")
     return words[start:]
@@ -37,7 +43,7 @@ def check_runs_a_shipped_sweep(entrypoint: str, image_root: str) -> None:
     load_spec(ROOT / sweep)  # a sweep file the project ships, and valid
     output = sweep_output(words)
     assert output and PurePosixPath(output).is_absolute()
-    JobSpec(entrypoint=entrypoint)  # what mke_ray.submit would accept
+    JobSpec(entrypoint=shlex.join(words))  # what mke_ray.submit would accept
 
 
 def test_rayjob():
@@ -122,3 +128,59 @@ def test_ray_up_cluster():
 @pytest.mark.parametrize("path", sorted((ROOT / "tune_jobs").rglob("*.yaml")), ids=lambda p: p.name)
 def test_every_file_in_tune_jobs_parses(path):
     assert documents(path)
+
+
+def project_files() -> set[str]:
+    """The files of the project a cluster needs: the package, the sweep files and what installs it."""
+    listed = subprocess.run(["git", "ls-files", "mke_ray", "sweeps", "pyproject.toml", "constraints.txt"], cwd=ROOT,
+                            check=True, capture_output=True, text=True).stdout.split()
+    return {name for name in listed if (ROOT / name).is_file()}
+
+
+def planted(folder: Path) -> set[str]:
+    """Plant in ``folder`` what a user's checkout holds beside the project, which no upload should carry."""
+    left = {"data/ravdess_64.pt", "runs/grid/results.csv", "mlruns/0/meta.yaml", "mlartifacts/1/a.png",
+            "mlflow.db", ".venv/bin/python", ".git/HEAD"}
+    for name in left:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text("x")
+    return left
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "tune_jobs").glob("*.yaml")), ids=lambda p: p.stem)
+def test_rays_upload_of_each_job_spec_carries_the_whole_package(path, tmp_path):
+    """The working_dir of a job spec as Ray's own packaging zips it (its excludes matched the gitignore way, so a
+    bare `data` would drop mke_ray/data/ too): every file of the project in, the user's data and results out."""
+    from ray._private.runtime_env.packaging import _zip_files
+
+    project = tmp_path / "project"
+    for name in project_files():
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, project / name)
+    left = planted(project)
+    runtime_env = load_job(path).runtime_env
+    _zip_files(str(project), runtime_env.get("excludes", []), str(tmp_path / "package.zip"), include_gitignore=True)
+    with zipfile.ZipFile(tmp_path / "package.zip") as package:
+        packed = set(package.namelist())
+    assert project_files() <= packed, sorted(project_files() - packed)
+    assert not packed & left, sorted(packed & left)
+
+
+def test_ray_ups_sync_carries_the_whole_package(tmp_path):
+    """The project as `ray up` copies it to every node: rsync with the options Ray forms from rsync_exclude and
+    rsync_filter (to a local folder here, over SSH on a cluster)."""
+    from ray.autoscaler._private.command_runner import SSHCommandRunner
+
+    config = yaml.safe_load(RAY_UP.read_text())
+    project = tmp_path / "project"
+    for name in project_files():
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, project / name)
+    left = planted(project)
+    shutil.copy2(ROOT / ".gitignore", project / ".gitignore")
+    options = SSHCommandRunner._create_rsync_filter_args(None, {k: config.get(k) for k in ("rsync_exclude",
+                                                                                           "rsync_filter")})
+    subprocess.run(["rsync", "-az", *options, f"{project}/", f"{tmp_path / 'node'}/"], check=True)
+    copied = {str(p.relative_to(tmp_path / "node")) for p in (tmp_path / "node").rglob("*") if p.is_file()}
+    assert project_files() <= copied, sorted(project_files() - copied)
+    assert not copied & left, sorted(copied & left)

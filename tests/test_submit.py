@@ -28,7 +28,7 @@ def test_job_specs_run_a_shipped_sweep(path):
     load_spec(ROOT / words[3])  # the sweep file it names is valid
     assert PurePosixPath(sweep_output(words)).is_absolute()  # not in the job's temporary working directory
     assert job.runtime_env["working_dir"] == "."
-    assert {".git", ".venv", "runs"} <= set(job.runtime_env["excludes"])
+    assert {".git", ".venv", "/runs"} <= set(job.runtime_env["excludes"])  # what Ray packs: test_deploy
 
 
 def submitted(capsys, *argv: str) -> tuple[int, list[str]]:
@@ -49,7 +49,9 @@ def test_dry_run_prints_the_ray_job_submit_command(capsys):
     assert runtime_env["env_vars"] == {**job.runtime_env["env_vars"],
                                        ENTRYPOINT_CPUS: f"{job.entrypoint_num_cpus:g}",
                                        ENTRYPOINT_GPUS: f"{job.entrypoint_num_gpus:g}"}
-    assert words[words.index("--entrypoint-num-cpus") + 1] == f"{job.entrypoint_num_cpus:g}"
+    # an entrypoint that asks for nothing: Ray starts the driver on the head, where --output and MLflow are
+    assert job.entrypoint_num_cpus == job.entrypoint_num_gpus == 0
+    assert "--entrypoint-num-cpus" not in words and "--entrypoint-num-gpus" not in words
     assert words[words.index("--") + 1:][-2:] == ["--tracking-uri", "http://mlflow:5000"]
 
 
@@ -174,16 +176,19 @@ def test_a_real_job_runs_a_sweep(tmp_path, job_server):
     spec = tmp_path / "smoke.yaml"
     spec.write_text(yaml.safe_dump({"entrypoint": "python -m mke_ray.sweep sweeps/twomoon_grid.yaml --smoke-test "
                                                   "--output /nowhere", **shipped.model_dump(exclude={"entrypoint"})}))
-    output, tracking = tmp_path / "run", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    # no --tracking-uri: the default store, sqlite:///mlflow.db, would lie in the job's temporary working folder,
+    # which Ray deletes; the sweep records into its output folder instead, and says so
+    output, tracking = tmp_path / "run", f"sqlite:///{tmp_path / 'run' / 'mlflow.db'}"
     # the submitter's environment: no auth mode (submit sets it), no Ray or MLflow of its own
     env = {k: v for k, v in os.environ.items()
            if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS", "RAY_JOB_ADDRESS", "MLFLOW_TRACKING_URI")}
     job = subprocess.run([sys.executable, "-m", "mke_ray.submit", str(spec), "--address", job_server,
-                          "--output", str(output), "--tracking-uri", tracking],
+                          "--output", str(output)],
                          check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
     assert re.search(r"Job 'raysubmit_\w+' succeeded", job.stdout), job.stdout[-3000:]
     assert "12/12 trials finished" in job.stdout  # the driver's log, tailed by `ray job submit`
+    assert f"recording into {tracking} instead" in job.stdout
 
     from mlflow.tracking import MlflowClient
 

@@ -3,10 +3,11 @@ import multiprocessing as mp
 import sqlite3
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from mke_ray.tracking import Recorder, TrackingError, resolve_tracking_uri
+from mke_ray.tracking import Recorder, TrackingError, lasting_tracking_uri, resolve_tracking_uri
 from mke_ray.tracking import recorder as recorder_module
 from mke_ray.tracking.recorder import flatten, seed_sqlite_store
 from mke_ray.tracking.sweep_log import run_name
@@ -82,6 +83,15 @@ def test_uri_precedence(monkeypatch):
     assert resolve_tracking_uri(None, None) == "http://env:5000"
     assert resolve_tracking_uri(None, "sqlite:///spec.db") == "sqlite:///spec.db"
     assert resolve_tracking_uri("sqlite:///cli.db", "sqlite:///spec.db") == "sqlite:///cli.db"
+
+
+def test_a_store_in_a_ray_jobs_temporary_folder_goes_to_the_output_folder(tmp_path):
+    job = tmp_path / "session_1" / "runtime_resources" / "working_dir_files" / "_ray_pkg_0123"
+    uri, said = lasting_tracking_uri("sqlite:///mlflow.db", Path("/srv/runs/x"), cwd=job)
+    assert uri == "sqlite:////srv/runs/x/mlflow.db" and "Ray deletes" in said and "--tracking-uri" in said
+    for kept in ("sqlite:////srv/m.db", "http://mlflow:5000", "postgresql://h/db"):  # absolute, or a server
+        assert lasting_tracking_uri(kept, Path("/srv/runs/x"), cwd=job) == (kept, None)
+    assert lasting_tracking_uri("sqlite:///mlflow.db", Path("runs/x"), cwd=tmp_path) == ("sqlite:///mlflow.db", None)
 
 
 def test_run_names_say_what_ran():

@@ -48,6 +48,23 @@ def resolve_tracking_uri(cli: str | None, spec: str | None) -> str:
     return cli or spec or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
+RAY_JOB_FOLDER = "/runtime_resources/working_dir_files/"
+"""Part of the path of the copy of a Ray job's working_dir that its driver runs in; Ray deletes it with the job."""
+
+
+def lasting_tracking_uri(uri: str, output: Path, cwd: Path | None = None) -> tuple[str, str | None]:
+    """``uri``, unless it is a SQLite file relative to a Ray job's temporary working folder (``ray job submit``
+    without ``--tracking-uri``): the records would go with the folder, so they go into the output folder instead.
+    Returns the URI to use and, when it was moved, the line that says so."""
+    path = uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else None
+    cwd = (cwd or Path.cwd()).absolute()
+    if path is None or path.startswith("/") or RAY_JOB_FOLDER not in f"{cwd}/":
+        return uri, None
+    moved = f"sqlite:///{(cwd / output).absolute() / Path(path).name}"
+    return moved, (f"MLflow: {uri} would lie in this Ray job's temporary working folder, which Ray deletes with "
+                   f"the job; recording into {moved} instead (give --tracking-uri for a tracking server)")
+
+
 HTTP_SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
 """MLflow's HTTP client settings for a sweep's driver, unless set already: MLflow's own defaults (7 retries,
