@@ -152,9 +152,11 @@ def test_trial_concurrency_leaves_out_the_entrypoint(monkeypatch, cluster, held,
     assert trial_resources(ResourcesSpec(**resources), TrainerSpec(**trainer))[1] == concurrent
 
 
-@pytest.fixture
-def job_server(tmp_path):
-    """A one-node Ray cluster made with `ray start --head`, serving jobs on 127.0.0.1; its address."""
+@pytest.fixture(scope="module")
+def job_server(tmp_path_factory):
+    """A one-node Ray cluster made with `ray start --head`, serving jobs on 127.0.0.1, for this file's jobs; its
+    address."""
+    tmp_path = tmp_path_factory.mktemp("job_server")
     temp = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # short: Ray's socket paths have a length limit
     port, dashboard = free_port(), free_port()
     # the job's `python` is the cluster's: the one first on the PATH of the process that started Ray
@@ -201,3 +203,84 @@ def test_a_real_job_runs_a_sweep(tmp_path, job_server):
     with open(output / "results.csv") as f:  # the driver's output folder outlives the job
         assert len(list(csv.DictReader(f))) == 12
     assert (output / "teacher").is_dir()
+
+
+def kuberay_submitter_line(rayjob: dict, address: str, job_id: str) -> str:
+    """The shell line KubeRay's submitter runs (`/bin/bash -ce -- LINE`) for ``rayjob`` in its default K8sJobMode,
+    formed as KubeRay v1.5+ forms it (BuildJobSubmitCommand, ray-operator/controllers/ray/common/job.go): the words
+    joined by spaces, the entrypoint pasted in unquoted, the runtime environment as JSON in Go-quoted form."""
+    spec = rayjob["spec"]
+    health = (f"python3 -c \"import urllib.request; urllib.request.urlopen('{address}/api/gcs_healthz', "
+              f"timeout=5)\"")
+    words = ["until", health, ">/dev/null", "2>&1", ";", "do", "echo", json.dumps(f"Waiting for {address} ..."), ";",
+             "sleep", "2", ";", "done", ";",
+             "if", "!", "ray", "job", "status", "--address", address, job_id, ">/dev/null", "2>&1", ";", "then",
+             "ray", "job", "submit", "--address", address, "--no-wait"]
+    if spec.get("runtimeEnvYAML"):
+        words += ["--runtime-env-json", json.dumps(json.dumps(yaml.safe_load(spec["runtimeEnvYAML"])))]
+    words += ["--submission-id", job_id]
+    for key, flag in (("entrypointNumCpus", "--entrypoint-num-cpus"), ("entrypointNumGpus", "--entrypoint-num-gpus")):
+        if spec.get(key):
+            words += [flag, f"{spec[key]:f}"]
+    words += ["--", spec["entrypoint"].strip(), ";", "fi", ";", "ray", "job", "logs", "--address", address,
+              "--follow", job_id]
+    return " ".join(words)
+
+
+@pytest.mark.infra
+def test_the_rayjobs_sweep_runs_as_the_ray_job_not_in_the_submitter(tmp_path, job_server):
+    """tune_jobs/kuberay/rayjob.yaml's entrypoint through the line KubeRay's submitter runs, against a local head.
+    The image's folders become the test's: /home/ray/mke_ray a project folder holding a sweep file of the same name
+    (a tiny RAVDESS sweep on real-format files at the same relative path), the output volume and the bucket
+    folders here; the entrypoint is otherwise the file's own."""
+    from mke_ray.data.ravdess import prepare
+    from tests.ravdess_fixture import write_ravdess_fixture
+
+    rayjob = yaml.safe_load((ROOT / "tune_jobs" / "kuberay" / "rayjob.yaml").read_text())
+    image, runs = tmp_path / "image" / "mke_ray", tmp_path / "runs"
+    (image / "sweeps").mkdir(parents=True)
+    write_ravdess_fixture(tmp_path / "raw", actors=range(1, 5))
+    prepare(tmp_path / "raw", image / "data" / "ravdess_64.pt", image_size=(24, 24), n_mfcc=13, audio_frames=32)
+    (image / "sweeps" / "ravdess_grid.yaml").write_text(
+        "name: ravdess_grid\ntask: {name: ravdess, options: {source: prepared, data: data/ravdess_64.pt, "
+        "image_channels: [4], audio_channels: [4], hidden: 8}}\nteacher: {epochs: 1}\nstudent: {epochs: 1}\n"
+        "methods: [mm_student]\nseeds: [0]\ntrainer: {kind: local}\ntracking: {experiment: mke-ravdess}\n")
+    entrypoint = rayjob["spec"]["entrypoint"]
+    for shipped, here in (("/home/ray/mke_ray", str(image)), ("/var/lib/mke_ray/runs", str(runs)),
+                          ("s3://BUCKET/mke_ray/ravdess_grid", f"file://{tmp_path / 'bucket'}")):
+        assert shipped in entrypoint
+        entrypoint = entrypoint.replace(shipped, here)
+    rayjob["spec"]["entrypoint"] = entrypoint
+
+    # the submitter pod: the image's `ray`, no project folder, no Ray or MLflow settings of its own; the cluster's
+    # token, as authOptions gives it (RAY_AUTH_MODE=token, the token the head wrote)
+    pod = tmp_path / "submitter"
+    pod.mkdir()
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS", "RAY_JOB_ADDRESS", "MLFLOW_TRACKING_URI")}
+    env.update(token_auth(env), PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
+    job_id = "mke-ravdess-grid-kr7xq"
+    line = kuberay_submitter_line(rayjob, job_server, job_id)
+    done = subprocess.run(["/bin/bash", "-ce", "--", line], cwd=pod, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    asked = subprocess.run([sys.executable, "-c", "import json, sys; from ray.job_submission import JobSubmissionClient;"
+                            "info = JobSubmissionClient(sys.argv[1]).get_job_info(sys.argv[2]);"
+                            "print(json.dumps({'status': info.status.value, 'entrypoint': info.entrypoint}))",
+                            job_server, job_id], env=env, check=True, capture_output=True, text=True, timeout=60)
+    info = json.loads(asked.stdout.splitlines()[-1])
+    assert info["status"] == "SUCCEEDED", info
+    assert "mke_ray.sweep sweeps/ravdess_grid.yaml" in info["entrypoint"]  # the whole sweep is the job's
+    assert "1/1 trials finished" in done.stdout  # the job's log, followed by the submitter
+    assert not (pod / "runs").exists() and not list(pod.iterdir())  # nothing ran in the submitter
+    results = runs / "ravdess_grid" / "results.csv"
+    assert len(list(csv.DictReader(results.open()))) == 1  # on the head's volume
+    assert (tmp_path / "bucket" / "output" / "results.csv").exists()  # and copied to the bucket
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{image / 'mlflow.db'}")  # the default store, in the project folder
+    experiment = client.get_experiment_by_name("mke-ravdess")
+    (parent,) = client.search_runs([experiment.experiment_id], "tags.`mke.kind` = 'sweep'")
+    assert parent.info.status == "FINISHED"
