@@ -15,6 +15,8 @@ AVX2 := MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY
 # The install: uv (from PyPI, into the venv) installs the project at the versions of constraints.txt, the set the tests
 # passed with, in seconds where pip takes minutes (torch's CUDA libraries are GBs). uv does not read pip's
 # configuration, so the package sources pip is configured with (a mirror, a wheel folder) are passed along.
+# --compile-bytecode, as pip does: where PYTHONDONTWRITEBYTECODE is set no process would ever write the .pyc
+# files, and each would compile torch, Ray and MLflow anew (the suite took twice as long).
 pip_config = $(shell $(PYTHON) -m pip config get global.$(1) 2>/dev/null)
 UV_SOURCES = $(foreach url,$(call pip_config,index-url),--index-url $(url)) \
 	$(foreach url,$(call pip_config,extra-index-url),--extra-index-url $(url)) \
@@ -23,7 +25,7 @@ UV_SOURCES = $(foreach url,$(call pip_config,index-url),--index-url $(url)) \
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet uv
-	$(VENV)/bin/uv pip install --quiet --python $(PY) $(UV_SOURCES) -c constraints.txt -e '.[test]'
+	$(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(PY) $(UV_SOURCES) -c constraints.txt -e '.[test]'
 	touch $@
 
 sweep: $(VENV)/.installed

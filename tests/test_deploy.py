@@ -2,18 +2,24 @@
 sweep into a folder or bucket that outlives the cluster."""
 
 import copy
+import os
 import shlex
 import shutil
+import signal
 import subprocess
+import sys
 import zipfile
 from pathlib import Path, PurePosixPath
 
+import psutil
 import pytest
+import requests
 import yaml
 
 from mke_ray.spec import load_spec
 from mke_ray.submit import JobSpec, load_job, runs_sweep, sweep_output
 from tests.conftest import ROOT
+from tests.servers import BIN, free_port, kill_matching, wait_for
 
 KUBERAY = ROOT / "tune_jobs" / "kuberay"
 RAY_UP = ROOT / "tune_jobs" / "ray_up" / "cluster.yaml"
@@ -184,3 +190,97 @@ def test_ray_ups_sync_carries_the_whole_package(tmp_path):
     copied = {str(p.relative_to(tmp_path / "node")) for p in (tmp_path / "node").rglob("*") if p.is_file()}
     assert project_files() <= copied, sorted(project_files() - copied)
     assert not copied & left, sorted(copied & left)
+
+
+def pip_sources() -> list[str]:
+    """The package sources this machine's pip is configured with, as uv options (uv does not read pip's
+    configuration; the Makefile passes them the same way)."""
+    options = []
+    for key, flag in (("index-url", "--index-url"), ("extra-index-url", "--extra-index-url"),
+                      ("find-links", "--find-links")):
+        got = subprocess.run([sys.executable, "-m", "pip", "config", "get", f"global.{key}"], capture_output=True,
+                             text=True, check=False).stdout.split()
+        options += [word for value in got for word in (flag, value)]
+    return [*options, "--index-strategy", "unsafe-best-match"]
+
+
+@pytest.mark.infra
+def test_the_mlflow_deployment_installs_and_serves_on_postgresql(tmp_path, pg_database):
+    """kuberay/mlflow.yaml's container command as written, in a fresh virtualenv holding what its image
+    (ghcr.io/mlflow/mlflow) holds, MLflow at the image's version: its own `pip install` of the PostgreSQL and S3
+    clients, then `mlflow server` on the test's PostgreSQL. The only changes: 127.0.0.1 and a free port for
+    0.0.0.0:5000, a folder for the bucket."""
+    (container,) = documents(KUBERAY / "mlflow.yaml")[0]["spec"]["template"]["spec"]["containers"]
+    version = container["image"].rsplit(":v", 1)[1]
+    venv = tmp_path / "image"
+    subprocess.run([BIN / "uv", "venv", "-q", "--seed", "--python", sys.executable, venv], check=True)
+    subprocess.run([BIN / "uv", "pip", "install", "-q", "--python", venv / "bin" / "python", *pip_sources(),
+                    "-c", ROOT / "constraints.txt", f"mlflow=={version}"], check=True, timeout=300)
+    port = free_port()
+    (script,) = container["args"]
+    for shipped, here in (("--host 0.0.0.0 --port 5000", f"--host 127.0.0.1 --port {port}"),
+                          ("s3://BUCKET/mlflow", str(tmp_path / "bucket"))):
+        assert shipped in script
+        script = script.replace(shipped, here)
+    store = pg_database.replace("postgresql://", "postgresql+psycopg://")  # as the file's comments say
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "VIRTUAL_ENV"))}
+    env.update(PATH=f"{venv / 'bin'}{os.pathsep}/usr/bin:/bin", MLFLOW_BACKEND_STORE_URI=store)
+    server = subprocess.Popen([*container["command"], script], env=env, cwd=tmp_path, start_new_session=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        def healthy() -> bool:
+            assert server.poll() is None, f"the server exited with {server.returncode}: {server.stdout.read()}"
+            return _healthy(uri)
+
+        wait_for(healthy, "the MLflow deployment's server", timeout=300)
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(uri)
+        run = client.create_run(client.create_experiment("deployed"))
+        client.log_metric(run.info.run_id, "test_acc", 81.5)
+        client.log_text(run.info.run_id, "weights", "student.txt")  # through the server into its bucket
+        assert client.get_run(run.info.run_id).data.metrics == {"test_acc": 81.5}
+        assert list((tmp_path / "bucket").rglob("student.txt"))
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=30)
+    import psycopg
+
+    with psycopg.connect(pg_database) as conn:  # the run is in PostgreSQL's tables
+        assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 1
+
+
+@pytest.mark.infra
+def test_ray_ups_head_starts_one_mlflow_server(tmp_path):
+    """The head command of ray_up/cluster.yaml that starts MLflow, run twice under the wrapping Ray gives head
+    commands (`bash --login -c -i '...'`): the first starts the server, the second finds it answering and starts
+    no other. Its folder and port are the test's."""
+    config = yaml.safe_load(RAY_UP.read_text())
+    (command,) = [c for c in config["head_start_ray_commands"] if "mlflow server" in c]
+    port = free_port()
+    for shipped, here in (("/var/lib/mke_ray", str(tmp_path)), ("127.0.0.1:5000", f"127.0.0.1:{port}"),
+                          ("--port 5000", f"--port {port}")):
+        assert shipped in command
+        command = command.replace(shipped, here)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"  # the venv's, as ~/.bashrc puts it first on the head
+    wrapped = ["bash", "--login", "-c", "-i", command]
+    try:
+        for _ in range(2):
+            subprocess.run(wrapped, env=env, cwd=tmp_path, check=True, timeout=60, stdin=subprocess.DEVNULL,
+                           capture_output=True)
+            wait_for(lambda: _healthy(f"http://127.0.0.1:{port}"), "mlflow server", timeout=120)
+        lines = [" ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"])]
+        servers = [line for line in lines if " server " in line and f"--port {port} " in line and "mlflow" in line
+                   and not line.startswith("bash")]
+        assert len(servers) == 1, servers
+    finally:
+        kill_matching(f"--port {port} ")
+
+
+def _healthy(uri: str) -> bool:
+    try:
+        return requests.get(f"{uri}/health", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
