@@ -254,8 +254,9 @@ def test_the_mlflow_deployment_installs_and_serves_on_postgresql(tmp_path, pg_da
 @pytest.mark.infra
 def test_ray_ups_head_starts_one_mlflow_server(tmp_path):
     """The head command of ray_up/cluster.yaml that starts MLflow, run twice under the wrapping Ray gives head
-    commands (`bash --login -c -i '...'`): the first starts the server, the second finds it answering and starts
-    no other. Its folder and port are the test's."""
+    commands (`bash --login -c -i '...'`), for a user whose home is Debian's skeleton after the file's own setup
+    command put ~/venv/bin first on the PATH (~/venv: this test's venv): the first starts the server, the second
+    finds it answering and starts no other. Its folder and port are the test's."""
     config = yaml.safe_load(RAY_UP.read_text())
     (command,) = [c for c in config["head_start_ray_commands"] if "mlflow server" in c]
     port = free_port()
@@ -263,8 +264,12 @@ def test_ray_ups_head_starts_one_mlflow_server(tmp_path):
                           ("--port 5000", f"--port {port}")):
         assert shipped in command
         command = command.replace(shipped, here)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"  # the venv's, as ~/.bashrc puts it first on the head
+    home = tmp_path / "home"
+    shutil.copytree("/etc/skel", home)
+    (home / "venv").symlink_to(BIN.parent)
+    env = {"HOME": str(home), "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+    (path_setup,) = [c for c in config["setup_commands"] if "venv/bin" in c and ".bashrc" in c]
+    subprocess.run(["bash", "-c", path_setup], env=env, check=True, timeout=30)
     wrapped = ["bash", "--login", "-c", "-i", command]
     try:
         for _ in range(2):
