@@ -32,6 +32,14 @@ def wait_for(check, what: str, timeout: float = 90) -> None:
         time.sleep(0.5)
 
 
+def healthy(uri: str) -> bool:
+    """Whether the MLflow server at ``uri`` answers its health check."""
+    try:
+        return requests.get(f"{uri}/health", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
 @contextlib.contextmanager
 def mlflow_server(backend_store_uri: str, artifacts: Path | None, allowed_hosts: str | None = None,
                   command: str = "server", cwd: Path | None = None):
@@ -46,15 +54,12 @@ def mlflow_server(backend_store_uri: str, artifacts: Path | None, allowed_hosts:
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd=cwd)
     uri = f"http://127.0.0.1:{port}"
 
-    def healthy() -> bool:
+    def up() -> bool:
         assert server.poll() is None, f"mlflow server exited with {server.returncode}"
-        try:
-            return requests.get(f"{uri}/health", timeout=2).status_code == 200
-        except requests.RequestException:
-            return False
+        return healthy(uri)
 
     try:
-        wait_for(healthy, "mlflow server", timeout=120)
+        wait_for(up, "mlflow server", timeout=120)
         yield uri
     finally:
         os.killpg(server.pid, signal.SIGTERM)

@@ -13,13 +13,12 @@ from pathlib import Path, PurePosixPath
 
 import psutil
 import pytest
-import requests
 import yaml
 
 from mke_ray.spec import load_spec
 from mke_ray.submit import JobSpec, load_job, runs_sweep, sweep_output
 from tests.conftest import ROOT
-from tests.servers import BIN, free_port, kill_matching, wait_for
+from tests.servers import BIN, free_port, healthy, kill_matching, wait_for
 
 KUBERAY = ROOT / "tune_jobs" / "kuberay"
 RAY_UP = ROOT / "tune_jobs" / "ray_up" / "cluster.yaml"
@@ -143,8 +142,13 @@ def project_files() -> set[str]:
     return {name for name in listed if (ROOT / name).is_file()}
 
 
-def planted(folder: Path) -> set[str]:
-    """Plant in ``folder`` what a user's checkout holds beside the project, which no upload should carry."""
+def checkout(folder: Path) -> set[str]:
+    """A copy of the project's files in ``folder``, with what a user's checkout holds beside them, which no upload
+    should carry; returns the names of those."""
+    for name in project_files():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, folder / name)
+    shutil.copy2(ROOT / ".gitignore", folder / ".gitignore")
     left = {"data/ravdess_64.pt", "runs/grid/results.csv", "mlruns/0/meta.yaml", "mlartifacts/1/a.png",
             "mlflow.db", ".venv/bin/python", ".git/HEAD"}
     for name in left:
@@ -160,10 +164,7 @@ def test_rays_upload_of_each_job_spec_carries_the_whole_package(path, tmp_path):
     from ray._private.runtime_env.packaging import _zip_files
 
     project = tmp_path / "project"
-    for name in project_files():
-        (project / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / name, project / name)
-    left = planted(project)
+    left = checkout(project)
     runtime_env = load_job(path).runtime_env
     _zip_files(str(project), runtime_env.get("excludes", []), str(tmp_path / "package.zip"), include_gitignore=True)
     with zipfile.ZipFile(tmp_path / "package.zip") as package:
@@ -179,11 +180,7 @@ def test_ray_ups_sync_carries_the_whole_package(tmp_path):
 
     config = yaml.safe_load(RAY_UP.read_text())
     project = tmp_path / "project"
-    for name in project_files():
-        (project / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / name, project / name)
-    left = planted(project)
-    shutil.copy2(ROOT / ".gitignore", project / ".gitignore")
+    left = checkout(project)
     options = SSHCommandRunner._create_rsync_filter_args(None, {k: config.get(k) for k in ("rsync_exclude",
                                                                                            "rsync_filter")})
     subprocess.run(["rsync", "-az", *options, f"{project}/", f"{tmp_path / 'node'}/"], check=True)
@@ -229,11 +226,11 @@ def test_the_mlflow_deployment_installs_and_serves_on_postgresql(tmp_path, pg_da
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     uri = f"http://127.0.0.1:{port}"
     try:
-        def healthy() -> bool:
+        def up() -> bool:
             assert server.poll() is None, f"the server exited with {server.returncode}: {server.stdout.read()}"
-            return _healthy(uri)
+            return healthy(uri)
 
-        wait_for(healthy, "the MLflow deployment's server", timeout=300)
+        wait_for(up, "the MLflow deployment's server", timeout=300)
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(uri)
@@ -275,7 +272,7 @@ def test_ray_ups_head_starts_one_mlflow_server(tmp_path):
         for _ in range(2):
             subprocess.run(wrapped, env=env, cwd=tmp_path, check=True, timeout=60, stdin=subprocess.DEVNULL,
                            capture_output=True)
-            wait_for(lambda: _healthy(f"http://127.0.0.1:{port}"), "mlflow server", timeout=120)
+            wait_for(lambda: healthy(f"http://127.0.0.1:{port}"), "mlflow server", timeout=120)
         lines = [" ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"])]
         servers = [line for line in lines if " server " in line and f"--port {port} " in line and "mlflow" in line
                    and not line.startswith("bash")]
@@ -284,8 +281,3 @@ def test_ray_ups_head_starts_one_mlflow_server(tmp_path):
         kill_matching(f"--port {port} ")
 
 
-def _healthy(uri: str) -> bool:
-    try:
-        return requests.get(f"{uri}/health", timeout=2).status_code == 200
-    except requests.RequestException:
-        return False

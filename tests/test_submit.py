@@ -173,6 +173,13 @@ def job_server(tmp_path_factory):
 
 
 @pytest.mark.infra
+def submitter_env() -> dict[str, str]:
+    """The environment of a machine that submits jobs: no auth mode (it is set where needed), no Ray or MLflow of
+    its own."""
+    return {k: v for k, v in os.environ.items()
+            if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS", "RAY_JOB_ADDRESS", "MLFLOW_TRACKING_URI")}
+
+
 def test_a_real_job_runs_a_sweep(tmp_path, job_server):
     """tune_jobs/optuna_search.yaml as its smoke variant (its own entrypoint, working_dir upload and excludes, plus
     --smoke-test) through mke_ray.submit to a real `ray start --head` job server."""
@@ -183,8 +190,7 @@ def test_a_real_job_runs_a_sweep(tmp_path, job_server):
     # which Ray deletes; the sweep records into its output folder instead, and says so
     output, tracking = tmp_path / "run", f"sqlite:///{tmp_path / 'run' / 'mlflow.db'}"
     # the submitter's environment: no auth mode (submit sets it), no Ray or MLflow of its own
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS", "RAY_JOB_ADDRESS", "MLFLOW_TRACKING_URI")}
+    env = submitter_env()
     job = subprocess.run([sys.executable, "-m", "mke_ray.submit", str(spec), "--address", job_server,
                           "--output", str(output)],
                          check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -257,8 +263,7 @@ def test_the_rayjobs_sweep_runs_as_the_ray_job_not_in_the_submitter(tmp_path, jo
     # token, as authOptions gives it (RAY_AUTH_MODE=token, the token the head wrote)
     pod = tmp_path / "submitter"
     pod.mkdir()
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS", "RAY_JOB_ADDRESS", "MLFLOW_TRACKING_URI")}
+    env = submitter_env()
     env.update(token_auth(env), PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
     job_id = "mke-ravdess-grid-kr7xq"
     line = kuberay_submitter_line(rayjob, job_server, job_id)
