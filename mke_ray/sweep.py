@@ -42,9 +42,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     print(f"{args.sweep}: {'resuming' if args.resume else 'starting'}: checking the file, reading the data, "
           f"opening the MLflow store, starting Ray ...", flush=True)
-    from mke_ray.driver import run
+    from mke_ray.signals import stop_signals
 
-    return run(args)
+    with stop_signals():
+        try:
+            from mke_ray.driver import run
+        except KeyboardInterrupt:
+            print("interrupted before the sweep started; nothing ran", file=sys.stderr)
+            return 130
+        return run(args)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ import time
 from collections import namedtuple
 
 import pandas as pd
+import psutil
+import pytest
 
 from mke_ray.sweep import main
 from mke_ray.tracking import Recorder
@@ -239,7 +241,8 @@ def test_two_processes_create_one_new_sqlite_store(tmp_path):
 
 # --- Ctrl-C and stray files -------------------------------------------------------------------------------------------
 
-def test_ctrl_c_while_the_teacher_trains_exits_130_in_one_line(tmp_path):
+def test_sigterm_while_the_teacher_trains_exits_130_in_one_line(tmp_path):
+    """SIGTERM to the driver alone (what Kubernetes sends a pod's first process): as Ctrl-C."""
     sweep = tmp_path / "slow_teacher.yaml"
     sweep.write_text("name: slow\nteacher: {epochs: 1000000}\nmethods: [mm_student]\nseeds: [0]\n")
     proc = subprocess.Popen([sys.executable, "-m", "mke_ray.sweep", str(sweep), "--output", str(tmp_path / "run"),
@@ -251,18 +254,30 @@ def test_ctrl_c_while_the_teacher_trains_exits_130_in_one_line(tmp_path):
                 break
         time.sleep(2)
         assert proc.poll() is None
-        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends: the whole foreground group
-        out, err = proc.communicate(timeout=120)
+        ray_processes = psutil.Process(proc.pid).children(recursive=True)
+        proc.terminate()
+        out, err = proc.communicate(timeout=30)  # Kubernetes' grace period
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 130, out + err
-    assert "Traceback" not in out + err and "KeyboardInterrupt" not in out + err
+    assert "Traceback" not in out + err and "KeyboardInterrupt" not in out + err and "SIGTERM" not in err
     assert err.strip().splitlines()[-1] == ("interrupted while the teacher trained; no trial ran and nothing was "
                                             "recorded: run the same command again")
+    assert_ended(ray_processes)
 
 
-def test_ctrl_c_during_the_trials_records_every_finished_one(tmp_path):
+def assert_ended(processes, within=10.0):
+    """Each of ``processes`` (a driver's Ray: its raylet, GCS, agents, workers) ends within ``within`` s."""
+    _, alive = psutil.wait_procs(processes, timeout=within)
+    assert not alive, [" ".join(p.cmdline()[:3]) for p in alive]
+
+
+@pytest.mark.parametrize("stop", ["ctrl_c", "sigterm"])
+def test_stopped_during_the_trials_records_every_finished_one_and_resumes(stop, tmp_path, ray_local, capsys):
+    """Ctrl-C (SIGINT to the whole foreground group, Ray's processes too) and SIGTERM (to the driver alone) while
+    trials run: exit 130 within Kubernetes' 30 s grace period, every finished trial in MLflow, the parent KILLED,
+    no Ray process left; --resume then runs the rest, each trial recorded once."""
     trials = tmp_path / "run" / "trials"
     proc = subprocess.Popen([sys.executable, "-m", "mke_ray.sweep", *sweep_args(tmp_path)], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -271,13 +286,17 @@ def test_ctrl_c_during_the_trials_records_every_finished_one(tmp_path):
         while len(list(trials.glob("*/result.json"))) < 2:
             assert proc.poll() is None and time.monotonic() < deadline, "sweep ended before it could be stopped"
             time.sleep(0.1)
-        os.killpg(proc.pid, signal.SIGINT)
-        out, err = proc.communicate(timeout=120)
+        ray_processes = psutil.Process(proc.pid).children(recursive=True)
+        if stop == "ctrl_c":
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.terminate()
+        out, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 130, out + err
-    assert "Traceback" not in out + err
+    assert "Traceback" not in out + err and "SIGTERM received" not in out + err
     finished = {p.parent.name for p in trials.glob("*/result.json")}
     assert set(pd.read_csv(tmp_path / "run" / "results.csv")["trial"]) == finished
     parent, runs = child_runs(tmp_path)
@@ -285,6 +304,14 @@ def test_ctrl_c_during_the_trials_records_every_finished_one(tmp_path):
     assert recorded - {k for k in recorded if k.startswith("um_teacher")} == finished  # MLflow = results.csv
     assert parent.info.status == "KILLED"
     assert f"interrupted: {12 - len(finished)} trials did not run; --resume finishes the sweep" in out
+    assert_ended(ray_processes)
+
+    capsys.readouterr()
+    assert main(sweep_args(tmp_path, "--resume")) == 0
+    assert f"resuming: {len(finished)} trials already finished" in capsys.readouterr().out
+    parent, runs = child_runs(tmp_path)
+    keys = [r.data.tags["mke.trial_key"] for r in runs]
+    assert len(keys) == len(set(keys)) == 13 and parent.info.status == "FINISHED"
 
 
 def test_a_stray_file_where_a_trial_folder_goes_fails_that_trial_only(tmp_path, ray_local, capsys):

@@ -8,6 +8,7 @@ import sys
 import time
 
 from mke_ray.cluster import token_auth, trial_capacity
+from mke_ray.signals import sigint_kept, sigterm_as_ctrl_c
 from mke_ray.spec import ResourcesSpec, SweepSpec, TrainerSpec, TrialSpec
 
 
@@ -36,6 +37,7 @@ def start_ray(address: str | None) -> dict[str, float]:
     if not ray.is_initialized():
         extra = {"include_dashboard": False} if local else {}
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False, **extra)
+        sigterm_as_ctrl_c()  # not Ray's handler, which aborts
     return trial_capacity(ray.cluster_resources())
 
 
@@ -155,4 +157,5 @@ def run_trials(trials: list[TrialSpec], trainable, context, resources: Resources
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),
     )
-    tuner.fit()
+    with sigint_kept():
+        tuner.fit()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+from mke_ray.signals import sigint_kept
 from mke_ray.spec import SpecError, SweepSpec, TrialSpec
 from mke_ray.tuning.runner import early_stopping, trial_resources
 
@@ -234,4 +235,5 @@ def run_search(spec: SweepSpec, n_trials: int, trainable, context, output: Path,
         run_config=tune.RunConfig(name="tune", storage_path=storage, callbacks=callbacks,
                                   verbose=0, failure_config=tune.FailureConfig(max_failures=spec.retries)),
     )
-    tuner.fit()
+    with sigint_kept():
+        tuner.fit()
