@@ -7,6 +7,7 @@ import argparse
 from dataclasses import dataclass, replace
 import logging
 import os
+import shutil
 import socket
 from concurrent.futures import ThreadPoolExecutor
 import sys
@@ -19,14 +20,15 @@ from mke_ray.methods.teacher import cached_teacher, teacher_folder, train_teache
 from mke_ray.report.answer import NOTE_TAG, SMOKE_NOTE, Answer, grid_answer, search_answer
 from mke_ray.report.plots import gain_figure, setting_figure, summary_figure
 from mke_ray.report.table import format_rounds, format_table, paper_table, results_frame, rounds_table, score_of
-from mke_ray.methods.artifacts import read_result, read_stopped
-from mke_ray.output import OutputLock, fingerprint, is_uri, mirror, prepare_output, write_state
+from mke_ray.methods.artifacts import damage, read_result, read_stopped
+from mke_ray.output import STATE_FILE, OutputLock, fingerprint, is_uri, mirror, prepare_output, write_state
 from mke_ray.spec import SpecError, SweepSpec, TrainSpec, TrialSpec, format_value, load_spec, put
 from mke_ray.tasks import TaskDataError
 from mke_ray.tracking import Recorder, TrackingError, lasting_tracking_uri, resolve_tracking_uri
+from mke_ray.tracking.recorder import FINGERPRINT_TAG, OUTPUT_TAG
 from mke_ray.tracking.sweep_log import SweepLog, with_values, experiment_note, record_key
 from mke_ray.tuning.delivery import open_delivery
-from mke_ray.tuning.search import check_study, claim_study, masked, objective_values, settle_study
+from mke_ray.tuning.search import check_study, claim_study, masked, objective_values, settle_study, study_owner
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -56,9 +58,14 @@ def run(args: argparse.Namespace) -> int:
                 spec.check_data(spec.task.build().splits())  # a missing or malformed data file fails here
                 output, state, lock = prepare_output(output_dir, spec, uri, resume=args.resume)
                 locks.append(lock)
+                recorder = None
+                if state is not None and "rebuilt" in state:  # its state file was damaged
+                    recorder = Recorder(uri, spec.tracking.experiment, experiment_note(args.smoke_test))
+                    state = _rebuilt_state(spec, output, state, recorder)
                 if spec.search.kind == "optuna":  # the study's database opens, and the study is this run's
                     check_study(spec, output, state)
-                return output, state, Recorder(uri, spec.tracking.experiment, experiment_note(args.smoke_test))
+                return output, state, recorder or Recorder(uri, spec.tracking.experiment,
+                                                           experiment_note(args.smoke_test))
 
             with ThreadPoolExecutor(1) as pool:  # the data are read and MLflow's store opened while Ray starts
                 readying = pool.submit(ready)
@@ -101,6 +108,23 @@ def _mirror(output: Path, storage: str) -> None:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"error: could not copy {output} to {storage}/output ({first}); everything is in {output}: "
               f"copy it by hand", file=sys.stderr, flush=True)
+
+
+def _rebuilt_state(spec: SweepSpec, output: Path, state: dict, recorder: Recorder) -> dict:
+    """The state of a sweep whose state file was damaged, from what lasts elsewhere: its parent run is the one
+    MLflow tags with this output folder (or, for a search, the one its Optuna study names); without one, a new
+    parent run records the sweep's finished trials."""
+    found = recorder.sweep_run(str(output))
+    parent = found.info.run_id if found is not None else None
+    if found is not None and found.data.tags.get(FINGERPRINT_TAG, state["fingerprint"]) != state["fingerprint"]:
+        raise SpecError(f"--resume: the sweep's settings differ from those of the run in {output} (MLflow parent "
+                        f"run {parent}); restore them, or run with --output DIR to start over")
+    if parent is None and spec.search.kind == "optuna":
+        parent = study_owner(spec, output).get("parent_run")
+    print(f"{output / STATE_FILE} was damaged ({state['rebuilt']}); rebuilt from the trial folders"
+          + (f" and MLflow parent run {parent}" if parent else "; a new MLflow parent run records the sweep"),
+          flush=True)
+    return {**{k: v for k, v in state.items() if k != "rebuilt"}, "parent_run": parent}
 
 
 def _planned(spec: SweepSpec) -> int:
@@ -174,7 +198,7 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
 
     common = {"sweep": spec.name, "task": spec.task.model_dump(), "student": student_settings.model_dump(),
               "teacher": teacher_settings.model_dump()}
-    new = state is None
+    new = state is None or state["parent_run"] is None  # (None: a rebuilt state that found no parent run)
     study_shown = spec.search.storage and masked(spec.search.storage)  # never a password
     if new:
         swept = {path: next(iter(domain.items())) for path, domain in spec.axes.items()}
@@ -182,7 +206,8 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
             path: f"{kind} {values}" for path, (kind, values) in swept.items()}), "methods": ",".join(spec.methods),
                                                           "seeds": ",".join(map(str, spec.seeds)),
                                                           "search": spec.search.kind, "trials": planned},
-                                       tags={"mke.kind": "sweep",
+                                       tags={"mke.kind": "sweep", OUTPUT_TAG: str(output),
+                                             FINGERPRINT_TAG: fingerprint(spec),
                                              **({"mke.study_storage": study_shown} if study_shown else {})})
         state = {"parent_run": parent, "fingerprint": fingerprint(spec), "tracking_uri": recorder.uri,
                  "study_storage": study_shown}
@@ -212,6 +237,11 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
             log.record_teacher(f"um_teacher-{run.folder.name}", " ".join(
                 ["um_teacher", *(f"{k}={format_value(v)}" for k, v in taught.values.items()), f"seed={seed}"]),
                 {"method": "um_teacher", "seed": seed}, run.result, run.history, run.folder, taught.values)
+        damaged = _set_aside_damaged(output, trials, optuna)
+        if damaged:
+            say(f"{len(damaged)} trial record{'s' * (len(damaged) != 1)} damaged, to run again (set aside in "
+                f"{output / DAMAGED}): " + "; ".join(f"{key}: {what}" for key, what in damaged[:3])
+                + ("; ..." if len(damaged) > 3 else ""))
         done = _finished(output / "trials", trials, optuna)
         for trial, folder in done:  # finished before an interruption: recorded now if the driver died first
             log.record_trial(trial, folder)
@@ -345,6 +375,25 @@ def _finished(trials_dir: Path, trials: list[TrialSpec], optuna: bool) -> list[t
         found = [(read_result(p.parent), p.parent) for p in sorted(trials_dir.glob("optuna-*/result.json"))]
         return [(TrialSpec.from_dict(r["trial"]), folder) for r, folder in found if r is not None]
     return [(t, trials_dir / t.key) for t in trials if read_result(trials_dir / t.key) is not None]
+
+
+DAMAGED = "damaged"  # trial folders whose record was damaged, set aside
+
+
+def _set_aside_damaged(output: Path, trials: list[TrialSpec], optuna: bool) -> list[tuple[str, str]]:
+    """Move the trial folders whose record is damaged (``artifacts.damage``) to OUTPUT/damaged/, so that those
+    trials run again from an empty folder; return (trial folder, what is wrong) for each."""
+    folders = sorted((output / "trials").glob("optuna-*")) if optuna else [output / "trials" / t.key for t in trials]
+    found = []
+    for folder in folders:
+        what = damage(folder)
+        if what:
+            aside = output / DAMAGED / folder.name
+            shutil.rmtree(aside, ignore_errors=True)  # set aside before, by an earlier --resume
+            aside.parent.mkdir(exist_ok=True)
+            os.replace(folder, aside)
+            found.append((folder.name, what))
+    return found
 
 
 def _stopped(trials_dir: Path, trials: list[TrialSpec], optuna: bool) -> list[tuple[TrialSpec, Path]]:

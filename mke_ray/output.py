@@ -113,8 +113,12 @@ def _check_state(output: Path, spec: SweepSpec, tracking_uri: str, resume: bool)
     if free < MIN_FREE_BYTES:
         raise SpecError(f"output directory {output} has only {free // 2**20} MiB free (a sweep needs "
                         f"{MIN_FREE_BYTES // 2**20} MiB); free space or pass --output DIR on another disk")
-    state = read_state(output)
+    state, broken = read_state(output), state_damage(output)
     if resume:
+        if broken:  # the trial folders hold what was finished: rebuilt, the parent run found in MLflow if it can be
+            return {"parent_run": None, "fingerprint": fingerprint(spec), "tracking_uri": tracking_uri,
+                    "study_storage": spec.search.storage and masked(spec.search.storage), "status": "interrupted",
+                    "rebuilt": broken}
         if state is None:
             raise SpecError(f"--resume: {output} holds no sweep to resume; run without --resume")
         if state["fingerprint"] != fingerprint(spec):
@@ -131,6 +135,9 @@ def _check_state(output: Path, spec: SweepSpec, tracking_uri: str, resume: bool)
                             f"{tracking_uri}; pass --tracking-uri {state['tracking_uri']}")
         shutil.rmtree(output / "ray_results", ignore_errors=True)
         return state
+    if broken:
+        raise SpecError(f"{output} holds a sweep whose {STATE_FILE} is damaged ({broken}); pass --resume to finish "
+                        f"it (the state is rebuilt from its trial folders), or --output DIR to start over")
     if state is not None and state.get("status") != "finished":
         raise SpecError(f"{output} holds an unfinished sweep; pass --resume to finish it, or --output DIR "
                         f"(or delete the folder) to start over")
@@ -153,16 +160,35 @@ def fingerprint(spec: SweepSpec) -> str:
     return spec_hash(spec.model_dump(exclude=exclude))
 
 
+STATE_KEYS = ("parent_run", "fingerprint", "tracking_uri")
+
+
 def read_state(output: Path) -> dict | None:
+    """The sweep's state, or None: no state file, or a damaged one (``state_damage``)."""
     try:
-        return json.loads((output / STATE_FILE).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        state = json.loads((output / STATE_FILE).read_bytes())
+    except (OSError, ValueError):  # missing, unreadable, not JSON (ValueError: also bytes that are not text)
         return None
+    return state if isinstance(state, dict) and all(isinstance(state.get(k), str) for k in STATE_KEYS) else None
+
+
+def state_damage(output: Path) -> str | None:
+    """What is wrong with the output folder's state file (empty, truncated, other bytes, wrongly typed); None
+    where it is sound or missing."""
+    path = output / STATE_FILE
+    if not path.exists() or read_state(output) is not None:
+        return None
+    size = path.stat().st_size if path.is_file() else 0
+    return "empty" if size == 0 else f"{size} bytes that are not a sweep's state"
 
 
 def write_state(output: Path, state: dict) -> None:
+    """Written whole or not at all: a new file, flushed to disk, then renamed over the old one."""
     tmp = output / (STATE_FILE + ".tmp")
-    tmp.write_text(json.dumps(state, indent=1))
+    with open(tmp, "w") as f:
+        f.write(json.dumps(state, indent=1))
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, output / STATE_FILE)
 
 

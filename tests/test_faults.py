@@ -162,7 +162,8 @@ def test_an_empty_folder_is_taken_and_a_sweeps_folder_reused(tmp_path):
     lock.release()
     (folder / "trials" / "old").mkdir(parents=True)  # what a finished sweep left: a new run replaces it
     (folder / "results.csv").write_text("trial\n")
-    (folder / "sweep.state.json").write_text('{"status": "finished"}')
+    (folder / "sweep.state.json").write_text('{"parent_run": "p", "fingerprint": "f", "tracking_uri": "sqlite:///m.db", '
+                                             '"status": "finished"}')
     *_, lock = prepare_output(folder, spec, "sqlite:///m.db", resume=False)
     lock.release()
     assert not (folder / "trials").exists() and (folder / "results.csv").exists()
@@ -351,3 +352,87 @@ def test_a_ray_that_does_not_start_is_one_line(tmp_path, capsys, monkeypatch):
     assert capsys.readouterr().err == ("error: cannot start a local Ray (The current node timed out during startup. "
                                        "This could happen because some of the raylet failed to startup or the GCS "
                                        "has become overloaded.); on a busy machine run the command again\n")
+
+
+# --- damaged files ----------------------------------------------------------------------------------------------------
+
+def test_damaged_records_are_named_and_sound_ones_pass(tmp_path):
+    """What ``damage`` says of a trial folder's record, and of the state file (``state_damage``)."""
+    import torch
+
+    from mke_ray.methods.artifacts import damage, read_result, write_json
+    from mke_ray.output import read_state, state_damage, write_state
+
+    folder = tmp_path / "trial"
+    folder.mkdir()
+    assert damage(folder) is None and read_result(folder) is None  # not finished: not damaged either
+    torch.save({"w": torch.ones(3)}, folder / "student.pt")
+    (folder / "history.jsonl").write_text('{"epoch": 1}\n{"epoch": 2}\n')
+    write_json(folder / "result.json", {"test_acc": 80.0})
+    assert damage(folder) is None and read_result(folder) == {"test_acc": 80.0}
+    whole = {name: (folder / name).read_bytes() for name in ("result.json", "history.jsonl", "student.pt")}
+    for name, data, said in [("result.json", os.urandom(64), "result.json is not a JSON object"),
+                             ("result.json", b"", "result.json is not a JSON object"),
+                             ("result.json", b'{"test_acc": 8', "result.json is not a JSON object"),
+                             ("result.json", b"[80.0]", "result.json is not a JSON object"),
+                             ("history.jsonl", b'{"epoch": 1}\n{"epo', "history.jsonl has a line that is not"),
+                             ("student.pt", whole["student.pt"][:-100], "student.pt is not a whole PyTorch file"),
+                             ("student.pt", b"", "student.pt is not a whole PyTorch file")]:
+        (folder / name).write_bytes(data)
+        assert said in damage(folder) and read_result(folder) is None, (name, data[:20])
+        (folder / name).write_bytes(whole[name])
+
+    run = tmp_path / "run"
+    run.mkdir()
+    assert state_damage(run) is None and read_state(run) is None  # none: not a sweep
+    state = {"parent_run": "abc", "fingerprint": "f", "tracking_uri": "sqlite:///m.db", "status": "running"}
+    write_state(run, state)
+    assert read_state(run) == state and state_damage(run) is None
+    for data, said in [(b"", "empty"), (json.dumps(state)[:30].encode(), "30 bytes"), (os.urandom(50), "50 bytes"),
+                       (b"[]", "2 bytes"), (json.dumps({**state, "parent_run": 7}).encode(), "bytes")]:
+        (run / "sweep.state.json").write_bytes(data)
+        assert said in state_damage(run) and read_state(run) is None
+
+
+def test_damaged_trial_files_and_state_are_resumed_not_a_traceback(tmp_path, ray_local, capsys):
+    """A finished sweep's folder damaged as a crash or a full disk leaves it: a result of random bytes, a history
+    cut mid-line, truncated weights, a truncated state file. Without --resume: refused in one line, nothing
+    touched; with it: the three trials run again (set aside, one line), the state is rebuilt with the sweep's own
+    parent run, and MLflow holds each trial once."""
+    assert main(sweep_args(tmp_path)) == 0
+    run = tmp_path / "run"
+    keys = sorted(p.name for p in (run / "trials").iterdir())
+    (run / "trials" / keys[0] / "result.json").write_bytes(os.urandom(200))
+    history = run / "trials" / keys[1] / "history.jsonl"
+    history.write_bytes(history.read_bytes()[:-7])
+    weights = run / "trials" / keys[2] / "student.pt"
+    weights.write_bytes(weights.read_bytes()[:100])
+    state = run / "sweep.state.json"
+    state.write_bytes(state.read_bytes()[:40])
+    before = snapshot(run)
+    parent_before, _ = child_runs(tmp_path)
+    capsys.readouterr()
+
+    assert main(sweep_args(tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "sweep.state.json is damaged (40 bytes" in err and "pass --resume" in err
+    assert {k: v for k, v in snapshot(run).items() if k != ".mke_ray-lock"} == \
+        {k: v for k, v in before.items() if k != ".mke_ray-lock"}  # the lock names the last driver
+
+    assert main(sweep_args(tmp_path, "--resume")) == 0
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    assert (f"{state} was damaged (40 bytes that are not a sweep's state); rebuilt from the trial folders and "
+            f"MLflow parent run {parent_before.info.run_id}") in out
+    (line,) = [line for line in out.splitlines() if "damaged, to run again" in line]
+    assert line.startswith(f"3 trial records damaged, to run again (set aside in {run / 'damaged'}): ")
+    for key, what in zip(keys, ["result.json is not a JSON object", "history.jsonl has a line that is not a JSON "
+                                "object", "student.pt is not a whole PyTorch file"]):
+        assert f"{key}: {what}" in line
+    assert "resuming: 9 trials already finished, 3 to run" in out
+    assert sorted(p.name for p in (run / "damaged").iterdir()) == keys[:3]
+    assert len(pd.read_csv(run / "results.csv")) == 12
+    parent, runs = child_runs(tmp_path)
+    keys_recorded = [r.data.tags["mke.trial_key"] for r in runs]
+    assert len(keys_recorded) == len(set(keys_recorded)) == 13 and parent.info.status == "FINISHED"
+    assert json.loads(state.read_text())["parent_run"] == parent.info.run_id

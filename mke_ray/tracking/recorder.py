@@ -30,6 +30,9 @@ from typing import Any, Callable, Iterable, Mapping, TypeVar
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 TRIAL_KEY_TAG = "mke.trial_key"
 SWEEP_TAG = "mke.sweep"
+KIND_RUN_TAG = "mke.kind"  # sweep (a parent run), or a trial's kind
+OUTPUT_TAG = "mke.output"  # a parent run's output folder: where --resume finds it when the state file is damaged
+FINGERPRINT_TAG = "mke.fingerprint"  # a parent run's settings (output.fingerprint)
 PARENT_TAG = "mlflow.parentRunId"
 NOTE_TAG = "mlflow.note.content"  # a run's or an experiment's description in MLflow's UI
 KIND_TAG = "mlflow.experimentKind"  # MLflow 3's UI opens an experiment of this kind on its runs, not on traces
@@ -214,6 +217,15 @@ class Recorder:
                                                     tags={**self.source, SWEEP_TAG: name, **tags}), "create run")
         self._log(run.info.run_id, params=params)
         return run.info.run_id
+
+    def sweep_run(self, output: str):
+        """The latest parent run of a sweep run with this output folder (``OUTPUT_TAG``), or None."""
+        if "'" in output:  # not expressible in MLflow's filter: not found
+            return None
+        query = f"tags.`{KIND_RUN_TAG}` = 'sweep' and tags.`{OUTPUT_TAG}` = '{output}'"
+        runs = _retry(lambda: self.client.search_runs([self.experiment_id], filter_string=query, max_results=1,
+                                                      order_by=["attributes.start_time DESC"]), "search runs")
+        return runs[0] if runs else None
 
     def children(self, parent_id: str, status: str | None = None) -> dict[str, str]:
         """Trial key -> run id of the child runs a parent already has (with ``status`` only)."""

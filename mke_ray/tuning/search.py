@@ -151,6 +151,20 @@ def check_study(spec: SweepSpec, output: Path, state: dict | None) -> None:
                         f"sweep or delete that study")
 
 
+def study_owner(spec: SweepSpec, output: Path) -> dict:
+    """What ``claim_study`` wrote in the study (its parent run, output folder and host) where the study belongs to
+    the run in ``output``; else {}."""
+    import optuna
+
+    try:
+        study = optuna.load_study(study_name=spec.name,
+                                  storage=open_storage(study_storage(output, spec.search.storage)))
+    except KeyError:
+        return {}
+    owner = study.user_attrs.get(OWNER, {})
+    return owner if owner.get("output") == str(output) else {}
+
+
 def claim_study(spec: SweepSpec, output: Path, parent_run: str) -> None:
     """Create the study (before any trial) and mark it as the run's with ``parent_run``."""
     import optuna
