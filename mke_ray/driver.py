@@ -105,7 +105,7 @@ def _mirror(output: Path, storage: str) -> None:
     try:
         print(f"output copied to {mirror(output, storage)}", flush=True)
     except Exception as err:  # the local folder is whole: say so, and how to copy it by hand
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = _first_line(err)
         print(f"error: could not copy {output} to {storage}/output ({first}); everything is in {output}: "
               f"copy it by hand", file=sys.stderr, flush=True)
 
@@ -151,7 +151,7 @@ def _join_ray(address: str | None) -> tuple[dict[str, float], bool, bool]:
     try:
         return start_ray(address), ours, ours and not target
     except Exception as err:  # Ray raises plain Exception too (a node that timed out during start-up)
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = _first_line(err)
         if not target:
             raise SpecError(f"cannot start a local Ray ({first}); on a busy machine run the command again") from None
         raise SpecError(f"cannot join the Ray cluster at {target} ({first}); start it with 'ray start --head' "
@@ -290,19 +290,26 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
             if record_key(trial) not in log.pending:
                 log.record_stopped(trial, folder)
         unrecorded = log.retry_pending()
-        if not interrupted:  # a resumed sweep logs them when it ends
-            log.log_models(task, now_done)
-        for path in sorted(output.glob("*.csv")) + sorted(output.glob("*.md")) + sorted(output.glob("*.png")) \
-                + sorted(output.glob("best_sweep.yaml")):
-            recorder.log_artifact(parent, path)
-        recorder.log_metrics(parent, {f"teacher_{score_key}": teacher.result[score_key],
-                                      "trials_finished": finished, "trials_failed": len(failures),
-                                      **({"trials_stopped": len(now_stopped)} if now_stopped else {}),
-                                      **answer.metrics})
-        recorder.set_tags(parent, {NOTE_TAG: answer.description((output / "table.md").read_text())})
+        if log.down is None:
+            try:
+                if not interrupted:  # a resumed sweep logs them when it ends
+                    log.log_models(task, now_done)
+                for path in sorted(output.glob("*.csv")) + sorted(output.glob("*.md")) \
+                        + sorted(output.glob("*.png")) + sorted(output.glob("best_sweep.yaml")):
+                    recorder.log_artifact(parent, path)
+                recorder.log_metrics(parent, {f"teacher_{score_key}": teacher.result[score_key],
+                                              "trials_finished": finished, "trials_failed": len(failures),
+                                              **({"trials_stopped": len(now_stopped)} if now_stopped else {}),
+                                              **answer.metrics})
+                recorder.set_tags(parent, {NOTE_TAG: answer.description((output / "table.md").read_text())})
+                recorder.end(parent, "KILLED" if interrupted else "FAILED" if failures else "FINISHED")
+            except Exception as err:  # a tracking server gone now: --resume writes the summary
+                if not log.lost(_first_line(err)):
+                    raise
     except BaseException as err:
         stopped = isinstance(err, KeyboardInterrupt)
-        _end_quietly(recorder, parent, "KILLED" if stopped else "FAILED")
+        if log is None or log.down is None:  # not a tracking server that does not answer: seconds lost to it
+            _end_quietly(recorder, parent, "KILLED" if stopped else "FAILED")
         write_state(output, {**state, "status": "interrupted"})
         if not stopped:
             raise
@@ -314,8 +321,8 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
               + f"; --resume records them and runs the other {planned - len(done) - halted}",
               file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
-    recorder.end(parent, "KILLED" if interrupted else "FAILED" if failures else "FINISHED")
-    write_state(output, {**state, "status": "interrupted" if interrupted else "finished"})
+    # a sweep whose records wait for the tracking server is not finished: --resume writes them
+    write_state(output, {**state, "status": "interrupted" if interrupted or log.down else "finished"})
 
     say("")
     say(report)
@@ -328,10 +335,20 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
     if interrupted:
         say(f"interrupted: {planned - finished - len(failures) - len(now_stopped)} trials did not run; "
             f"--resume finishes the sweep")
+    if log.down is not None:
+        kept = sum(record_key(t) in log.pending for t, _ in now_done)
+        print(f"MLflow at {recorder.uri} does not answer ({log.down}): {kept} of the {finished} finished trials and "
+              f"the sweep's summary are not in it yet; everything is in {output}; once the server answers, run "
+              f"the same command with --resume to record them", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED if interrupted else EXIT_FAILED
     for key, error in unrecorded:
         say(f"NOT IN MLFLOW {key}: {error} (its files and result are in {output / 'trials' / key})")
     say(_compare_hint(recorder, parent))
     return EXIT_INTERRUPTED if interrupted else 1 if failures or unrecorded else 0
+
+
+def _first_line(err: BaseException) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
 
 
 @dataclass(frozen=True)

@@ -40,13 +40,13 @@ def healthy(uri: str) -> bool:
         return False
 
 
-@contextlib.contextmanager
-def mlflow_server(backend_store_uri: str, artifacts: Path | None, allowed_hosts: str | None = None,
-                  command: str = "server", cwd: Path | None = None):
+def start_mlflow(backend_store_uri: str, artifacts: Path | None, allowed_hosts: str | None = None,
+                 command: str = "server", cwd: Path | None = None, port: int | None = None):
     """``mlflow server`` (or ``command``, e.g. ``ui``) on a free port of 127.0.0.1 (one worker), run in ``cwd``;
     without ``artifacts`` (no ``--artifacts-destination``) runs' artifacts are read where their URIs point.
-    Yields its URI once /health answers."""
-    port = free_port()
+    ``port``: that one, not a free one (a server started again). Returns the process and its URI once /health
+    answers."""
+    port = port or free_port()
     extra = ["--allowed-hosts", allowed_hosts.format(port=port)] if allowed_hosts else []
     extra += ["--artifacts-destination", str(artifacts)] if artifacts is not None else []
     server = subprocess.Popen([BIN / "mlflow", command, "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
@@ -60,14 +60,31 @@ def mlflow_server(backend_store_uri: str, artifacts: Path | None, allowed_hosts:
 
     try:
         wait_for(up, "mlflow server", timeout=120)
+    except BaseException:
+        kill_server(server)
+        raise
+    return server, uri
+
+
+def kill_server(server: subprocess.Popen) -> None:
+    """End a server and its workers at once (SIGKILL: as when its machine or pod goes)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGKILL)
+    server.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def mlflow_server(*args, **kwargs):
+    """``start_mlflow`` for the block: yields the URI; the server stopped after it (SIGTERM)."""
+    server, uri = start_mlflow(*args, **kwargs)
+    try:
         yield uri
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:
             server.wait(timeout=30)
         except subprocess.TimeoutExpired:  # a worker hangs on to a request: the test is over anyway
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=30)
+            kill_server(server)
 
 
 def kill_matching(*needles: str) -> None:

@@ -436,3 +436,79 @@ def test_damaged_trial_files_and_state_are_resumed_not_a_traceback(tmp_path, ray
     keys_recorded = [r.data.tags["mke.trial_key"] for r in runs]
     assert len(keys_recorded) == len(set(keys_recorded)) == 13 and parent.info.status == "FINISHED"
     assert json.loads(state.read_text())["parent_run"] == parent.info.run_id
+
+
+# --- a tracking server that goes away ---------------------------------------------------------------------------------
+
+def test_a_tracking_server_that_goes_away_and_comes_back_gets_every_record_once(tmp_path, ray_local, capsys):
+    """A real `mlflow server`, killed (SIGKILL) while a driver's trials run: noticed once, the trials go on;
+    started again mid-sweep: the records kept meanwhile are written; killed again until after the last trial:
+    the driver exits within a minute of it, in one line naming what is not recorded and the command that records
+    it; started again: --resume records the rest, every trial once, the parent FINISHED, nothing RUNNING."""
+    from tests.servers import free_port, kill_server, start_mlflow
+
+    sweep = tmp_path / "flaky.yaml"  # twelve trials of some seconds each: time to take the server away and back
+    sweep.write_text("name: flaky\nteacher: {epochs: 300, seed: 39}\nstudent: {epochs: 8000}\nmethods: [mm_student]\n"
+                     "regularizers: {input_noise: {no: 0, weak: 1}, hidden_noise: {no: 0, weak: 5}, "
+                     "dropout: {no: 0, weak: 0.5}}\nseeds: [81, 14, 3]\ntracking: {experiment: flaky, log_every: 4000}\n"
+                     "resources: {cpu: 2}\n")  # one trial at a time, on one core: the other worker's
+    port, trials = free_port(), tmp_path / "run" / "trials"
+    store, artifacts = f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts"
+    args = [str(sweep), "--output", str(tmp_path / "run"), "--tracking-uri", f"http://127.0.0.1:{port}"]
+    server, uri = start_mlflow(store, artifacts, port=port)
+    proc = subprocess.Popen([sys.executable, "-m", "mke_ray.sweep", *args], cwd=tmp_path, text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, "MKE_TRACKING_PROBE_SECONDS": "2"})
+    said = []
+    try:
+        def wait_until(check, what):
+            deadline = time.monotonic() + 240
+            while not check():
+                assert proc.poll() is None and time.monotonic() < deadline, f"no {what}: " + "".join(said)
+                time.sleep(0.1)
+
+        def line_with(text):
+            for line in proc.stderr:
+                said.append(line)
+                if text in line:
+                    return line
+            raise AssertionError(f"no line with {text!r}: " + "".join(said))
+
+        wait_until(lambda: len(list(trials.glob("*/result.json"))) >= 2, "two finished trials")
+        kill_server(server)
+        line_with(f"MLflow at {uri} does not answer (connection refused); the trials go on")
+        server, _ = start_mlflow(store, artifacts, port=port)  # back mid-sweep
+        back = line_with(f"MLflow at {uri} answers again; writing the")
+        assert len(list(trials.glob("*/result.json"))) < 12, "the sweep ended before the server came back"
+        kill_server(server)
+        proc.wait(timeout=240)
+        rest = proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        kill_server(server)
+    last = max(p.stat().st_mtime for p in trials.glob("*/result.json"))
+    assert proc.returncode == 1 and "Traceback" not in "".join(said) + rest, "".join(said) + rest
+    assert time.time() - last < 60  # the driver's exit after its last trial
+    final = rest.strip().splitlines()[-1]
+    assert final.startswith(f"MLflow at {uri} does not answer (connection refused): ") and \
+        final.endswith(f"of the 12 finished trials and the sweep's summary are not in it yet; everything is in "
+                       f"{tmp_path / 'run'}; once the server answers, run the same command with --resume to record "
+                       f"them"), final
+    assert int(back.split("writing the ")[1].split()[0]) >= 1
+
+    server, _ = start_mlflow(store, artifacts, port=port)
+    try:
+        capsys.readouterr()
+        assert main([*args, "--resume"]) == 0
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(uri)
+        experiment = client.get_experiment_by_name("flaky").experiment_id
+        (parent,) = client.search_runs([experiment], "tags.`mke.kind` = 'sweep'")
+        runs = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    finally:
+        kill_server(server)
+    keys = [r.data.tags["mke.trial_key"] for r in runs]
+    assert len(keys) == len(set(keys)) == 13  # the teacher and twelve trials, once each
+    assert parent.info.status == "FINISHED" and all(r.info.status == "FINISHED" for r in runs)

@@ -82,9 +82,10 @@ def use_http_settings() -> None:
         os.environ.setdefault(name, value)
 
 
-def _retry(call: Callable[[], T], what: str, attempts: int = 12) -> T:
+def _retry(call: Callable[[], T], what: str, attempts: int = 12, gone: Callable[[], bool] = lambda: False) -> T:
     """Run ``call``, retrying while the store reports a lock or a dropped connection, for at most ``attempts``
-    tries and about ``RETRY_SECONDS``; one warning line when the first try fails."""
+    tries and about ``RETRY_SECONDS``; one warning line when the first try fails. Not retried when ``gone()``
+    says the store is gone (a tracking server that does not answer its health check)."""
     delay, started = 0.05, time.monotonic()
     for attempt in range(attempts):
         try:
@@ -93,7 +94,7 @@ def _retry(call: Callable[[], T], what: str, attempts: int = 12) -> T:
             text = str(err).lower()
             transient = any(s in text for s in ("database is locked", "database is busy",
                                                 "connection", "timed out", "503", "502"))
-            if not transient or attempt == attempts - 1 or time.monotonic() - started > RETRY_SECONDS:
+            if not transient or attempt == attempts - 1 or time.monotonic() - started > RETRY_SECONDS or gone():
                 raise
             if attempt == 0:
                 log.warning("MLflow %s failed (%s); retrying for up to %.0fs", what,
@@ -167,7 +168,7 @@ class Recorder:
         try:
             with _store_creation_lock(uri):
                 self.client = MlflowClient(tracking_uri=uri)
-                self.experiment_id, self.artifact_location = _retry(self._experiment, "experiment lookup")
+                self.experiment_id, self.artifact_location = self._retry(self._experiment, "experiment lookup")
         except Exception as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise TrackingError(
@@ -213,7 +214,7 @@ class Recorder:
 
     # -- runs ----------------------------------------------------------------------
     def start_parent(self, name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
-        run = _retry(lambda: self.client.create_run(self.experiment_id, run_name=name,
+        run = self._retry(lambda: self.client.create_run(self.experiment_id, run_name=name,
                                                     tags={**self.source, SWEEP_TAG: name, **tags}), "create run")
         self._log(run.info.run_id, params=params)
         return run.info.run_id
@@ -223,29 +224,37 @@ class Recorder:
         if "'" in output:  # not expressible in MLflow's filter: not found
             return None
         query = f"tags.`{KIND_RUN_TAG}` = 'sweep' and tags.`{OUTPUT_TAG}` = '{output}'"
-        runs = _retry(lambda: self.client.search_runs([self.experiment_id], filter_string=query, max_results=1,
+        runs = self._retry(lambda: self.client.search_runs([self.experiment_id], filter_string=query, max_results=1,
                                                       order_by=["attributes.start_time DESC"]), "search runs")
         return runs[0] if runs else None
+
+    def _retry(self, call: Callable[[], T], what: str) -> T:
+        return _retry(call, what, gone=lambda: self.answers() is False)
+
+    def answers(self) -> bool | None:
+        """Whether a tracking server answers its health check within 5 s; None for a store that is not a server
+        (its failures are the records' own)."""
+        return _server_answers(self.uri) if self.uri.startswith(("http://", "https://")) else None
 
     def children(self, parent_id: str, status: str | None = None) -> dict[str, str]:
         """Trial key -> run id of the child runs a parent already has (with ``status`` only)."""
         query = f"tags.`{PARENT_TAG}` = '{parent_id}'" + (f" and attributes.status = '{status}'" if status else "")
-        runs = _retry(lambda: self.client.search_runs([self.experiment_id], filter_string=query,
+        runs = self._retry(lambda: self.client.search_runs([self.experiment_id], filter_string=query,
                                                       max_results=50_000), "search runs")
         return {r.data.tags[TRIAL_KEY_TAG]: r.info.run_id for r in runs if TRIAL_KEY_TAG in r.data.tags}
 
     def discard_unfinished(self, parent_id: str) -> int:
         """Delete the child runs a killed driver left half-written (still RUNNING); return how many."""
         query = f"tags.`{PARENT_TAG}` = '{parent_id}' and attributes.status = 'RUNNING'"
-        runs = _retry(lambda: self.client.search_runs([self.experiment_id], filter_string=query,
+        runs = self._retry(lambda: self.client.search_runs([self.experiment_id], filter_string=query,
                                                       max_results=50_000), "search runs")
         for run in runs:
-            _retry(lambda r=run: self.client.delete_run(r.info.run_id), "delete run")
+            self._retry(lambda r=run: self.client.delete_run(r.info.run_id), "delete run")
         return len(runs)
 
     def reopen(self, run_id: str) -> None:
         """Mark a parent run as running again (a resumed sweep)."""
-        _retry(lambda: self.client.update_run(run_id, status="RUNNING"), "reopen run")
+        self._retry(lambda: self.client.update_run(run_id, status="RUNNING"), "reopen run")
 
     def log_child(self, parent_id: str, key: str, name: str, *, params: Mapping[str, Any],
                   history: Iterable[Mapping[str, float]] = (), metrics: Mapping[str, float] | None = None,
@@ -253,7 +262,7 @@ class Recorder:
                   status: str = "FINISHED", start_time: int | None = None, end_time: int | None = None) -> str:
         """One finished (or failed) trial as a child run, with its whole metric history; ``start_time`` and
         ``end_time`` (epoch ms) are the trial's own, where known (the run is created after the trial)."""
-        run = _retry(lambda: self.client.create_run(
+        run = self._retry(lambda: self.client.create_run(
             self.experiment_id, run_name=name, start_time=start_time,
             tags={**self.source, PARENT_TAG: parent_id, TRIAL_KEY_TAG: key, **(tags or {})}), "create run")
         run_id = run.info.run_id
@@ -263,8 +272,8 @@ class Recorder:
 
             # the run's artifact store, from the run just created (the client would look the run up again)
             repository = get_artifact_repository(run.info.artifact_uri, tracking_uri=self.uri)
-            _retry(lambda: repository.log_artifacts(str(artifacts)), "log artifacts")
-        _retry(lambda: self.client.set_terminated(run_id, status, end_time), "end run")
+            self._retry(lambda: repository.log_artifacts(str(artifacts)), "log artifacts")
+        self._retry(lambda: self.client.set_terminated(run_id, status, end_time), "end run")
         return run_id
 
     def log_datasets(self, run_id: str, splits: Mapping[str, tuple[Any, Any, str]], task: str) -> None:
@@ -284,7 +293,7 @@ class Recorder:
             data = mlflow.data.from_numpy(features, targets=labels, name=f"{task} {name}",
                                           digest=digest.hexdigest()[:8], source=CodeDatasetSource(self.source))
             inputs.append(DatasetInput(data._to_mlflow_entity(), [InputTag(MLFLOW_DATASET_CONTEXT, context)]))
-        _retry(lambda: self.client.log_inputs(run_id, inputs), "log datasets")
+        self._retry(lambda: self.client.log_inputs(run_id, inputs), "log datasets")
 
     def log_model(self, run_id: str, model, example, step: int) -> str:
         """A trained torch ``model`` as the run's MLflow model "student" (pickled, with the project's code, so it
@@ -302,7 +311,7 @@ class Recorder:
         with torch.no_grad():
             output = model(example)
         inputs = {k: v.numpy() for k, v in example.items()} if isinstance(example, Mapping) else example.numpy()
-        logged = _retry(lambda: self.client.create_logged_model(  # with its run's params, as MLflow's own does
+        logged = self._retry(lambda: self.client.create_logged_model(  # with its run's params, as MLflow's own does
             self.experiment_id, "student", run_id, tags=dict(self.source),
             params=self.client.get_run(run_id).data.params), "create model")
         flavour_log = logging.getLogger("mlflow.pytorch")
@@ -322,7 +331,7 @@ class Recorder:
         return logged.model_id
 
     def log_artifact(self, run_id: str, path: Path, folder: str | None = None) -> None:
-        _retry(lambda: self.client.log_artifact(run_id, str(path), folder), "log artifact")
+        self._retry(lambda: self.client.log_artifact(run_id, str(path), folder), "log artifact")
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float]) -> None:
         self._log(run_id, metrics=metrics)
@@ -331,10 +340,10 @@ class Recorder:
         """Set (or replace) tags of a run, e.g. ``mlflow.note.content``, the description MLflow shows."""
         from mlflow.entities import RunTag
 
-        _retry(lambda: self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()]), "set tags")
+        self._retry(lambda: self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()]), "set tags")
 
     def end(self, run_id: str, status: str = "FINISHED") -> None:
-        _retry(lambda: self.client.set_terminated(run_id, status), "end run")
+        self._retry(lambda: self.client.set_terminated(run_id, status), "end run")
 
     def _log(self, run_id: str, *, params: Mapping[str, Any] = {}, history: Iterable[Mapping[str, float]] = (),
              metrics: Mapping[str, float] = {}, when: int | None = None) -> None:
@@ -354,7 +363,7 @@ class Recorder:
         batch_metrics += [Metric(k, rounded(v), now, last_step) for k, v in final.items()]
         # MLflow takes at most 100 params and 1000 metrics per batch: one batch for most runs
         for i in range(max(-(-len(batch) // 100), -(-len(batch_metrics) // 1000))):
-            _retry(lambda p=batch[i * 100:(i + 1) * 100], m=batch_metrics[i * 1000:(i + 1) * 1000]:
+            self._retry(lambda p=batch[i * 100:(i + 1) * 100], m=batch_metrics[i * 1000:(i + 1) * 1000]:
                    self.client.log_batch(run_id, params=p, metrics=m), "log params and metrics")
 
 
@@ -441,6 +450,14 @@ def _blank_store() -> Path:
             db.execute("VACUUM")
         os.replace(made, blank)
     return blank
+
+
+def _server_answers(uri: str, timeout: float = 5.0) -> bool:
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()
+        return True
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 def _check_reachable(uri: str) -> None:

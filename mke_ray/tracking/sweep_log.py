@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +101,10 @@ class SweepLog:
         self.stopped = recorder.children(parent_id, status="KILLED")
         # records the store refused during the sweep: key -> (run name, what to log, error)
         self.pending: dict[str, tuple[str, dict[str, Any], str]] = {}
+        # a tracking server that stopped answering: why (None while it answers); records wait in ``pending``
+        # without a try each, and the server is asked every PROBE_SECONDS whether it is back
+        self.down: str | None = None
+        self._next_probe = 0.0
         self.score_key = score_of(spec)[0]
         # each teacher's score once it is recorded (by ``TrialSpec.variant_key``): each student's gain over its own
         self.teacher_scores: dict[str, float] = {}
@@ -241,7 +247,10 @@ class SweepLog:
         self.recorder.log_model(run_id, model, example, step)
 
     def retry_pending(self) -> list[tuple[str, str]]:
-        """Write the records that failed during the sweep; return (key, error) of those that still fail."""
+        """Write the records that failed during the sweep; return (key, error) of those that still fail (all of
+        them, untried, while the tracking server does not answer)."""
+        if self.down is not None and not self.back(now=True):
+            return [(key, error) for key, (_, _, error) in self.pending.items()]
         pending, self.pending = self.pending, {}
         for key, (name, kwargs, _) in pending.items():
             try:
@@ -259,6 +268,9 @@ class SweepLog:
         status = kwargs.get("status")
         if key in self.logged or (key in self.stopped and status != "FINISHED"):
             return None
+        if self.down is not None and not self.back():  # kept, untried: the trial's folder holds it meanwhile
+            self.pending[key] = (name, kwargs, self.down)
+            return None
         try:
             if key in self.failed:
                 self.recorder.client.delete_run(self.failed.pop(key))
@@ -268,12 +280,55 @@ class SweepLog:
         except Exception as err:  # the store is down or full: keep the record, retry at the end
             error = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             self.pending[key] = (name, kwargs, error)
+            if self.lost(error):
+                return None
             if not quiet:
                 print(f"MLflow could not record {key} ({error}); retrying at the end of the sweep",
                       file=sys.stderr, flush=True)
             return None
         {"FAILED": self.failed, "KILLED": self.stopped}.get(status, self.logged)[key] = run_id
         return run_id
+
+
+    def lost(self, error: str) -> bool:
+        """After a failed write: whether the tracking server is gone (it does not answer its health check); the
+        first time, one line says so and what happens meanwhile."""
+        if self.down is None and self.recorder.answers() is False:
+            self.down, self._next_probe = _reason(error), time.monotonic() + PROBE_SECONDS
+            print(f"MLflow at {self.recorder.uri} does not answer ({self.down}); the trials go on, each one's record "
+                  f"kept in its folder and written once the server answers (asked every {PROBE_SECONDS:.0f} s)",
+                  file=sys.stderr, flush=True)
+        return self.down is not None
+
+    def back(self, now: bool = False) -> bool:
+        """Whether a tracking server that stopped answering answers again (asked at most every PROBE_SECONDS,
+        unless ``now``); when it does, the records kept meanwhile are written."""
+        if not now and time.monotonic() < self._next_probe:
+            return False
+        if not self.recorder.answers():
+            self._next_probe = time.monotonic() + PROBE_SECONDS
+            return False
+        self.down = None
+        print(f"MLflow at {self.recorder.uri} answers again; writing the {len(self.pending)} records kept meanwhile",
+              file=sys.stderr, flush=True)
+        self.retry_pending()
+        return True
+
+
+# how often a sweep asks a tracking server that stopped answering whether it is back
+PROBE_SECONDS = float(os.environ.get("MKE_TRACKING_PROBE_SECONDS", "30"))
+
+
+_REASONS = {"connection refused": "connection refused", "timed out": "timed out",
+            "name or service not known": "host not found", "connection reset": "connection reset",
+            "connection aborted": "connection aborted", "max retries exceeded": "no answer"}
+
+
+def _reason(error: str) -> str:
+    """The gist of a failed request to a tracking server (MLflow's messages quote whole URLs and urllib3's
+    retry reports)."""
+    found = [short for text, short in _REASONS.items() if text in error.lower()]
+    return found[0] if found else error[:200]
 
 
 def _numbers(result: dict[str, Any]) -> dict[str, float]:
