@@ -7,6 +7,7 @@ import argparse
 from dataclasses import dataclass, replace
 import logging
 import os
+import re
 import shutil
 import socket
 from concurrent.futures import ThreadPoolExecutor
@@ -15,13 +16,14 @@ import time
 from pathlib import Path
 
 from mke_ray.cluster import check_nodes
-from mke_ray.errors import NonFiniteLossError
+from mke_ray.errors import NonFiniteLossError, disk_full
 from mke_ray.methods.teacher import cached_teacher, teacher_folder, train_teacher
 from mke_ray.report.answer import NOTE_TAG, SMOKE_NOTE, Answer, grid_answer, search_answer
 from mke_ray.report.plots import gain_figure, setting_figure, summary_figure
 from mke_ray.report.table import format_rounds, format_table, paper_table, results_frame, rounds_table, score_of
 from mke_ray.methods.artifacts import damage, read_result, read_stopped
-from mke_ray.output import STATE_FILE, OutputLock, fingerprint, is_uri, mirror, prepare_output, write_state
+from mke_ray.output import (MIN_FREE_BYTES, STATE_FILE, OutputLock, fingerprint, is_uri, mirror, prepare_output,
+                            space_needed, write_state)
 from mke_ray.spec import SpecError, SweepSpec, TrainSpec, TrialSpec, format_value, load_spec, put
 from mke_ray.tasks import TaskDataError
 from mke_ray.tracking import Recorder, TrackingError, lasting_tracking_uri, resolve_tracking_uri
@@ -267,13 +269,16 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
             say(f"resuming: {len(done)} trials already finished"
                 + (f", {len(halted)} stopped early" if halted else "") + f", {remaining} to run")
 
-        interrupted = False
+        interrupted, full = False, None
         try:
             if remaining > 0:
-                failures += _run_with_ray(spec, todo, remaining, teachers, output,
-                                          student_settings, log, storage or str(output), delivery)
+                more, full = _run_with_ray(spec, todo, remaining, teachers, output,
+                                           student_settings, log, storage or str(output), delivery)
+                failures += more
         except KeyboardInterrupt:
             interrupted = True
+        if full or log.full:  # the rest would fail too: stopped, each finished trial kept
+            raise DiskFull(full or log.full)
         now_stopped = _stopped(output / "trials", trials, optuna)
         report, answer = _write_results(spec, output, trials, teacher.result[score_key],
                                         teacher.result.get("val_acc"),
@@ -307,10 +312,17 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
                 if not log.lost(_first_line(err)):
                     raise
     except BaseException as err:
-        stopped = isinstance(err, KeyboardInterrupt)
+        full = isinstance(err, DiskFull) or disk_full(err)
+        stopped = isinstance(err, KeyboardInterrupt) or full
         if log is None or log.down is None:  # not a tracking server that does not answer: seconds lost to it
             _end_quietly(recorder, parent, "KILLED" if stopped else "FAILED")
-        write_state(output, {**state, "status": "interrupted"})
+        try:
+            write_state(output, {**state, "status": "interrupted"})
+        except OSError:  # a full disk: the state file stays whole as it was ("running"), which --resume takes
+            if not full:
+                raise
+        if full:
+            return _stopped_for_space(err, output, trials, optuna, planned)
         if not stopped:
             raise
         done = _finished(output / "trials", trials, optuna)
@@ -345,6 +357,25 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
         say(f"NOT IN MLFLOW {key}: {error} (its files and result are in {output / 'trials' / key})")
     say(_compare_hint(recorder, parent))
     return EXIT_INTERRUPTED if interrupted else 1 if failures or unrecorded else 0
+
+
+class DiskFull(Exception):
+    """A trial, or a record, found the disk full (its error message)."""
+
+
+def _stopped_for_space(err: BaseException, output: Path, trials: list[TrialSpec], optuna: bool, planned: int) -> int:
+    """The one line of a sweep stopped for a full disk: which folder, what is kept, roughly what it still needs."""
+    message = str(err) if isinstance(err, DiskFull) else _first_line(err)
+    named = getattr(err, "filename", None) or next(iter(re.findall(r"'(/[^']+)'", message)), None)
+    where = output if named is None or Path(named).is_relative_to(output) else Path(named).parent
+    done = len(_finished(output / "trials", trials, optuna))
+    left = planned - done - len(_stopped(output / "trials", trials, optuna))
+    # a sweep starts only with MIN_FREE_BYTES free (output.py): that much at least
+    need = max(space_needed(output, done, left), MIN_FREE_BYTES) if where == output else 0
+    print(f"the disk holding {where} is full ({message}): stopped; {done}/{planned} trials finished and kept, {left} "
+          f"to run" + (f", which need about {need // 2**20} MiB there" if need else "")
+          + "; free space there and run the same command with --resume", file=sys.stderr, flush=True)
+    return EXIT_FAILED
 
 
 def _first_line(err: BaseException) -> str:
@@ -458,7 +489,7 @@ def _resolved_trainer(spec: SweepSpec, task, trials: int):
 
 def _run_with_ray(spec, trials, remaining, teachers, output, student_settings, log, storage: str, delivery):
     from mke_ray.report.answer import BestByValidation, SettingMeans
-    from mke_ray.tuning.callbacks import MlflowTrials
+    from mke_ray.tuning.callbacks import MlflowTrials, StopWhenFull
     from mke_ray.tuning.progress import ProgressLine
     from mke_ray.tuning.runner import early_stopping, run_trials
     from mke_ray.tuning.trainable import TrialContext, Variant, run_pack, run_search_trial, run_trial
@@ -480,21 +511,22 @@ def _run_with_ray(spec, trials, remaining, teachers, output, student_settings, l
                            splits=task.splits() if task.send_splits else None,
                            report_every=spec.search.scheduler.report_every(spec.scheduler_epochs()))
     mlflow_trials = MlflowTrials(log, output / "trials")
+    stop = StopWhenFull(mlflow_trials)
     try:
         if spec.search.kind == "optuna":
             from mke_ray.tuning.search import run_search
 
             progress = ProgressLine(remaining, BestByValidation())
             run_search(spec, remaining, run_search_trial, context, output, f"{storage}/ray_results",
-                       [mlflow_trials, progress])
+                       [mlflow_trials, progress], stop=stop)
         else:
             progress = ProgressLine(len(trials), SettingMeans(spec.methods, score_of(spec)[0]))
             run_trials(trials, run_pack if spec.trainer.kind == "batched" else run_trial, context, spec.resources,
                        spec.trainer, f"{storage}/ray_results",
-                       [mlflow_trials, progress], retries=spec.retries, scheduler=early_stopping(spec))
+                       [mlflow_trials, progress], retries=spec.retries, scheduler=early_stopping(spec), stop=stop)
     finally:  # the records handed to MLflow's writer thread are written before the driver goes on (or stops)
         mlflow_trials.flush()
-    return mlflow_trials.failures
+    return mlflow_trials.failures, mlflow_trials.full
 
 
 def _write_results(spec: SweepSpec, output: Path, trials: list[TrialSpec], teacher_acc: float,

@@ -148,6 +148,12 @@ def _check_state(output: Path, spec: SweepSpec, tracking_uri: str, resume: bool)
     return None
 
 
+def space_needed(output: Path, finished: int, left: int) -> int:
+    """Roughly how many bytes ``left`` more trials take in ``output``, from what the ``finished`` ones took."""
+    sizes = [p.stat().st_size for p in (output / "trials").rglob("*") if p.is_file()]
+    return int(sum(sizes) / max(1, finished) * left)
+
+
 def fingerprint(spec: SweepSpec) -> str:
     """What decides a sweep's results; a resumed sweep must not change it. The study's database is not in it
     (the state file keeps it, shown without its password, and --resume checks it). Search keys left at their

@@ -1,6 +1,7 @@
 """Faults: interrupted sweeps resumed, bad output folders refused, one driver a folder (crashed trials retried: test_sweep_e2e)."""
 
 import json
+import re
 import os
 import shutil
 import signal
@@ -512,3 +513,48 @@ def test_a_tracking_server_that_goes_away_and_comes_back_gets_every_record_once(
     keys = [r.data.tags["mke.trial_key"] for r in runs]
     assert len(keys) == len(set(keys)) == 13  # the teacher and twelve trials, once each
     assert parent.info.status == "FINISHED" and all(r.info.status == "FINISHED" for r in runs)
+
+
+# --- a full disk ------------------------------------------------------------------------------------------------------
+
+@pytest.mark.infra
+def test_a_full_disk_stops_the_sweep_and_resume_finishes_it(tmp_path):
+    """The output folder on a real file system of its own (a 300 MB tmpfs in the test's mount namespace, as root),
+    filled by another file once three trials finished: the sweep stops within seconds in one line, naming the
+    folder and what it still needs, the failed trials not reported as failed; with the file gone, --resume
+    finishes it, each trial in MLflow once."""
+    disk, uri = tmp_path / "disk", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    disk.mkdir()
+    sweep = f'"{sys.executable}" -m mke_ray.sweep "{SWEEP}" --smoke-test --output "{disk}/run" --tracking-uri "{uri}"'
+    script = f"""
+        mount -t tmpfs -o size=300m mke-full "{disk}"
+        {sweep} > "{tmp_path}/first.out" 2> "{tmp_path}/first.err" &
+        driver=$!
+        until [ "$(ls "{disk}"/run/trials/*/result.json 2>/dev/null | wc -l)" -ge 3 ]; do
+            kill -0 $driver || exit 3; sleep 0.05
+        done
+        dd if=/dev/zero of="{disk}/filler" bs=1M 2>/dev/null  # another program's file takes the space left
+        date +%s.%N > "{tmp_path}/full_at"
+        wait $driver; echo $? > "{tmp_path}/first.rc"; date +%s.%N > "{tmp_path}/ended_at"
+        rm "{disk}/filler"
+        {sweep} --resume > "{tmp_path}/second.out" 2> "{tmp_path}/second.err"; echo $? > "{tmp_path}/second.rc"
+        cp -a "{disk}/run" "{tmp_path}/run"
+    """
+    done = subprocess.run(["unshare", "--mount", "--propagation", "private", "bash", "-c", script], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=400)
+    said = {name: (tmp_path / name).read_text() for name in ("first.out", "first.err", "second.out", "second.err")}
+    assert done.returncode == 0, done.stdout + done.stderr + str(said)
+    assert (tmp_path / "first.rc").read_text().strip() == "1", said
+    took = float((tmp_path / "ended_at").read_text()) - float((tmp_path / "full_at").read_text())
+    assert took < 30, took  # not the rest of the grid failing one after another
+    last = said["first.err"].strip().splitlines()[-1]
+    assert last.startswith(f"the disk holding {disk / 'run'} is full (") and "No space left on device" in last, last
+    assert re.search(r"stopped; \d+/12 trials finished and kept, \d+ to run, which need about \d+ MiB there; free "
+                     r"space there and run the same command with --resume$", last), last
+    assert "Traceback" not in said["first.err"] + said["first.out"]
+    assert (tmp_path / "second.rc").read_text().strip() == "0", said
+    assert len(pd.read_csv(tmp_path / "run" / "results.csv")) == 12
+    parent, runs = child_runs(tmp_path)
+    keys = [r.data.tags["mke.trial_key"] for r in runs]
+    assert len(keys) == len(set(keys)) == 13 and parent.info.status == "FINISHED"
+    assert all(r.info.status == "FINISHED" for r in runs)  # none reported as a failed setting

@@ -11,6 +11,7 @@ from typing import Any
 
 from mke_ray.methods import METHODS
 from mke_ray.methods.artifacts import read_history, read_result, read_stopped
+from mke_ray.errors import disk_full
 from mke_ray.report.table import score_of
 from mke_ray.spec import SweepSpec, TrialSpec, format_value, put
 from mke_ray.tasks import Task
@@ -105,6 +106,7 @@ class SweepLog:
         # without a try each, and the server is asked every PROBE_SECONDS whether it is back
         self.down: str | None = None
         self._next_probe = 0.0
+        self.full: str | None = None  # a record refused for a full disk (the store's or its artifacts'): the sweep stops
         self.score_key = score_of(spec)[0]
         # each teacher's score once it is recorded (by ``TrialSpec.variant_key``): each student's gain over its own
         self.teacher_scores: dict[str, float] = {}
@@ -280,6 +282,9 @@ class SweepLog:
         except Exception as err:  # the store is down or full: keep the record, retry at the end
             error = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             self.pending[key] = (name, kwargs, error)
+            if disk_full(err):
+                self.full = self.full or error
+                return None
             if self.lost(error):
                 return None
             if not quiet:

@@ -7,9 +7,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
-from ray.tune import Callback
+from ray.tune import Callback, Stopper
 
 from mke_ray.methods.artifacts import STOPPED, read_result, write_json
+from mke_ray.errors import disk_full
 from mke_ray.spec import TrialSpec
 from mke_ray.tracking.sweep_log import SweepLog, record_key
 from mke_ray.tuning.trainable import PARTIAL
@@ -39,6 +40,7 @@ class MlflowTrials(Callback):
         self.stopped: list[TrialSpec] = []
         self.reports: dict[str, list[dict[str, float]]] = {}  # Tune trial id -> its progress reports
         self.handed = set(log.logged)  # the keys of trials recorded, or handed to the writer to record
+        self.full: str | None = None  # a trial's error that says the disk is full: the sweep stops (StopWhenFull)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-records")
         self._writes: list[Future] = []
 
@@ -103,9 +105,18 @@ class MlflowTrials(Callback):
                 self._record(self.log.record_trial, spec, folder, tags=tags)
         self.reports.pop(trial.trial_id, None)
 
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        """A trial failed and is retried: unless the disk is full, where every retry would fail too."""
+        message = error_summary(Path(trial.error_file) if trial.error_file else None)
+        if disk_full(message):
+            self.full = self.full or message
+
     def on_trial_error(self, iteration, trials, trial, **info):
         local = Path(trial.error_file) if trial.error_file else None
         message = error_summary(local) or "the trial failed without an error message"
+        if disk_full(message):  # not a failed setting: it runs again on --resume
+            self.full = self.full or message
+            return
         # where the traceback stays: the trial's folder in the sweep's storage
         stored = Path(trial.path) / "error.txt" if trial.path else local
         for spec in trials_of(trial.config):
@@ -113,6 +124,20 @@ class MlflowTrials(Callback):
                 continue  # finished, or diverged, in an earlier stack of its pack
             self.failures.append((spec, message, stored))
             self._record(self.log.record_failure, spec, message, local.parent if local else None)
+
+
+class StopWhenFull(Stopper):
+    """Ends the Tune run at the first trial that found the disk full, or the first record MLflow could not
+    write for a full disk: the grid's other trials would fail one after another."""
+
+    def __init__(self, trials: MlflowTrials):
+        self.trials = trials
+
+    def __call__(self, trial_id, result) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return self.trials.full is not None or self.trials.log.full is not None
 
 
 def _tags(trial, result: dict) -> dict[str, str]:

@@ -8,6 +8,7 @@ import sys
 import time
 
 from mke_ray.cluster import token_auth, trial_capacity
+from mke_ray.errors import disk_full
 from mke_ray.signals import sigint_kept, sigterm_as_ctrl_c
 from mke_ray.spec import ResourcesSpec, SweepSpec, TrainerSpec, TrialSpec
 
@@ -33,12 +34,20 @@ def start_ray(address: str | None) -> dict[str, float]:
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     # Tune warns when a result takes seconds to process: recording a stack of students in MLflow does, by design
     logging.getLogger("ray.tune.utils.util").setLevel(logging.ERROR)
+    for name in ("ray.tune.execution.experiment_state", "ray._private.worker"):
+        logging.getLogger(name).addFilter(_disk_full_reported)
     _brief_node_reports()
     if not ray.is_initialized():
         extra = {"include_dashboard": False} if local else {}
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False, **extra)
         sigterm_as_ctrl_c()  # not Ray's handler, which aborts
     return trial_capacity(ray.cluster_resources())
+
+
+def _disk_full_reported(record: logging.LogRecord) -> bool:
+    """Leaves out Ray's reports of a full disk (its experiment state's failed sync, a failed trial's error that
+    Tune no longer fetched): tracebacks that would bury the one line the sweep ends with when it stops for it."""
+    return not disk_full(record.getMessage() + (f" {record.exc_info[1]}" if record.exc_info else ""))
 
 
 NODE_LOSS = ("Raylet is terminated", "has been marked dead")  # a node's own report of its loss, and GCS's
@@ -135,10 +144,10 @@ def early_stopping(spec: SweepSpec):
 
 
 def run_trials(trials: list[TrialSpec], trainable, context, resources: ResourcesSpec, trainer: TrainerSpec,
-               storage: str, callbacks: list, retries: int = 0, scheduler=None) -> None:
+               storage: str, callbacks: list, retries: int = 0, scheduler=None, stop=None) -> None:
     """Run every trial once as a grid (Tune's default generator), on a started Ray; with a ``batched``
     trainer, every pack of trials (see ``packs``) is one Tune trial; ``scheduler`` (``early_stopping``) may stop
-    trials early."""
+    trials early; ``stop``, a Tune stopper, may end the whole run (``callbacks.StopWhenFull``)."""
     from ray import tune
 
     per_trial, concurrent = trial_resources(resources, trainer)
@@ -152,7 +161,7 @@ def run_trials(trials: list[TrialSpec], trainable, context, resources: Resources
         param_space=space,
         tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=concurrent, scheduler=scheduler),
         run_config=tune.RunConfig(
-            name="tune", storage_path=storage, callbacks=callbacks, verbose=0,
+            name="tune", storage_path=storage, callbacks=callbacks, verbose=0, stop=stop,
             failure_config=tune.FailureConfig(max_failures=retries),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),

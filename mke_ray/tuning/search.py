@@ -222,11 +222,11 @@ def _searcher(**options):
 
 
 def run_search(spec: SweepSpec, n_trials: int, trainable, context, output: Path, storage: str,
-               callbacks: list) -> None:
+               callbacks: list, stop=None) -> None:
     """Ask Optuna for ``n_trials`` more configurations (several objectives: Optuna's multi-objective TPE); the
     study lives in search.storage, else ``output``/optuna.db. With ``search.scheduler``, Tune's ASHA stops trials
     early (Ray's OptunaSearch leaves Optuna's own pruners unused: ASHA is the pruner, and a trial it stopped is
-    PRUNED in the study)."""
+    PRUNED in the study). ``stop``: a Tune stopper that may end the whole run (``callbacks.StopWhenFull``)."""
     import optuna
     from ray import tune
 
@@ -246,7 +246,7 @@ def run_search(spec: SweepSpec, n_trials: int, trainable, context, output: Path,
         tune.with_resources(tune.with_parameters(trainable, context=context), per_trial),
         tune_config=tune.TuneConfig(search_alg=searcher, num_samples=n_trials, reuse_actors=True,
                                     max_concurrent_trials=concurrent, scheduler=early_stopping(spec)),
-        run_config=tune.RunConfig(name="tune", storage_path=storage, callbacks=callbacks,
+        run_config=tune.RunConfig(name="tune", storage_path=storage, callbacks=callbacks, stop=stop,
                                   verbose=0, failure_config=tune.FailureConfig(max_failures=spec.retries)),
     )
     with sigint_kept():
