@@ -279,7 +279,7 @@ def assert_ended(processes, within=10.0):
 def test_stopped_during_the_trials_records_every_finished_one_and_resumes(stop, tmp_path, ray_local, capsys):
     """Ctrl-C (SIGINT to the whole foreground group, Ray's processes too) and SIGTERM (to the driver alone) while
     trials run: exit 130 within Kubernetes' 30 s grace period, every finished trial in MLflow, the parent KILLED,
-    no Ray process left; --resume then runs the rest, each trial recorded once."""
+    no Ray process left; after SIGTERM, --resume runs the rest, each trial recorded once."""
     trials = tmp_path / "run" / "trials"
     proc = subprocess.Popen([sys.executable, "-m", "mke_ray.sweep", *sweep_args(tmp_path)], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -307,6 +307,8 @@ def test_stopped_during_the_trials_records_every_finished_one_and_resumes(stop, 
     assert parent.info.status == "KILLED"
     assert f"interrupted: {12 - len(finished)} trials did not run; --resume finishes the sweep" in out
     assert_ended(ray_processes)
+    if stop == "ctrl_c":  # the same path from here on
+        return
 
     capsys.readouterr()
     assert main(sweep_args(tmp_path, "--resume")) == 0
@@ -449,9 +451,9 @@ def test_a_tracking_server_that_goes_away_and_comes_back_gets_every_record_once(
     from tests.servers import free_port, kill_server, start_mlflow
 
     sweep = tmp_path / "flaky.yaml"  # twelve trials of some seconds each: time to take the server away and back
-    sweep.write_text("name: flaky\nteacher: {epochs: 300, seed: 39}\nstudent: {epochs: 8000}\nmethods: [mm_student]\n"
+    sweep.write_text("name: flaky\nteacher: {epochs: 300, seed: 39}\nstudent: {epochs: 6000}\nmethods: [mm_student]\n"
                      "regularizers: {input_noise: {no: 0, weak: 1}, hidden_noise: {no: 0, weak: 5}, "
-                     "dropout: {no: 0, weak: 0.5}}\nseeds: [81, 14, 3]\ntracking: {experiment: flaky, log_every: 4000}\n"
+                     "dropout: {no: 0, weak: 0.5}}\nseeds: [81, 14, 3]\ntracking: {experiment: flaky, log_every: 3000}\n"
                      "resources: {cpu: 2}\n")  # one trial at a time, on one core: the other worker's
     port, trials = free_port(), tmp_path / "run" / "trials"
     store, artifacts = f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts"
@@ -475,7 +477,7 @@ def test_a_tracking_server_that_goes_away_and_comes_back_gets_every_record_once(
                     return line
             raise AssertionError(f"no line with {text!r}: " + "".join(said))
 
-        wait_until(lambda: len(list(trials.glob("*/result.json"))) >= 2, "two finished trials")
+        wait_until(lambda: len(list(trials.glob("*/result.json"))) >= 1, "a finished trial")
         kill_server(server)
         line_with(f"MLflow at {uri} does not answer (connection refused); the trials go on")
         server, _ = start_mlflow(store, artifacts, port=port)  # back mid-sweep
