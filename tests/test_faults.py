@@ -443,71 +443,89 @@ def test_damaged_trial_files_and_state_are_resumed_not_a_traceback(tmp_path, ray
 
 # --- a tracking server that goes away ---------------------------------------------------------------------------------
 
-def test_a_tracking_server_that_goes_away_and_comes_back_gets_every_record_once(tmp_path, ray_local, capsys):
-    """A real `mlflow server`, killed (SIGKILL) while a driver's trials run: noticed once, the trials go on;
-    started again mid-sweep: the records kept meanwhile are written; killed again until after the last trial:
-    the driver exits within a minute of it, in one line naming what is not recorded and the command that records
-    it; started again: --resume records the rest, every trial once, the parent FINISHED, nothing RUNNING."""
+def test_records_wait_for_a_tracking_server_that_went_away_and_go_in_when_it_is_back(tmp_path, monkeypatch, capsys):
+    """A real `mlflow server`, killed (SIGKILL) between a sweep's records and started again: the first record
+    that fails says so once, the next is kept without a try, and once the server answers the kept ones go in
+    with the next, each trial once."""
+    from mke_ray.methods.artifacts import write_json
+    from mke_ray.spec import load_spec
+    from mke_ray.tracking import sweep_log
     from tests.servers import free_port, kill_server, start_mlflow
 
-    sweep = tmp_path / "flaky.yaml"  # twelve trials of some seconds each: time to take the server away and back
-    sweep.write_text("name: flaky\nteacher: {epochs: 300, seed: 39}\nstudent: {epochs: 6000}\nmethods: [mm_student]\n"
-                     "regularizers: {input_noise: {no: 0, weak: 1}, hidden_noise: {no: 0, weak: 5}, "
-                     "dropout: {no: 0, weak: 0.5}}\nseeds: [81, 14, 3]\ntracking: {experiment: flaky, log_every: 3000}\n"
-                     "resources: {cpu: 2}\n")  # one trial at a time, on one core: the other worker's
+    monkeypatch.setattr(sweep_log, "PROBE_SECONDS", 1.0)  # 30 s in a sweep
+    spec = load_spec(SWEEP).smoke()
+    trials = spec.trials()[:5]
+    for trial in trials:
+        (tmp_path / trial.key).mkdir()
+        write_json(tmp_path / trial.key / "result.json", {"test_acc": 70.0, "trial": trial.to_dict()})
+    port, store = free_port(), f"sqlite:///{tmp_path / 'server.db'}"
+    server, uri = start_mlflow(store, tmp_path / "artifacts", port=port)
+    try:
+        recorder = Recorder(uri, "flaky")
+        log = sweep_log.SweepLog(recorder, spec, recorder.start_parent("flaky", {}, {}), {})
+        for trial in trials[:2]:
+            assert log.record_trial(trial, tmp_path / trial.key)
+        kill_server(server)
+        capsys.readouterr()
+        assert log.record_trial(trials[2], tmp_path / trials[2].key) is None
+        started = time.monotonic()
+        assert log.record_trial(trials[3], tmp_path / trials[3].key) is None
+        assert time.monotonic() - started < 0.5  # kept, not tried
+        assert capsys.readouterr().err == (f"MLflow at {uri} does not answer (connection refused); the trials go on, "
+                                           f"each one's record kept in its folder and written once the server "
+                                           f"answers (asked every 1 s)\n")
+        server, _ = start_mlflow(store, tmp_path / "artifacts", port=port)  # seconds: past the next question
+        assert log.record_trial(trials[4], tmp_path / trials[4].key)
+        assert capsys.readouterr().err == f"MLflow at {uri} answers again; writing the 2 records kept meanwhile\n"
+        assert not log.pending and log.down is None
+        runs = recorder.client.search_runs([recorder.experiment_id], "tags.`mke.trial_key` != ''")
+    finally:
+        kill_server(server)
+    assert sorted(r.data.tags["mke.trial_key"] for r in runs) == sorted(t.key for t in trials)
+    assert all(r.info.status == "FINISHED" for r in runs)
+
+
+def test_a_tracking_server_gone_at_the_end_is_one_line_and_resume_records_the_rest(tmp_path, ray_local, capsys):
+    """A real driver records to a real `mlflow server`, killed (SIGKILL) once the first trial finished and not
+    back before the last: the trials go on, and the driver exits within a minute of its last trial, in one line
+    naming what is not recorded and the command that records it; with the server started again, --resume records
+    the rest, every trial once, the parent FINISHED, nothing RUNNING."""
+    from tests.servers import free_port, kill_server, start_mlflow
+
     port, trials = free_port(), tmp_path / "run" / "trials"
     store, artifacts = f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts"
-    args = [str(sweep), "--output", str(tmp_path / "run"), "--tracking-uri", f"http://127.0.0.1:{port}"]
+    args = [SWEEP, "--smoke-test", "--output", str(tmp_path / "run"), "--tracking-uri", f"http://127.0.0.1:{port}"]
     server, uri = start_mlflow(store, artifacts, port=port)
     proc = subprocess.Popen([sys.executable, "-m", "mke_ray.sweep", *args], cwd=tmp_path, text=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env={**os.environ, "MKE_TRACKING_PROBE_SECONDS": "2"})
-    said = []
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        def wait_until(check, what):
-            deadline = time.monotonic() + 240
-            while not check():
-                assert proc.poll() is None and time.monotonic() < deadline, f"no {what}: " + "".join(said)
-                time.sleep(0.1)
-
-        def line_with(text):
-            for line in proc.stderr:
-                said.append(line)
-                if text in line:
-                    return line
-            raise AssertionError(f"no line with {text!r}: " + "".join(said))
-
-        wait_until(lambda: len(list(trials.glob("*/result.json"))) >= 1, "a finished trial")
+        deadline = time.monotonic() + 180
+        while not list(trials.glob("*/result.json")):
+            assert proc.poll() is None and time.monotonic() < deadline, "the sweep ended before a trial finished"
+            time.sleep(0.05)
         kill_server(server)
-        line_with(f"MLflow at {uri} does not answer (connection refused); the trials go on")
-        server, _ = start_mlflow(store, artifacts, port=port)  # back mid-sweep
-        back = line_with(f"MLflow at {uri} answers again; writing the")
-        assert len(list(trials.glob("*/result.json"))) < 12, "the sweep ended before the server came back"
-        kill_server(server)
-        proc.wait(timeout=240)
-        rest = proc.stderr.read()
+        err = proc.communicate(timeout=240)[1]
     finally:
         if proc.poll() is None:
             proc.kill()
-        kill_server(server)
     last = max(p.stat().st_mtime for p in trials.glob("*/result.json"))
-    assert proc.returncode == 1 and "Traceback" not in "".join(said) + rest, "".join(said) + rest
     assert time.time() - last < 60  # the driver's exit after its last trial
-    final = rest.strip().splitlines()[-1]
-    assert final.startswith(f"MLflow at {uri} does not answer (connection refused): ") and \
-        final.endswith(f"of the 12 finished trials and the sweep's summary are not in it yet; everything is in "
-                       f"{tmp_path / 'run'}; once the server answers, run the same command with --resume to record "
-                       f"them"), final
-    assert int(back.split("writing the ")[1].split()[0]) >= 1
+    assert proc.returncode == 1 and "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert f"MLflow at {uri} does not answer (connection refused); the trials go on" in err
+    assert re.fullmatch(rf"MLflow at {uri} does not answer \(connection refused\): \d+ of the 12 finished trials and "
+                        rf"the sweep's summary are not in it yet; everything is in {tmp_path / 'run'}; once the server "
+                        rf"answers, run the same command with --resume to record them", lines[-1]), lines[-1]
 
     server, _ = start_mlflow(store, artifacts, port=port)
     try:
         capsys.readouterr()
         assert main([*args, "--resume"]) == 0
+        assert "resuming: 12 trials already finished, 0 to run" in capsys.readouterr().out
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(uri)
-        experiment = client.get_experiment_by_name("flaky").experiment_id
+        experiment = client.get_experiment_by_name("mke-twomoon-smoke").experiment_id
         (parent,) = client.search_runs([experiment], "tags.`mke.kind` = 'sweep'")
         runs = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     finally:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import os
 import sys
 import time
 from pathlib import Path
@@ -320,8 +319,7 @@ class SweepLog:
         return True
 
 
-# how often a sweep asks a tracking server that stopped answering whether it is back
-PROBE_SECONDS = float(os.environ.get("MKE_TRACKING_PROBE_SECONDS", "30"))
+PROBE_SECONDS = 30.0  # how often a sweep asks a tracking server that stopped answering whether it is back
 
 
 _REASONS = {"connection refused": "connection refused", "timed out": "timed out",
