@@ -1,5 +1,5 @@
 # make sweep: install into .venv and run the TwoMoon sweep (Table 2)
-# make test:  install into .venv and run the tests, but the slow reproductions (about 15 minutes on 2 cores)
+# make test:  install into .venv and run the tests, but the slow reproductions (about 17 minutes on 2 cores)
 # make test-repro: the slow reproductions alone: Table 2 to the digit (both losses), the stand-ins' effects
 # make test-numerics: the floating-point tests (but the slow ones) again on 1 thread, with MKL, oneDNN and ATen
 #                    held to AVX2 (CI runs it)
