@@ -105,7 +105,8 @@ class SweepLog:
         # without a try each, and the server is asked every PROBE_SECONDS whether it is back
         self.down: str | None = None
         self._next_probe = 0.0
-        self.full: str | None = None  # a record refused for a full disk (the store's or its artifacts'): the sweep stops
+        # a record refused for a full disk (the store's or its artifacts'): the sweep stops (StopWhenFull)
+        self.full: str | None = None
         self.score_key = score_of(spec)[0]
         # each teacher's score once it is recorded (by ``TrialSpec.variant_key``): each student's gain over its own
         self.teacher_scores: dict[str, float] = {}
