@@ -309,7 +309,7 @@ def run_sweep(spec: SweepSpec, output: Path, recorder: Recorder, *, sweep_file: 
                 recorder.set_tags(parent, {NOTE_TAG: answer.description((output / "table.md").read_text())})
                 recorder.end(parent, "KILLED" if interrupted else "FAILED" if failures else "FINISHED")
             except Exception as err:  # a tracking server gone now: --resume writes the summary
-                if not log.lost(_first_line(err)):
+                if not log.lost(err):
                     raise
     except BaseException as err:
         full = isinstance(err, DiskFull) or disk_full(err)

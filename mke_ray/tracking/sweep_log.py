@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import re
+import socket
 import sys
 import time
 from pathlib import Path
@@ -285,7 +287,7 @@ class SweepLog:
             if disk_full(err):
                 self.full = self.full or error
                 return None
-            if self.lost(error):
+            if self.lost(err):
                 return None
             if not quiet:
                 print(f"MLflow could not record {key} ({error}); retrying at the end of the sweep",
@@ -295,7 +297,7 @@ class SweepLog:
         return run_id
 
 
-    def lost(self, error: str) -> bool:
+    def lost(self, error: BaseException | str) -> bool:
         """After a failed write: whether the tracking server is gone (it does not answer its health check); the
         first time, one line says so and what happens meanwhile."""
         if self.down is None and self.recorder.answers() is False:
@@ -323,16 +325,32 @@ class SweepLog:
 PROBE_SECONDS = 30.0  # how often a sweep asks a tracking server that stopped answering whether it is back
 
 
-_REASONS = {"connection refused": "connection refused", "timed out": "timed out",
-            "name or service not known": "host not found", "connection reset": "connection reset",
-            "connection aborted": "connection aborted", "max retries exceeded": "no answer"}
+_REASONS = {ConnectionRefusedError: "connection refused", socket.gaierror: "host not found",
+            TimeoutError: "timed out", ConnectionError: "connection closed"}
+_TEXTS = {"connection refused": "connection refused", "timed out": "timed out",
+          "name or service not known": "host not found", "connection broken": "connection broken",
+          "response ended prematurely": "connection broken", "connection aborted": "connection closed",
+          "connection reset": "connection closed", "max retries exceeded": "no answer"}
 
 
-def _reason(error: str) -> str:
-    """The gist of a failed request to a tracking server (MLflow's messages quote whole URLs and urllib3's
-    retry reports)."""
-    found = [short for text, short in _REASONS.items() if text in error.lower()]
-    return found[0] if found else error[:200]
+def _reason(error: BaseException | str) -> str:
+    """The gist of a failed request to a tracking server: the socket's error found in the chain of exceptions
+    (MLflow wraps requests', which wraps urllib3's, which wraps the socket's), else a known phrase in their
+    messages, else the message without the URL MLflow puts in front."""
+    chain: list[BaseException] = []
+    while isinstance(error, BaseException) and error not in chain:
+        chain.append(error)
+        error = error.__cause__ or error.__context__ or getattr(error, "reason", None)
+    for err in reversed(chain):  # the innermost cause first
+        found = [short for kind, short in _REASONS.items() if isinstance(err, kind)]
+        if found:
+            return found[0]
+    text = " ".join(str(err) for err in chain) if chain else str(error)
+    found = [short for phrase, short in _TEXTS.items() if phrase in text.lower()]
+    if found:
+        return found[0]
+    first = text.strip().splitlines()[0] if text.strip() else type(chain[0]).__name__
+    return re.sub(r"^API request to \S+ failed with (timeout )?exception ", "", first)[:120]
 
 
 def _numbers(result: dict[str, Any]) -> dict[str, float]:
