@@ -40,6 +40,11 @@ def healthy(uri: str) -> bool:
         return False
 
 
+TRACKING_ONLY = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+"""What the deployments in tune_jobs/ set: no job runner for MLflow's GenAI jobs (eight more processes, 12-17 CPU-seconds
+a start here, unused by tracking)."""
+
+
 def start_mlflow(backend_store_uri: str, artifacts: Path | None, allowed_hosts: str | None = None,
                  command: str = "server", cwd: Path | None = None, port: int | None = None):
     """``mlflow server`` (or ``command``, e.g. ``ui``) on a free port of 127.0.0.1 (one worker), run in ``cwd``;
@@ -51,7 +56,8 @@ def start_mlflow(backend_store_uri: str, artifacts: Path | None, allowed_hosts: 
     extra += ["--artifacts-destination", str(artifacts)] if artifacts is not None else []
     server = subprocess.Popen([BIN / "mlflow", command, "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
                                "--backend-store-uri", backend_store_uri, *extra],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd=cwd)
+                              env={**os.environ, **TRACKING_ONLY}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True, cwd=cwd)
     uri = f"http://127.0.0.1:{port}"
 
     def up() -> bool:

@@ -224,6 +224,7 @@ def test_the_mlflow_deployment_installs_and_serves_on_postgresql(tmp_path, pg_da
     # server's first import writes the bytecode its four workers read, 18 CPU-seconds less than each compiling it)
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("MLFLOW_", "VIRTUAL_ENV", "PYTHONDONTWRITEBYTECODE"))}
+    env.update({e["name"]: e["value"] for e in container["env"] if "value" in e})  # the file's own settings
     env.update(PATH=f"{venv / 'bin'}{os.pathsep}/usr/bin:/bin", MLFLOW_BACKEND_STORE_URI=store)
     server = subprocess.Popen([*container["command"], script], env=env, cwd=tmp_path, start_new_session=True,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -242,6 +243,8 @@ def test_the_mlflow_deployment_installs_and_serves_on_postgresql(tmp_path, pg_da
         client.log_text(run.info.run_id, "weights", "student.txt")  # through the server into its bucket
         assert client.get_run(run.info.run_id).data.metrics == {"test_acc": 81.5}
         assert list((tmp_path / "bucket").rglob("student.txt"))
+        started = [" ".join(p.cmdline()) for p in psutil.Process(server.pid).children(recursive=True)]
+        assert sum("uvicorn" in line for line in started) == 1 and not any("jobs" in line for line in started)
     finally:
         os.killpg(server.pid, signal.SIGKILL)
         server.wait(timeout=30)
