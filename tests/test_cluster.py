@@ -24,7 +24,8 @@ pytestmark = pytest.mark.infra
 
 @pytest.fixture(scope="module")
 def shared_nothing(tmp_path_factory):
-    """A head node, and a second node that cannot see the folder ``hidden``."""
+    """A head node, and a second node that cannot see the folder ``hidden`` (as the missing data file's test below
+    shows: a file there is missing on the second node)."""
     with ray_cluster(tmp_path_factory.mktemp("driver_only")) as cluster:
         yield cluster
 
@@ -61,24 +62,6 @@ def assert_whole(client, children, expected: int, files: set[str]) -> set[str]:
     return {run.data.tags["mke.node"] for run in students}
 
 
-def test_the_second_node_cannot_see_the_driver_folder(shared_nothing):
-    address, hidden, _ = shared_nothing
-    (hidden / "marker").write_text("on the driver's disk")
-    check = subprocess.run(
-        [sys.executable, "-c", (
-            "import os, ray\n"
-            "ray.init(address=os.environ['ADDR'], logging_level='ERROR', log_to_driver=False)\n"
-            "here = ray.get_runtime_context().get_node_id()\n"
-            "from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy as On\n"
-            "mark = os.environ['MARK']\n"
-            "see = ray.remote(num_cpus=0)(lambda: os.path.exists(mark))\n"
-            "print(sorted(ray.get(see.options(scheduling_strategy=On(n['NodeID'], soft=False)).remote())\n"
-            "             for n in ray.nodes() if n['Alive']))\n")],
-        env={**os.environ, "ADDR": address, "MARK": str(hidden / "marker"), "RAY_AUTH_MODE": "token"},
-        capture_output=True, text=True, timeout=120)
-    assert check.stdout.strip().splitlines()[-1:] == ["[False, True]"], check.stdout + check.stderr[-2000:]
-
-
 @pytest.fixture
 def mlflow_server(tmp_path):
     with servers.mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts") as uri:
@@ -87,15 +70,16 @@ def mlflow_server(tmp_path):
 
 def test_grid_on_nodes_that_share_no_disk_logs_to_a_tracking_server(tmp_path, shared_nothing, mlflow_server):
     address, hidden, _ = shared_nothing
-    # the smoke grid's 12 trials, at the students' full 2000 epochs: with reused actors, a smoke trial's 200
-    # epochs are so quick that the head's actor could run all 12 before the second node's actor is up
+    # six trials (one regularizer's two settings, three methods) at the students' full 2000 epochs: with reused
+    # actors, a smoke trial's 200 epochs are so quick that the head's actor could run them all before the second
+    # node's actor is up
     grid = read_yaml(ROOT / "sweeps" / "twomoon_grid.yaml")
-    grid.update(seeds=[81], regularizers={n: dict(list(g.items())[:2]) for n, g in grid["regularizers"].items()},
+    grid.update(seeds=[81], regularizers={"input_noise": dict(list(grid["regularizers"]["input_noise"].items())[:2])},
                 tracking={"experiment": "mke-cluster-grid", "log_every": 500})
     (hidden / "grid.yaml").write_text(yaml.safe_dump(grid))
     sweep(hidden / "grid.yaml", hidden / "grid", address, mlflow_server)
     client, _, children = recorded(mlflow_server, "mke-cluster-grid")
-    assert len(assert_whole(client, children, 12, {"student.pt", "history.jsonl", "boundary.png"})) == 2
+    assert len(assert_whole(client, children, 6, {"student.pt", "history.jsonl", "boundary.png"})) == 2
     assert any((tmp_path / "artifacts").rglob("student.pt"))  # uploaded over HTTP, stored by the server
 
 

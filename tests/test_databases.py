@@ -1,6 +1,6 @@
 """Databases several machines share, on a real PostgreSQL server: the Optuna study (search.storage,
---study-storage) continued by a second driver, MLflow's server on a PostgreSQL backend store, and the
-one-line errors of a study that cannot be opened."""
+--study-storage) continued by a second driver and the one-line errors of a study that cannot be opened. (MLflow's
+server on a PostgreSQL backend store: the MLflow deployment's test in test_deploy.py.)"""
 
 import contextlib
 import json
@@ -13,7 +13,6 @@ import time
 import optuna
 import psutil
 import pytest
-import requests
 
 from mke_ray.output import fingerprint, prepare_output
 from mke_ray.spec import SpecError, load_spec
@@ -21,7 +20,7 @@ from mke_ray.sweep import main
 from mke_ray.tracking import Recorder
 from mke_ray.tuning.search import claim_study, settle_study
 from tests.conftest import ROOT
-from tests.servers import free_port, mlflow_server
+from tests.servers import free_port
 
 pytestmark = pytest.mark.infra
 
@@ -74,32 +73,6 @@ def test_a_study_in_postgresql_is_continued_by_a_second_driver(tmp_path, pg_data
     keys = sorted(r.data.tags["mke.trial_key"] for r in runs if r.data.tags["mke.trial_key"].startswith("optuna-"))
     assert keys == complete  # every trial in MLflow once
     assert postgres.password not in (out / "sweep.resolved.yaml").read_text()
-
-
-def test_mlflow_server_on_a_postgresql_backend_records_a_sweep(tmp_path, pg_database, ray_local):
-    allowed = "127.0.0.1:{port},mlflow.mke-test.svc:{port}"  # the name a Kubernetes service would give it
-    with mlflow_server(pg_database, tmp_path / "artifacts", allowed_hosts=allowed) as uri:
-        port = uri.rsplit(":", 1)[1]
-        api = f"{uri}/api/2.0/mlflow/experiments/search"
-        for host, status in ((f"mlflow.mke-test.svc:{port}", 200), (f"elsewhere:{port}", 403)):
-            assert requests.post(api, json={"max_results": 1}, headers={"Host": host}, timeout=10).status_code == status
-        out = tmp_path / "run"
-        assert main([str(OPTUNA), "--smoke-test", "--output", str(out), "--tracking-uri", uri]) == 0
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(uri)
-        experiment = client.get_experiment_by_name("mke-twomoon-smoke")
-        (parent,) = client.search_runs([experiment.experiment_id], "tags.`mke.kind` = 'sweep'")
-        children = client.search_runs([experiment.experiment_id],
-                                      f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
-        assert parent.info.status == "FINISHED" and len(children) == 5  # the teacher and 4 search trials
-        assert all(c.info.status == "FINISHED" and "test_acc" in c.data.metrics for c in children)
-        assert {"best_sweep.yaml", "results.csv"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
-    import psycopg  # the runs are in PostgreSQL's tables, not anywhere else
-
-    with psycopg.connect(pg_database) as conn:
-        count = conn.execute("SELECT count(*) FROM runs WHERE experiment_id = %s", (int(experiment.experiment_id),))
-        assert count.fetchone()[0] == 6
 
 
 @pytest.mark.parametrize("case", ["malformed", "refused", "wrong password", "no database", "no driver"])

@@ -13,6 +13,7 @@ from pathlib import Path, PurePosixPath
 
 import psutil
 import pytest
+import requests
 import yaml
 
 from mke_ray.spec import load_spec
@@ -202,11 +203,14 @@ def pip_sources() -> list[str]:
 
 
 @pytest.mark.infra
-def test_the_mlflow_deployment_installs_and_serves_on_postgresql(tmp_path, pg_database):
+def test_the_mlflow_deployment_installs_and_records_a_sweep_in_postgresql(tmp_path, pg_database, ray_local):
     """kuberay/mlflow.yaml's container command as written, in a fresh virtualenv holding what its image
     (ghcr.io/mlflow/mlflow) holds, MLflow at the image's version: its own `pip install` of the PostgreSQL and S3
     clients, then `mlflow server` on the test's PostgreSQL. The only changes: 127.0.0.1 and a free port for
-    0.0.0.0:5000, a folder for the bucket."""
+    0.0.0.0:5000, a folder for the bucket. It answers the Service's names and refuses others, and the Optuna
+    smoke sweep records into it: its runs in PostgreSQL's tables, its files in the bucket."""
+    from mke_ray.sweep import main
+
     (container,) = documents(KUBERAY / "mlflow.yaml")[0]["spec"]["template"]["spec"]["containers"]
     version = container["image"].rsplit(":v", 1)[1]
     venv = tmp_path / "image"
@@ -221,7 +225,7 @@ def test_the_mlflow_deployment_installs_and_serves_on_postgresql(tmp_path, pg_da
         script = script.replace(shipped, here)
     store = pg_database.replace("postgresql://", "postgresql+psycopg://")  # as the file's comments say
     # the image's environment: no MLflow settings, no PYTHONDONTWRITEBYTECODE (set on this machine: without it the
-    # server's first import writes the bytecode its four workers read, 18 CPU-seconds less than each compiling it)
+    # server's first import writes the bytecode its workers read, CPU-seconds less than each compiling it)
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("MLFLOW_", "VIRTUAL_ENV", "PYTHONDONTWRITEBYTECODE"))}
     env.update({e["name"]: e["value"] for e in container["env"] if "value" in e})  # the file's own settings
@@ -235,23 +239,33 @@ def test_the_mlflow_deployment_installs_and_serves_on_postgresql(tmp_path, pg_da
             return healthy(uri)
 
         wait_for(up, "the MLflow deployment's server", timeout=300)
+        started = [" ".join(p.cmdline()) for p in psutil.Process(server.pid).children(recursive=True)]
+        assert sum("uvicorn" in line for line in started) == 1 and not any("jobs" in line for line in started)
+        api = f"{uri}/api/2.0/mlflow/experiments/search"
+        for host, status in (("mlflow.mke.svc.cluster.local:5000", 200), ("elsewhere:5000", 403)):
+            assert requests.post(api, json={"max_results": 1}, headers={"Host": host}, timeout=30).status_code == status
+
+        optuna = ROOT / "sweeps" / "twomoon_optuna.yaml"
+        assert main([str(optuna), "--smoke-test", "--output", str(tmp_path / "run"), "--tracking-uri", uri]) == 0
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(uri)
-        run = client.create_run(client.create_experiment("deployed"))
-        client.log_metric(run.info.run_id, "test_acc", 81.5)
-        client.log_text(run.info.run_id, "weights", "student.txt")  # through the server into its bucket
-        assert client.get_run(run.info.run_id).data.metrics == {"test_acc": 81.5}
-        assert list((tmp_path / "bucket").rglob("student.txt"))
-        started = [" ".join(p.cmdline()) for p in psutil.Process(server.pid).children(recursive=True)]
-        assert sum("uvicorn" in line for line in started) == 1 and not any("jobs" in line for line in started)
+        experiment = client.get_experiment_by_name("mke-twomoon-smoke")
+        (parent,) = client.search_runs([experiment.experiment_id], "tags.`mke.kind` = 'sweep'")
+        children = client.search_runs([experiment.experiment_id],
+                                      f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+        assert parent.info.status == "FINISHED" and len(children) == 5  # the teacher and 4 search trials
+        assert all(c.info.status == "FINISHED" and "test_acc" in c.data.metrics for c in children)
+        assert {"best_sweep.yaml", "results.csv"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
     finally:
         os.killpg(server.pid, signal.SIGKILL)
         server.wait(timeout=30)
+    assert list((tmp_path / "bucket").rglob("best_sweep.yaml"))  # through the server into its bucket
     import psycopg
 
-    with psycopg.connect(pg_database) as conn:  # the run is in PostgreSQL's tables
-        assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 1
+    with psycopg.connect(pg_database) as conn:  # the runs are in PostgreSQL's tables, not anywhere else
+        count = conn.execute("SELECT count(*) FROM runs WHERE experiment_id = %s", (int(experiment.experiment_id),))
+        assert count.fetchone()[0] == 6
 
 
 @pytest.mark.infra
