@@ -1,6 +1,8 @@
 # make sweep: install into .venv and run the TwoMoon sweep (Table 2)
-# make test:  install into .venv and run the tests, but the slow reproductions (about 17 minutes on 2 cores)
-# make test-repro: the slow reproductions alone: Table 2 to the digit (both losses), the stand-ins' effects
+# make test:  install into .venv and run the tests, but the slow ones (about 14 minutes on 2 cores)
+# make test-repro: Table 2 to the digit, with both losses (CI runs it)
+# make test-effects: the stand-ins' effect tests: the MM student expands its teacher on synthetic RAVDESS, NYU and
+#                    events data (minutes; run it when changing a task, a method, a regularizer or a trainer)
 # make test-numerics: the floating-point tests (but the slow ones) again on 1 thread, with MKL, oneDNN and ATen
 #                    held to AVX2 (CI runs it)
 # make test-matrix: the whole suite on 1 and 2 threads, each with the CPU's own dispatch and with AVX2
@@ -10,7 +12,7 @@ PYTHON ?= python3
 
 AVX2 := MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2
 
-.PHONY: sweep smoke test test-repro test-fast test-numerics test-matrix bench
+.PHONY: sweep smoke test test-repro test-effects test-fast test-numerics test-matrix bench
 
 # The install: uv (from PyPI, into the venv) installs the project at the versions of constraints.txt, the set the tests
 # passed with, in seconds where pip takes minutes (torch's CUDA libraries are GBs). uv does not read pip's
@@ -39,9 +41,12 @@ WORKERS ?= 2
 test: $(VENV)/.installed
 	$(PY) -m pytest -m "not slow" -n $(WORKERS) --dist loadscope --no-loadscope-reorder
 
-# also on two workers: Table 2's files on one, the stand-ins' on the other (6m04s here, 7m03s in one process)
+# also on two workers: the published table on one, the corrected loss's on the other
 test-repro: $(VENV)/.installed
-	$(PY) -m pytest -m slow -n $(WORKERS) --dist loadscope --no-loadscope-reorder
+	$(PY) -m pytest -m "slow and not effects" -n $(WORKERS) --dist load
+
+test-effects: $(VENV)/.installed
+	$(PY) -m pytest -m effects -n $(WORKERS) --dist load
 
 # the tests that need no server, cluster, browser or second Ray of their own: a quick check while editing
 test-fast: $(VENV)/.installed

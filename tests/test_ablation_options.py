@@ -293,8 +293,9 @@ def test_tabular_students_train_on_soft_labels(tmp_path):
 
 
 def test_ray_train_shards_soft_pseudo_labels(tmp_path, ray_local):
-    """One DDP worker trains as in process on soft targets, round after round (a TorchTrainer fit costs ~70 s
-    here: one worker count; test_ray_train checks two workers' sharding)."""
+    """One DDP worker draws and trains exactly as in process (the one seed rule of methods.base), on soft targets,
+    round after round (one worker count: a TorchTrainer fit costs tens of seconds here; test_ray_train checks two
+    workers' sharding)."""
     from mke_ray.spec import TaskSpec
     from mke_ray.tuning.delivery import open_delivery
     from mke_ray.tuning.ray_train import train_student_distributed

@@ -4,6 +4,7 @@ Both nodes run on this machine, but the second one is started in a mount namespa
 tmpfs over the folder that holds every sweep's output and MLflow store: like a separate host, it sees none of
 the driver's files. Every kind of sweep must run trials on it and bring every trial's files back."""
 
+import contextlib
 import os
 import re
 import subprocess
@@ -153,7 +154,11 @@ def test_losing_a_node_mid_sweep_is_one_line_and_loses_no_trial(shared_nothing):
         (raylet,) = [p for p in psutil.process_iter(["cmdline"])  # the second node's: started without --head
                      if "raylet" in " ".join(p.info["cmdline"] or [])[:200] and temp in " ".join(p.info["cmdline"])
                      and "--head" not in p.info["cmdline"]]
+        agents = [p for p in raylet.children() if "Agent" in p.name() + " ".join(p.cmdline())]
         raylet.kill()
+        for agent in agents:  # outlive their raylet otherwise, minutes after the test
+            with contextlib.suppress(psutil.NoSuchProcess):
+                agent.kill()
         assert driver.wait(timeout=600) == 0, (hidden / "lost.out").read_text()[-2000:]
     stdout, stderr = (hidden / "lost.out").read_text(), (hidden / "lost.err").read_text()
     assert "12/12 trials finished" in stdout

@@ -304,6 +304,7 @@ def test_real_size_networks_run_and_load_local_weights(prepared, tmp_path):
 # --- sweeps -----------------------------------------------------------------------------------------------------------
 
 @pytest.mark.slow  # a minute: the AVX2 pass of CI (make test-numerics) leaves it to the main one
+@pytest.mark.effects
 @pytest.mark.numerics
 def test_the_mm_student_expands_its_teacher_on_the_stand_in(tmp_path, ray_local):
     """events_smoke's teacher and MM students of two seeds, through the sweep command: the video fixes the

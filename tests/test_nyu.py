@@ -58,6 +58,7 @@ def test_augmentation_moves_label_maps_with_images():
 
 
 @pytest.mark.slow  # four segmentation trainings: minutes
+@pytest.mark.effects
 @pytest.mark.numerics
 def test_synthetic_student_expands_its_teacher(tmp_path):
     """Look-alike classes under pixel noise: the RGB teacher errs, depth lets the student correct it.

@@ -74,6 +74,7 @@ def test_augmentation_is_seeded_random_and_keeps_shapes(prepared):
 
 
 @pytest.mark.slow  # most of a minute: the AVX2 pass of CI (make test-numerics) leaves it to the main one
+@pytest.mark.effects
 @pytest.mark.numerics
 def test_synthetic_student_expands_its_teacher(tmp_path):
     """The stand-in's point: faces alone are hard, audio fixes the pseudo labels.

@@ -1,7 +1,5 @@
 """Students trained by Ray Train (2 DDP workers on CPU) match the in-process trainer."""
 
-import json
-
 import pandas as pd
 import torch
 
@@ -14,30 +12,21 @@ from mke_ray.tuning.ray_train import train_student_distributed
 
 
 def test_ddp_student_reaches_the_in_process_accuracy(tmp_path, ray_local):
+    """Two DDP workers: the same expected gradient as in process, other noise draws, so within the spread across
+    seeds, and the expansion over the 68% teacher survives. (One worker drawing exactly as in process, round after
+    round: test_ablation_options.test_ray_train_shards_soft_pseudo_labels.)"""
     task_spec = TaskSpec(name="twomoon", options={"loss": "published"})
     task = task_spec.build()
     teacher = train_teacher(task, TrainSettings(epochs=1000, lr=0.01, seed=39), tmp_path / "teacher", plot=False)
-    local, ddp = [], []
-    # one worker, two rounds: drawn as in-process, at any length; two workers: long enough to see the expansion
-    for seed, workers, rounds, epochs in ((81, 1, 2, 500), (14, 2, 1, 2000)):
-        settings = TrainSettings(epochs=epochs, lr=0.01, rounds=rounds)
-        trial = TrialSpec("mm_student", {"input_noise": 1.0, "hidden_noise": 0.0, "dropout": 0.0}, seed, 0)
-        local.append(train_student(task, trial, settings, torch.load(teacher.pseudo_labels_path),
-                                   tmp_path / "local" / trial.key, plot=False)["test_acc"])
-        result = train_student_distributed(task_spec, trial, settings, torch.load(teacher.pseudo_labels_path),
-                                           open_delivery(tmp_path / "ddp"), trial.key, str(tmp_path / "ray_train"),
-                                           workers=workers, gpu=False, log_every=epochs // 4, plot=False)
-        assert result["workers"] == workers
-        assert (tmp_path / "ddp" / trial.key / "student.pt").exists()
-        assert len(pd.read_json(tmp_path / "ddp" / trial.key / "history.jsonl", lines=True)) == 4
-        ddp.append(result["test_acc"])
-    # one seed rule (methods.base): one worker draws as the in-process trainer, round after round
-    assert ddp[0] == local[0], (local, ddp)
-    rounds = [[{k: v for k, v in r.items() if k != "train_seconds"} for r in json.loads(
-        (tmp_path / where / "mm_student-input_noise=1-seed=81-rep=0" / "result.json").read_text())["rounds"]]
-        for where in ("ddp", "local")]
-    assert len(rounds[0]) == len(rounds[1]) == 2
-    assert [r["test_acc"] for r in rounds[0]] == [r["test_acc"] for r in rounds[1]]
-    # two workers: the same expected gradient, other noise draws: within the spread across seeds (~1-3 points)
-    assert abs(ddp[1] - local[1]) <= 4.0, (local, ddp)
-    assert ddp[1] > 72  # far above the 68% teacher: the expansion effect survives DDP
+    settings = TrainSettings(epochs=2000, lr=0.01)
+    trial = TrialSpec("mm_student", {"input_noise": 1.0, "hidden_noise": 0.0, "dropout": 0.0}, 14, 0)
+    local = train_student(task, trial, settings, torch.load(teacher.pseudo_labels_path), tmp_path / "local",
+                          plot=False)["test_acc"]
+    ddp = train_student_distributed(task_spec, trial, settings, torch.load(teacher.pseudo_labels_path),
+                                    open_delivery(tmp_path / "ddp"), trial.key, str(tmp_path / "ray_train"),
+                                    workers=2, gpu=False, log_every=500, plot=False)
+    assert ddp["workers"] == 2
+    assert (tmp_path / "ddp" / trial.key / "student.pt").exists()
+    assert len(pd.read_json(tmp_path / "ddp" / trial.key / "history.jsonl", lines=True)) == 4
+    assert abs(ddp["test_acc"] - local) <= 4.0, (local, ddp["test_acc"])
+    assert ddp["test_acc"] > 72
