@@ -94,14 +94,17 @@ def mlflow_server(*args, **kwargs):
 
 
 def kill_matching(*needles: str) -> None:
-    """End every process whose command line names one of ``needles`` (this test's Ray only)."""
+    """End every process whose command line names one of ``needles`` (this test's Ray only), and the processes
+    each started (uvicorn's spawned workers name no port, Ray's agents no folder)."""
+    found = []
     for proc in psutil.process_iter(["cmdline"]):
         cmdline = " ".join(proc.info["cmdline"] or [])
         if any(n in cmdline for n in needles) and proc.pid != os.getpid():
-            try:
-                proc.kill()
-            except psutil.Error:
-                pass
+            with contextlib.suppress(psutil.Error):
+                found += [proc, *proc.children(recursive=True)]
+    for proc in found:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
 
 
 def ray_start(*args: str, env: dict, hidden: Path | None = None) -> None:

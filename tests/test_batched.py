@@ -15,7 +15,7 @@ from mke_ray.methods.artifacts import read_result
 from mke_ray.methods.stacked import train_students_stacked
 from mke_ray.methods.student import train_student
 from mke_ray.models.mlp import MaskStream, StackedMLPs
-from mke_ray.spec import SpecError, TrainerSpec, TrialSpec, parse_spec, read_yaml
+from mke_ray.spec import SpecError, TrainerSpec, TrialSpec, load_spec, parse_spec, read_yaml
 from mke_ray.sweep import main
 from mke_ray.tasks import TASKS, TrainSettings
 from mke_ray.tracking import Recorder
@@ -177,29 +177,32 @@ def test_batched_is_refused_where_it_cannot_stack():
 
 
 @pytest.mark.numerics
-def test_a_batched_sweep_records_every_trial_with_the_exact_paths_results(tmp_path, ray_local, capsys):
+def test_a_batched_sweep_records_every_trial_with_the_exact_paths_results(smoke_sweep, tmp_path, ray_local, capsys):
+    """The smoke grid with trainer: batched against the same grid on the exact path (the run's shared smoke
+    sweep): every trial's results the same up to rounding, and recorded."""
     grid = read_yaml(ROOT / "sweeps" / "twomoon_grid.yaml")
-    grid.update(student={"epochs": 300, "lr": 0.01}, seeds=[81, 14], tracking={"experiment": "batched", "log_every": 100})
-    for kind in ("auto", "batched"):
-        sweep = tmp_path / f"{kind}.yaml"
-        sweep.write_text(yaml.safe_dump({**grid, "trainer": {"kind": kind}}))
-        code = main([str(sweep), "--output", str(tmp_path / kind), "--tracking-uri", f"sqlite:///{tmp_path / kind}.db"])
-        assert code == 0
-        progress = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[42/42]")]
-        assert "| best MM student setting so far: " in progress[-1] and " (2 seeds) |" in progress[-1]  # packs too
-    exact, batched = (pd.read_csv(tmp_path / kind / "results.csv").set_index("trial").sort_index()
-                      for kind in ("auto", "batched"))
-    assert len(batched) == 42 and batched.index.equals(exact.index)
-    task = parse_spec(grid).task.build()
+    sweep = tmp_path / "batched.yaml"
+    sweep.write_text(yaml.safe_dump({**grid, "trainer": {"kind": "batched"}}, sort_keys=False))
+    code = main([str(sweep), "--smoke-test", "--output", str(tmp_path / "batched"),
+                 "--tracking-uri", f"sqlite:///{tmp_path / 'batched'}.db"])
+    assert code == 0
+    progress = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[12/12]")]
+    assert "| best MM student setting so far: " in progress[-1] and " (1 seed) |" in progress[-1]  # packs too
+    exact, batched = (pd.read_csv(out / "results.csv").set_index("trial").sort_index()
+                      for out in (smoke_sweep.out, tmp_path / "batched"))
+    assert len(batched) == 12 and batched.index.equals(exact.index)
+    spec = load_spec(sweep).smoke()
+    assert spec.trainer.kind == "batched" and read_result(smoke_sweep.out / "trials" / exact.index[0])
+    task, epochs = spec.task.build(), spec.student.epochs
     for key in exact.index:  # every trial, up to rounding
-        trial = TrialSpec.from_dict(read_result(tmp_path / "auto" / "trials" / key)["trial"])
-        assert_same_results(task, trial, tmp_path / "batched" / "trials" / key, tmp_path / "auto" / "trials" / key,
-                            epochs=300)
+        trial = TrialSpec.from_dict(read_result(smoke_sweep.out / "trials" / key)["trial"])
+        assert_same_results(task, trial, tmp_path / "batched" / "trials" / key, smoke_sweep.out / "trials" / key,
+                            epochs=epochs)
         assert batched.loc[key, "test_acc"] == read_result(tmp_path / "batched" / "trials" / key)["test_acc"]
-    recorder = Recorder(f"sqlite:///{tmp_path / 'batched'}.db", "batched")
+    recorder = Recorder(f"sqlite:///{tmp_path / 'batched'}.db", "mke-twomoon-smoke")
     (parent,) = recorder.client.search_runs([recorder.experiment_id], "tags.`mke.kind` = 'sweep'")
     children = recorder.children(parent.info.run_id)
-    assert len(children) == 43  # one MLflow run per student, and the teacher
+    assert len(children) == 13  # one MLflow run per student, and the teacher
 
 
 @pytest.mark.numerics

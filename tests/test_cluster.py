@@ -154,12 +154,12 @@ def test_losing_a_node_mid_sweep_is_one_line_and_loses_no_trial(shared_nothing):
         (raylet,) = [p for p in psutil.process_iter(["cmdline"])  # the second node's: started without --head
                      if "raylet" in " ".join(p.info["cmdline"] or [])[:200] and temp in " ".join(p.info["cmdline"])
                      and "--head" not in p.info["cmdline"]]
-        agents = [p for p in raylet.children() if "Agent" in p.name() + " ".join(p.cmdline())]
+        agents = raylet.children()  # outlive their raylet by minutes: ended once the driver is
         raylet.kill()
-        for agent in agents:  # outlive their raylet otherwise, minutes after the test
-            with contextlib.suppress(psutil.NoSuchProcess):
-                agent.kill()
         assert driver.wait(timeout=600) == 0, (hidden / "lost.out").read_text()[-2000:]
+    for agent in agents:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            agent.kill()
     stdout, stderr = (hidden / "lost.out").read_text(), (hidden / "lost.err").read_text()
     assert "12/12 trials finished" in stdout
     assert "[state-dump]" not in stdout + stderr
