@@ -349,7 +349,7 @@ def _reason(error: BaseException | str) -> str:
     found = [short for phrase, short in _TEXTS.items() if phrase in text.lower()]
     if found:
         return found[0]
-    first = text.strip().splitlines()[0] if text.strip() else type(chain[0]).__name__
+    first = text.strip().splitlines()[0] if text.strip() else type(chain[0]).__name__ if chain else "no answer"
     return re.sub(r"^API request to \S+ failed with (timeout )?exception ", "", first)[:120]
 
 
