@@ -3,7 +3,8 @@
 # make test-repro: Table 2 to the digit, with both losses (CI runs it)
 # make test-effects: the stand-ins' effect tests: the MM student expands its teacher on synthetic RAVDESS, NYU and
 #                    events data (minutes; run it when changing a task, a method, a regularizer or a trainer)
-# make test-numerics: the floating-point tests (but the slow ones) again on 1 thread, with MKL, oneDNN and ATen
+# make test-numerics: the floating-point tests (but the slow ones) again on 2 threads (make test's workers run on
+#                    one each), with MKL, oneDNN and ATen
 #                    held to AVX2 (CI runs it)
 # make test-matrix: the whole suite on 1 and 2 threads, each with the CPU's own dispatch and with AVX2
 VENV ?= .venv
@@ -41,9 +42,10 @@ WORKERS ?= 2
 test: $(VENV)/.installed
 	$(PY) -m pytest -m "not slow" -n $(WORKERS) --dist loadscope --no-loadscope-reorder
 
-# also on two workers: the published table on one, the corrected loss's on the other
+# in one process: each sweep's own Ray trials use both cores (on two workers the two sweeps took 3m18s-4m36s, one
+# after the other 2m49s)
 test-repro: $(VENV)/.installed
-	$(PY) -m pytest -m "slow and not effects" -n $(WORKERS) --dist load
+	$(PY) -m pytest -m "slow and not effects"
 
 test-effects: $(VENV)/.installed
 	$(PY) -m pytest -m effects -n $(WORKERS) --dist load
@@ -53,7 +55,7 @@ test-fast: $(VENV)/.installed
 	$(PY) -m pytest -m "not slow and not infra"
 
 test-numerics: $(VENV)/.installed
-	MKE_TEST_THREADS=1 $(AVX2) $(PY) -m pytest -m "numerics and not slow"
+	MKE_TEST_THREADS=2 $(AVX2) $(PY) -m pytest -m "numerics and not slow"
 
 test-matrix: $(VENV)/.installed
 	for threads in 1 2; do \
