@@ -154,7 +154,7 @@ def test_losing_a_node_mid_sweep_is_one_line_and_loses_no_trial(shared_nothing):
         (raylet,) = [p for p in psutil.process_iter(["cmdline"])  # the second node's: started without --head
                      if "raylet" in " ".join(p.info["cmdline"] or [])[:200] and temp in " ".join(p.info["cmdline"])
                      and "--head" not in p.info["cmdline"]]
-        agents = raylet.children()  # outlive their raylet by minutes: ended once the driver is
+        agents = raylet.children()  # its agents outlive it by minutes: ended once the driver is
         raylet.kill()
         assert driver.wait(timeout=600) == 0, (hidden / "lost.out").read_text()[-2000:]
     for agent in agents:

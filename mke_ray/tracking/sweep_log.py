@@ -297,7 +297,7 @@ class SweepLog:
         return run_id
 
 
-    def lost(self, error: BaseException | str) -> bool:
+    def lost(self, error: BaseException) -> bool:
         """After a failed write: whether the tracking server is gone (it does not answer its health check); the
         first time, one line says so and what happens meanwhile."""
         if self.down is None and self.recorder.answers() is False:
